@@ -1,0 +1,136 @@
+//! One container the harness started, and the faults a test can inflict on it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
+use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::engine::{self, HARNESS_LABEL, OWNER_PID_LABEL, on_harness};
+use crate::images::ImageRef;
+
+/// What to start: image, name, network, environment, fixed port mappings, command.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeSpec {
+    pub(crate) image: ImageRef,
+    pub(crate) name: String,
+    pub(crate) network: Option<String>,
+    pub(crate) env: Vec<(String, String)>,
+    /// (host port, container port); fixed so a restarted container keeps its address.
+    pub(crate) ports: Vec<(u16, u16)>,
+    pub(crate) cmd: Vec<String>,
+}
+
+/// A running (or stopped, killed, paused) container; removed when dropped.
+#[derive(Debug)]
+pub struct Node {
+    name: String,
+    container: Option<Arc<ContainerAsync<GenericImage>>>,
+}
+
+impl Node {
+    pub(crate) async fn start(spec: NodeSpec) -> anyhow::Result<Self> {
+        engine::ensure_engine().await?;
+        let name = spec.name.clone();
+        let container = on_harness(async move {
+            let image =
+                GenericImage::new(spec.image.name.clone(), spec.image.tag.clone()).with_wait_for(WaitFor::Nothing);
+            let mut request = image
+                .with_container_name(spec.name.clone())
+                .with_label(HARNESS_LABEL, "1")
+                .with_label(OWNER_PID_LABEL, std::process::id().to_string());
+            if let Some(network) = &spec.network {
+                request = request.with_network(network.clone());
+            }
+            for (key, value) in &spec.env {
+                request = request.with_env_var(key.clone(), value.clone());
+            }
+            for (host, container) in &spec.ports {
+                request = request.with_mapped_port(*host, ContainerPort::Tcp(*container));
+            }
+            if !spec.cmd.is_empty() {
+                request = request.with_cmd(spec.cmd.clone());
+            }
+            request
+                .start()
+                .await
+                .with_context(|| format!("cannot start container {} from image {}", spec.name, spec.image))
+        })
+        .await?;
+        Ok(Self { name, container: Some(Arc::new(container)) })
+    }
+
+    /// The container's name, which is also its host name on the test network.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn container(&self) -> anyhow::Result<Arc<ContainerAsync<GenericImage>>> {
+        self.container.clone().context("container already removed")
+    }
+
+    /// Sends SIGKILL: a hard crash, nothing flushed.
+    pub async fn kill(&self) -> anyhow::Result<()> {
+        let id = self.container()?.id().to_owned();
+        on_harness(async move {
+            let docker = engine::docker().await?;
+            let options = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+            docker.kill_container(&id, Some(options)).await.context("docker kill failed")
+        })
+        .await
+    }
+
+    /// Sends SIGTERM and waits up to `grace_seconds` before SIGKILL: a clean shutdown.
+    pub async fn stop(&self, grace_seconds: i32) -> anyhow::Result<()> {
+        let container = self.container()?;
+        on_harness(async move { container.stop_with_timeout(Some(grace_seconds)).await })
+            .await
+            .context("docker stop failed")
+    }
+
+    /// Starts a stopped or killed container again, with its data and ports.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
+        let container = self.container()?;
+        on_harness(async move { container.start().await }).await.context("docker start failed")
+    }
+
+    /// Freezes every process of the container (it stops answering but keeps its sockets).
+    pub async fn pause(&self) -> anyhow::Result<()> {
+        let container = self.container()?;
+        on_harness(async move { container.pause().await }).await.context("docker pause failed")
+    }
+
+    /// Thaws a paused container.
+    pub async fn unpause(&self) -> anyhow::Result<()> {
+        let container = self.container()?;
+        on_harness(async move { container.unpause().await }).await.context("docker unpause failed")
+    }
+
+    /// Everything the container printed so far, stdout then stderr, for failure messages.
+    pub async fn logs(&self) -> String {
+        let Ok(container) = self.container() else { return String::new() };
+        on_harness(async move {
+            let out = container.stdout_to_vec().await.unwrap_or_default();
+            let err = container.stderr_to_vec().await.unwrap_or_default();
+            format!("{}{}", String::from_utf8_lossy(&out), String::from_utf8_lossy(&err))
+        })
+        .await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(container) = self.container.take() {
+            // testcontainers removes the container in its own Drop, which needs a runtime.
+            engine::block_on_harness(async move { drop(container) });
+        }
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+pub(crate) fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
+    Ok(listener.local_addr()?.port())
+}
