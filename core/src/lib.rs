@@ -1,12 +1,84 @@
 //! # exactly
 //!
-//! Process Kafka messages exactly once, with each consumer position stored in PostgreSQL in
+//! Process Kafka messages exactly once: each consumer position is stored in PostgreSQL in
 //! the same transaction as the handler's writes.
 //!
-//! This crate is at its beginning: the workspace, the test bed (real Apache Kafka and
-//! PostgreSQL in containers) and CI exist; the `Handler` trait, the runtime and the offset
-//! store come next. See the book in `docs/` for what is guaranteed and how it is tested.
+//! ```no_run
+//! use exactly::{Context, Handler, HandlerError, Message, Runtime};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Order { id: i64, amount_cents: i64 }
+//!
+//! /// Records every order once, whatever crashes or rebalances happen.
+//! #[derive(exactly::Handler)]
+//! #[exactly(topic = "orders", group = "order-recorder", payload = Order, key = String)]
+//! struct RecordOrders;
+//!
+//! #[exactly::async_trait]
+//! impl Handler for RecordOrders {
+//!     async fn handle(&self, message: &Message<String, Order>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
+//!         sqlx::query("INSERT INTO orders (id, amount_cents) VALUES ($1, $2)")
+//!             .bind(message.payload.id)
+//!             .bind(message.payload.amount_cents)
+//!             .execute(cx.db())
+//!             .await?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # async fn main_() -> exactly::Result<()> {
+//! Runtime::builder()
+//!     .brokers("localhost:9092")
+//!     .database_url("postgres://app@localhost/app")
+//!     .handler(RecordOrders)
+//!     .build()
+//!     .await?
+//!     .run()
+//!     .await
+//! # }
+//! ```
+//!
+//! ## What is guaranteed, and where it stops
+//!
+//! Everything a handler writes through [`Context::db`] commits in one PostgreSQL transaction
+//! with the new position of its partition, or not at all; each partition is claimed with an
+//! epoch on assignment, and a commit from an instance that lost it fails. So after any crash,
+//! rebalance or retry, each message's database effects are there exactly once, in partition
+//! order. What a handler does outside that transaction (an HTTP call, an e-mail, a write to
+//! another database) is not covered: it can happen more than once.
+
+pub mod codec;
+mod error;
+mod handler;
+mod message;
+pub mod offsets;
+mod runtime;
+mod settings;
+mod subscription;
+
+pub use async_trait::async_trait;
+pub use error::{Error, ErrorClass, Location, Result};
+pub use handler::{Consumes, Context, Handler, HandlerError};
+pub use message::Message;
+pub use runtime::{Runtime, RuntimeBuilder, ShutdownHandle};
+pub use settings::{Batch, StartFrom};
+pub use subscription::{Delivery, Subscription};
 
 #[cfg(feature = "derive")]
+pub use exactly_macros::Handler;
+
 #[doc(hidden)]
-pub use exactly_macros as __macros;
+pub mod __private {
+    pub use crate::codec::{Bytes, Codec, Json, Key, Utf8};
+
+    /// Stands in for the codec of a handler whose `#[exactly(...)]` has errors, so the
+    /// compiler reports those errors alone. Never decodes anything.
+    #[derive(Debug)]
+    pub enum Fallback {}
+
+    impl<T> Codec<T> for Fallback {
+        fn decode(_: Option<&[u8]>) -> Result<T, crate::codec::DecodeError> {
+            Err("unreachable: a handler whose attributes failed to compile".into())
+        }
+    }
+}

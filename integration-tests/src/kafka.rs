@@ -5,6 +5,7 @@
 //! local drop-in run from the same code. Clients on the host reach broker `i` through
 //! `127.0.0.1:<fixed port>`; brokers reach each other by container name on a private network.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -106,15 +107,7 @@ impl Kafka {
         });
         let nodes = futures::future::try_join_all(specs.map(Node::start)).await?;
         let kafka = Kafka { nodes, host_ports };
-        if let Err(e) = kafka.wait_ready(kafka.nodes.len(), READY_TIMEOUT).await {
-            let logs = match kafka.nodes.first() {
-                Some(node) => node.logs().await,
-                None => String::new(),
-            };
-            let tail: String =
-                logs.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            bail!("{e:#}\nlast lines of {}:\n{tail}", kafka.nodes.first().map(Node::name).unwrap_or("?"));
-        }
+        kafka.wait_ready(kafka.nodes.len(), READY_TIMEOUT).await?;
         Ok(kafka)
     }
 
@@ -140,25 +133,35 @@ impl Kafka {
         config
     }
 
-    /// Waits until `brokers` brokers answer metadata (after a start or a restart).
+    /// Waits until `brokers` brokers answer metadata (after a start or a restart); fails
+    /// fast when a broker's container exited.
     pub async fn wait_ready(&self, brokers: usize, timeout: Duration) -> anyhow::Result<()> {
         let config = self.client_config();
-        tokio::task::spawn_blocking(move || {
-            let consumer: BaseConsumer =
-                config.clone().set("group.id", unique("probe")).create().context("cannot create a probe consumer")?;
-            let deadline = Instant::now() + timeout;
-            let mut last = String::from("no answer yet");
-            while Instant::now() < deadline {
-                match consumer.fetch_metadata(None, Duration::from_secs(2)) {
-                    Ok(metadata) if metadata.brokers().len() >= brokers => return Ok(()),
-                    Ok(metadata) => last = format!("{} of {brokers} brokers registered", metadata.brokers().len()),
-                    Err(e) => last = e.to_string(),
+        let consumer: Arc<BaseConsumer> = Arc::new(
+            config.clone().set("group.id", unique("probe")).create().context("cannot create a probe consumer")?,
+        );
+        let deadline = Instant::now() + timeout;
+        loop {
+            let probe = Arc::clone(&consumer);
+            let answer = tokio::task::spawn_blocking(move || {
+                probe.fetch_metadata(None, Duration::from_secs(2)).map(|m| m.brokers().len())
+            })
+            .await?;
+            let last = match answer {
+                Ok(count) if count >= brokers => return Ok(()),
+                Ok(count) => format!("{count} of {brokers} brokers registered"),
+                Err(e) => e.to_string(),
+            };
+            if brokers == self.nodes.len() {
+                for node in &self.nodes {
+                    node.ensure_running().await?;
                 }
-                std::thread::sleep(Duration::from_millis(200));
             }
-            bail!("Kafka at {} not ready after {timeout:?}: {last}", config.get("bootstrap.servers").unwrap_or("?"))
-        })
-        .await?
+            if Instant::now() >= deadline {
+                bail!("Kafka at {} not ready after {timeout:?}: {last}", self.bootstrap_servers());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Creates a topic with `partitions` partitions, replicated on up to three brokers.

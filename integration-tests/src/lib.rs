@@ -22,10 +22,14 @@ pub mod kafka;
 pub mod names;
 pub mod node;
 pub mod postgres;
+pub mod produce;
 pub mod read;
+pub mod recorder;
+pub mod support;
 
 pub use kafka::Kafka;
 pub use names::unique;
 pub use node::Node;
 pub use postgres::{Postgres, TestDatabase};
+pub use produce::{Input, produce, wait_until};
 pub use read::{Isolation, ReadRecord, read_to_end};

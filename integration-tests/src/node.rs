@@ -108,6 +108,26 @@ impl Node {
         on_harness(async move { container.unpause().await }).await.context("docker unpause failed")
     }
 
+    /// Whether the container's main process still runs (false once it exited or was killed).
+    pub async fn is_running(&self) -> bool {
+        let Ok(container) = self.container() else { return false };
+        on_harness(async move { container.is_running().await }).await.unwrap_or_else(|e| {
+            eprintln!("is_running: {e:?}");
+            false
+        })
+    }
+
+    /// Fails fast, with the container's output, when it exited while a test waits for it.
+    pub(crate) async fn ensure_running(&self) -> anyhow::Result<()> {
+        if self.is_running().await {
+            return Ok(());
+        }
+        let logs = self.logs().await;
+        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        anyhow::bail!("container {} exited; its last lines:\n{}", self.name, tail.join("\n"))
+    }
+
     /// Everything the container printed so far, stdout then stderr, for failure messages.
     pub async fn logs(&self) -> String {
         let Ok(container) = self.container() else { return String::new() };

@@ -59,9 +59,7 @@ impl Postgres {
             cmd: ["postgres", "-c", "max_connections=300"].map(String::from).to_vec(),
         };
         let server = Postgres { node: Node::start(spec).await?, port };
-        if let Err(e) = server.wait_ready(READY_TIMEOUT).await {
-            bail!("{e:#}\ncontainer output:\n{}", server.node.logs().await);
-        }
+        server.wait_ready(READY_TIMEOUT).await?;
         Ok(server)
     }
 
@@ -91,6 +89,7 @@ impl Postgres {
                 },
                 Err(e) => last = e.to_string(),
             }
+            self.node.ensure_running().await?;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         bail!("PostgreSQL on port {} not ready after {timeout:?}: {last}", self.port)

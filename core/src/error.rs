@@ -1,0 +1,169 @@
+//! The one error type of this crate, classified so the runtime (and you) can decide what to do.
+
+use std::fmt;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where in Kafka a failure happened: enough to find the message again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Consumer group of the handler.
+    pub group: String,
+    /// Topic of the message.
+    pub topic: String,
+    /// Partition of the message.
+    pub partition: i32,
+    /// Offset of the message (or of the first message of the batch).
+    pub offset: i64,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "group {} topic {} partition {} offset {}", self.group, self.topic, self.partition, self.offset)
+    }
+}
+
+/// What to do about an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transient: the same work may succeed if tried again (a lost connection, a deadlock,
+    /// a serialization failure, a broker that is not reachable for a moment).
+    Retriable,
+    /// The current unit of work must be rolled back and redone from the last committed
+    /// position; the component itself is still usable.
+    Abortable,
+    /// Retrying cannot help: a wrong setting, a message that cannot be decoded, ownership
+    /// of a partition lost to another instance. Needs a person or a restart.
+    Fatal,
+}
+
+/// Every error exactly reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting would break the exactly-once guarantee; refused when the runtime is built.
+    #[error("setting `{key}` = `{value}` is refused: {reason}")]
+    UnsafeSetting {
+        /// The setting's name.
+        key: String,
+        /// The value that was asked for.
+        value: String,
+        /// Why it would break the guarantee.
+        reason: &'static str,
+    },
+    /// The configuration is incomplete or contradicts itself.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// PostgreSQL failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Creating or upgrading exactly's tables failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Another instance owns the partition now: this instance's work on it was rolled back.
+    #[error("fenced at {location}: the partition was reassigned (claim epoch {epoch} is no longer current)")]
+    Fenced {
+        /// Where.
+        location: Location,
+        /// The claim epoch this instance held.
+        epoch: i64,
+    },
+    /// A message's key or payload could not be decoded; the partition does not advance past it.
+    #[error("cannot decode the {part} at {location}: {source}")]
+    Decode {
+        /// Where.
+        location: Location,
+        /// `"key"` or `"payload"`.
+        part: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The handler returned an error; the batch was rolled back.
+    #[error("handler failed at {location}: {source}")]
+    Handler {
+        /// Where.
+        location: Location,
+        /// What the handler said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The stored position of a partition is no longer in Kafka's log (deleted by retention):
+    /// messages between it and the log's start were never processed.
+    #[error("the stored position at {location} is out of range of the log: those messages are gone from Kafka")]
+    OffsetOutOfRange {
+        /// Where (the stored offset).
+        location: Location,
+    },
+}
+
+impl Error {
+    /// What to do about this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::UnsafeSetting { .. }
+            | Error::Config(_)
+            | Error::Migrate(_)
+            | Error::Fenced { .. }
+            | Error::Decode { .. }
+            | Error::OffsetOutOfRange { .. } => ErrorClass::Fatal,
+            Error::Kafka(e) => kafka_class(e),
+            Error::Database(e) => database_class(e),
+            Error::Handler { .. } => ErrorClass::Abortable,
+        }
+    }
+
+    /// Whether trying the same work again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        self.class() == ErrorClass::Retriable
+    }
+
+    /// Where in Kafka the error happened, when it concerns a message.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            Error::Fenced { location, .. }
+            | Error::Decode { location, .. }
+            | Error::Handler { location, .. }
+            | Error::OffsetOutOfRange { location } => Some(location),
+            _ => None,
+        }
+    }
+}
+
+fn kafka_class(error: &rdkafka::error::KafkaError) -> ErrorClass {
+    use rdkafka::error::{KafkaError, RDKafkaError};
+    let classify = |e: &RDKafkaError| {
+        if e.is_fatal() {
+            ErrorClass::Fatal
+        } else if e.txn_requires_abort() {
+            ErrorClass::Abortable
+        } else {
+            ErrorClass::Retriable
+        }
+    };
+    match error {
+        KafkaError::Transaction(e) => classify(e),
+        KafkaError::ClientCreation(_) | KafkaError::ClientConfig(..) => ErrorClass::Fatal,
+        _ => ErrorClass::Retriable,
+    }
+}
+
+fn database_class(error: &sqlx::Error) -> ErrorClass {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            ErrorClass::Retriable
+        }
+        sqlx::Error::Database(e) => match e.code().as_deref() {
+            // serialization_failure, deadlock_detected, admin/crash shutdown, cannot_connect_now
+            Some("40001" | "40P01" | "57P01" | "57P02" | "57P03") => ErrorClass::Retriable,
+            Some(code) if code.starts_with("08") => ErrorClass::Retriable, // connection exceptions
+            _ => ErrorClass::Abortable,
+        },
+        sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => ErrorClass::Retriable,
+        _ => ErrorClass::Abortable,
+    }
+}

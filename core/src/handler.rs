@@ -1,0 +1,115 @@
+//! The `Handler` trait: what you implement to process messages.
+
+use std::fmt;
+
+use sqlx::{PgConnection, Postgres, Transaction};
+
+use crate::codec::{Codec, Key};
+use crate::message::Message;
+use crate::subscription::Subscription;
+
+/// What a handler consumes: usually derived with `#[derive(exactly::Handler)]`.
+///
+/// ```
+/// # #[derive(serde::Deserialize)] struct Order { id: u64 }
+/// #[derive(exactly::Handler)]
+/// #[exactly(topic = "orders", group = "order-recorder", payload = Order, key = String)]
+/// struct RecordOrders;
+/// ```
+pub trait Consumes {
+    /// The decoded key type.
+    type Key: Key;
+    /// The decoded payload type.
+    type Payload: Send + Sync + 'static;
+    /// How payloads are decoded.
+    type Codec: Codec<Self::Payload>;
+
+    /// Topics, group and delivery mode.
+    fn subscription(&self) -> Subscription;
+}
+
+/// Processes messages exactly once, writing through the transaction its offsets commit in.
+///
+/// The runtime calls [`Handler::handle`] for each message, in offset order within a
+/// partition, inside a PostgreSQL transaction that also advances the group's stored position.
+/// Everything written through [`Context::db`] commits together with that position, or not
+/// at all. What the handler does elsewhere (an HTTP call, a file, another database) is not
+/// covered: it may happen again when a batch is retried or redone after a crash.
+///
+/// Return an error to roll the batch back; the partition does not advance past a message
+/// whose handler fails.
+#[async_trait::async_trait]
+pub trait Handler: Consumes + Send + Sync + 'static {
+    /// Handles one message.
+    ///
+    /// # Errors
+    /// Any error rolls back the whole batch (the message's and its neighbours' effects and
+    /// the position), and the batch is tried again.
+    async fn handle(
+        &self,
+        message: &Message<Self::Key, Self::Payload>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), HandlerError>;
+}
+
+/// What a handler sees besides the message: the transaction its effects and the position
+/// commit in.
+#[derive(Debug)]
+pub struct Context<'t> {
+    transaction: &'t mut Transaction<'static, Postgres>,
+}
+
+impl<'t> Context<'t> {
+    pub(crate) fn new(transaction: &'t mut Transaction<'static, Postgres>) -> Self {
+        Self { transaction }
+    }
+
+    /// The connection of the batch's transaction, to run queries on:
+    /// `sqlx::query(...).execute(cx.db())`.
+    ///
+    /// Do not `COMMIT` or `ROLLBACK` through it: the runtime commits the batch with its position.
+    pub fn db(&mut self) -> &mut PgConnection {
+        self.transaction
+    }
+
+    /// The batch's transaction itself, e.g. for savepoints with `begin()`.
+    pub fn transaction(&mut self) -> &mut Transaction<'static, Postgres> {
+        self.transaction
+    }
+}
+
+/// An error returned by a handler; anything that converts into a boxed error converts into
+/// it, so `?` works on sqlx, serde and your own errors.
+pub struct HandlerError {
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl HandlerError {
+    /// Wraps any error.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self { source: error.into() }
+    }
+
+    /// The error inside.
+    pub fn into_inner(self) -> Box<dyn std::error::Error + Send + Sync> {
+        self.source
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        Self::new(error)
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.source, f)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}

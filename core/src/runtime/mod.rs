@@ -1,0 +1,358 @@
+//! The runtime: consumes with one consumer per handler (group), claims partitions in
+//! PostgreSQL, and runs a worker per partition that commits effects and positions together.
+
+mod group;
+mod partition_worker;
+mod shared;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::{Semaphore, watch};
+
+use self::group::{Group, Spawner};
+use self::partition_worker::PartitionWorker;
+use self::shared::{ErrorHook, Shared};
+use crate::error::{Error, Result};
+use crate::handler::Handler;
+use crate::settings::{Batch, KafkaProperties, StartFrom};
+use crate::subscription::Subscription;
+
+/// Builds a [`Runtime`]: brokers, database, handlers, batching.
+///
+/// ```no_run
+/// # use exactly::{Runtime, Batch};
+/// # async fn run(handler: impl exactly::Handler) -> exactly::Result<()> {
+/// let runtime = Runtime::builder()
+///     .brokers("localhost:9092")
+///     .database_url("postgres://app@localhost/app")
+///     .handler(handler)
+///     .batch(Batch::default().max_records(1000))
+///     .build()
+///     .await?;
+/// runtime.run().await // until Ctrl-C or SIGTERM
+/// # }
+/// ```
+#[must_use]
+pub struct RuntimeBuilder {
+    kafka: KafkaProperties,
+    database: Option<Database>,
+    groups: Vec<Box<dyn GroupSpec>>,
+    batch: Batch,
+    start_from: StartFrom,
+    max_concurrent_batches: usize,
+    on_error: Option<ErrorHook>,
+    migrate: bool,
+    revoke_grace: Duration,
+}
+
+impl std::fmt::Debug for RuntimeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeBuilder")
+            .field("handlers", &self.groups.len())
+            .field("batch", &self.batch)
+            .field("start_from", &self.start_from)
+            .field("max_concurrent_batches", &self.max_concurrent_batches)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Database {
+    Url(String),
+    Pool(PgPool),
+}
+
+impl RuntimeBuilder {
+    /// Kafka's `bootstrap.servers`: `host:port[,host:port...]`.
+    pub fn brokers(mut self, servers: impl Into<String>) -> Self {
+        self.kafka.set("bootstrap.servers", servers);
+        self
+    }
+
+    /// Any librdkafka property (TLS, SASL, timeouts, ...). Properties that would break the
+    /// guarantee (`enable.auto.commit=true`, `isolation.level=read_uncommitted`, ...) are
+    /// refused by [`RuntimeBuilder::build`] with the reason.
+    pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka.set(key, value);
+        self
+    }
+
+    /// The PostgreSQL database, by URL; the runtime makes its own pool.
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database = Some(Database::Url(url.into()));
+        self
+    }
+
+    /// The PostgreSQL database, through your pool.
+    pub fn pool(mut self, pool: PgPool) -> Self {
+        self.database = Some(Database::Pool(pool));
+        self
+    }
+
+    /// Adds a handler; each handler consumes as its own consumer group.
+    pub fn handler<H: Handler>(mut self, handler: H) -> Self {
+        self.groups.push(Box::new(HandlerGroup { handler: Arc::new(handler) }));
+        self
+    }
+
+    /// Messages per database transaction (default: up to 500 or 50 ms; `Batch::single()`
+    /// for one message per transaction).
+    pub fn batch(mut self, batch: Batch) -> Self {
+        self.batch = batch;
+        self
+    }
+
+    /// Where partitions with no stored position start (default: earliest).
+    pub fn start_from(mut self, start_from: StartFrom) -> Self {
+        self.start_from = start_from;
+        self
+    }
+
+    /// How many batches may be inside a database transaction at once, over all partitions
+    /// (default 8). Each holds a pooled connection.
+    pub fn max_concurrent_batches(mut self, max: usize) -> Self {
+        self.max_concurrent_batches = max.max(1);
+        self
+    }
+
+    /// Called with every error the runtime reports (besides logging it with `tracing`).
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Whether `build` creates or upgrades exactly's tables (default: yes). Turn it off when
+    /// the service runs with a role that has no DDL rights.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
+    }
+
+    /// How long a revocation waits for a partition's in-flight batch (default 30 s).
+    pub fn revoke_grace(mut self, grace: Duration) -> Self {
+        self.revoke_grace = grace;
+        self
+    }
+
+    /// Checks every setting, connects to PostgreSQL and creates exactly's tables.
+    ///
+    /// # Errors
+    /// [`Error::UnsafeSetting`] for a setting that would break the guarantee,
+    /// [`Error::Config`] for a missing or contradictory one, [`Error::Database`] when
+    /// PostgreSQL cannot be reached.
+    pub async fn build(self) -> Result<Runtime> {
+        self.kafka.check()?;
+        if self.groups.is_empty() {
+            return Err(Error::Config("no handlers: add at least one with `handler(...)`".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for spec in &self.groups {
+            let subscription = spec.subscription();
+            subscription.validate()?;
+            if !seen.insert(subscription.group().to_owned()) {
+                return Err(Error::Config(format!(
+                    "two handlers use group `{}`: a group has one handler per runtime, and its \
+                     instances share the work (run more runtimes for more instances)",
+                    subscription.group()
+                )));
+            }
+        }
+        let pool = match self.database {
+            Some(Database::Pool(pool)) => pool,
+            Some(Database::Url(url)) => {
+                PgPoolOptions::new()
+                    .max_connections(u32::try_from(self.max_concurrent_batches + 2).unwrap_or(u32::MAX))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect(&url)
+                    .await?
+            }
+            None => return Err(Error::Config("no database: call `database_url(...)` or `pool(...)`".into())),
+        };
+        if self.migrate {
+            crate::offsets::migrate(&pool).await?;
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            pool,
+            batch: self.batch,
+            start_from: self.start_from,
+            batch_permits: Semaphore::new(self.max_concurrent_batches),
+            on_error: self.on_error,
+            handle: tokio::runtime::Handle::current(),
+            shutdown: shutdown_rx,
+            revoke_grace: self.revoke_grace,
+        });
+        Ok(Runtime {
+            shared,
+            kafka: self.kafka,
+            groups: self.groups,
+            shutdown: ShutdownHandle { sender: Arc::new(shutdown_tx) },
+        })
+    }
+}
+
+/// Processes messages until shut down. Made by [`Runtime::builder`].
+pub struct Runtime {
+    shared: Arc<Shared>,
+    kafka: KafkaProperties,
+    groups: Vec<Box<dyn GroupSpec>>,
+    shutdown: ShutdownHandle,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("shared", &self.shared)
+            .field("handlers", &self.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// A builder with safe defaults.
+    pub fn builder() -> RuntimeBuilder {
+        RuntimeBuilder {
+            kafka: KafkaProperties::default(),
+            database: None,
+            groups: Vec::new(),
+            batch: Batch::default(),
+            start_from: StartFrom::default(),
+            max_concurrent_batches: 8,
+            on_error: None,
+            migrate: true,
+            revoke_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// A handle that stops this runtime gracefully from anywhere.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// The pool the runtime commits through.
+    pub fn pool(&self) -> &PgPool {
+        &self.shared.pool
+    }
+
+    /// Runs until Ctrl-C, SIGTERM or [`ShutdownHandle::shutdown`], then stops gracefully:
+    /// in-flight batches commit or roll back, the group is left cleanly.
+    ///
+    /// # Errors
+    /// When a consumer cannot be created or stops on a fatal error.
+    pub async fn run(self) -> Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `signal` completes or [`ShutdownHandle::shutdown`] is called.
+    ///
+    /// # Errors
+    /// When a consumer cannot be created or stops on a fatal error.
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for spec in self.groups {
+            let subscription = spec.subscription();
+            let config = self.kafka.consumer(subscription.group());
+            match spec.start(&self.shared, config, &subscription) {
+                Ok(group) => groups.push(group),
+                Err(e) => {
+                    self.shutdown.shutdown();
+                    for group in groups {
+                        let _ = group.poller.await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let mut stopped = self.shared.shutdown.clone();
+        tokio::select! {
+            () = signal => self.shutdown.shutdown(),
+            _ = stopped.wait_for(|stop| *stop) => {}
+        }
+        let mut outcome = Ok(());
+        for group in groups {
+            match group.poller.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => outcome = outcome.and(Err(e)),
+                Err(e) => {
+                    outcome =
+                        outcome.and(Err(Error::Config(format!("the consumer of group {} panicked: {e}", group.name))))
+                }
+            }
+        }
+        outcome
+    }
+}
+
+/// Stops a [`Runtime`] gracefully; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ShutdownHandle {
+    sender: Arc<watch::Sender<bool>>,
+}
+
+impl ShutdownHandle {
+    /// Asks the runtime to stop: in-flight batches finish, then `run` returns.
+    pub fn shutdown(&self) {
+        self.sender.send_replace(true);
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A handler, type-erased so one runtime holds handlers of different types.
+trait GroupSpec: Send {
+    fn subscription(&self) -> Subscription;
+    fn start(
+        self: Box<Self>,
+        shared: &Arc<Shared>,
+        config: rdkafka::ClientConfig,
+        subscription: &Subscription,
+    ) -> Result<Group>;
+}
+
+struct HandlerGroup<H: Handler> {
+    handler: Arc<H>,
+}
+
+impl<H: Handler> GroupSpec for HandlerGroup<H> {
+    fn subscription(&self) -> Subscription {
+        self.handler.subscription()
+    }
+
+    fn start(
+        self: Box<Self>,
+        shared: &Arc<Shared>,
+        config: rdkafka::ClientConfig,
+        subscription: &Subscription,
+    ) -> Result<Group> {
+        let handler = self.handler;
+        let worker_shared = Arc::clone(shared);
+        let spawner: Spawner = Box::new(move |start| {
+            let worker = PartitionWorker::new(Arc::clone(&handler), Arc::clone(&worker_shared), start);
+            worker_shared.handle.spawn(worker.run())
+        });
+        Group::start(shared, config, subscription, spawner)
+    }
+}

@@ -1,0 +1,73 @@
+//! What every group consumer and partition worker of one runtime shares.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, watch};
+
+use crate::error::Error;
+use crate::settings::{Batch, StartFrom};
+
+/// Called with every error the runtime reports.
+pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+
+/// Shared state of one runtime.
+pub(crate) struct Shared {
+    pub(crate) pool: PgPool,
+    pub(crate) batch: Batch,
+    pub(crate) start_from: StartFrom,
+    /// Bounds how many batches are inside a database transaction at once.
+    pub(crate) batch_permits: Semaphore,
+    pub(crate) on_error: Option<ErrorHook>,
+    pub(crate) handle: tokio::runtime::Handle,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    pub(crate) revoke_grace: Duration,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("batch", &self.batch)
+            .field("start_from", &self.start_from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Logs `error` with its context and hands it to the user's hook.
+    pub(crate) fn report(&self, error: &Error) {
+        match error.location() {
+            Some(location) => tracing::error!(
+                group = %location.group, topic = %location.topic, partition = location.partition,
+                offset = location.offset, class = ?error.class(), "{error}"
+            ),
+            None => tracing::error!(class = ?error.class(), "{error}"),
+        }
+        if let Some(hook) = &self.on_error {
+            hook(error);
+        }
+    }
+
+    pub(crate) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Exponential backoff between retries: 100 ms doubling up to 10 s.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self { next: Duration::from_millis(100) }
+    }
+
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(10));
+        delay
+    }
+}

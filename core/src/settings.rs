@@ -1,0 +1,160 @@
+//! Settings of the runtime: Kafka client properties (checked against the guarantee),
+//! batching and where a partition with no stored position starts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+use crate::error::{Error, Result};
+
+/// Where a partition with no stored position starts. Resolved once, on the first claim of
+/// the partition, and stored, so later rebalances never re-apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartFrom {
+    /// The oldest record still in the log: nothing already in Kafka is skipped.
+    #[default]
+    Earliest,
+    /// The end of the log at the moment of the first claim: older records are skipped.
+    Latest,
+}
+
+/// How many messages go into one database transaction.
+///
+/// A batch closes when it holds `max_records` messages or `max_wait` has passed since its
+/// first message arrived, whichever comes first. Larger batches mean fewer commits (faster);
+/// a failing message rolls back its whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    pub(crate) max_records: usize,
+    pub(crate) max_wait: Duration,
+}
+
+impl Default for Batch {
+    /// Up to 500 messages or 50 ms.
+    fn default() -> Self {
+        Self { max_records: 500, max_wait: Duration::from_millis(50) }
+    }
+}
+
+impl Batch {
+    /// One message per transaction.
+    pub fn single() -> Self {
+        Self { max_records: 1, max_wait: Duration::ZERO }
+    }
+
+    /// At most `max_records` messages per transaction (at least 1).
+    pub fn max_records(mut self, max_records: usize) -> Self {
+        self.max_records = max_records.max(1);
+        self
+    }
+
+    /// Wait at most `max_wait` after a batch's first message for more.
+    pub fn max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+}
+
+/// librdkafka properties given by the user, checked before any client is made.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct KafkaProperties {
+    properties: BTreeMap<String, String>,
+}
+
+/// Properties the runtime sets on every consumer: the guarantee depends on them.
+const CONSUMER_FIXED: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("isolation.level", "read_committed"),
+    ("auto.offset.reset", "error"),
+];
+
+impl KafkaProperties {
+    pub(crate) fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.properties.insert(key.into(), value.into());
+    }
+
+    /// Refuses every property that would break the exactly-once guarantee, with the reason.
+    pub(crate) fn check(&self) -> Result<()> {
+        for (key, value) in &self.properties {
+            let normalized = value.trim().to_ascii_lowercase();
+            let refuse = |reason| Err(Error::UnsafeSetting { key: key.clone(), value: value.clone(), reason });
+            match key.as_str() {
+                "enable.auto.commit" if normalized != "false" => {
+                    return refuse(
+                        "Kafka's auto-commit marks messages as done on a timer, before their effects commit; \
+                         exactly commits each position in PostgreSQL with the effects instead",
+                    );
+                }
+                "enable.auto.offset.store" if normalized != "false" => {
+                    return refuse("offsets are stored by exactly after the database commit, never automatically");
+                }
+                "isolation.level" if normalized != "read_committed" => {
+                    return refuse(
+                        "read_uncommitted hands your handler records of Kafka transactions that may still \
+                         abort, so their effects would outlive the records",
+                    );
+                }
+                "auto.offset.reset" if normalized != "error" => {
+                    return refuse(
+                        "exactly positions every partition from PostgreSQL; an automatic reset would silently \
+                         skip or replay messages. Use `start_from` for partitions with no stored position",
+                    );
+                }
+                "group.id" => {
+                    return refuse("each handler's group comes from its subscription (`#[exactly(group = ...)]`)");
+                }
+                "enable.partition.eof" | "group.instance.id" => {}
+                _ => {}
+            }
+        }
+        if !self.properties.contains_key("bootstrap.servers") {
+            return Err(Error::Config("no Kafka brokers: call `brokers(\"host:port,...\")`".into()));
+        }
+        Ok(())
+    }
+
+    /// The configuration of a consumer for `group`: the user's properties, then the fixed ones.
+    pub(crate) fn consumer(&self, group: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("partition.assignment.strategy", "cooperative-sticky");
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        for (key, value) in CONSUMER_FIXED {
+            config.set(*key, *value);
+        }
+        config.set("group.id", group);
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(key: &str, value: &str) -> KafkaProperties {
+        let mut properties = KafkaProperties::default();
+        properties.set("bootstrap.servers", "localhost:9092");
+        properties.set(key, value);
+        properties
+    }
+
+    #[test]
+    fn refuses_settings_that_break_the_guarantee() {
+        for (key, value) in [
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "true"),
+            ("isolation.level", "read_uncommitted"),
+            ("auto.offset.reset", "earliest"),
+            ("group.id", "x"),
+        ] {
+            let error = with(key, value).check().err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(key) && error.contains("refused"), "{key}={value} was accepted: {error}");
+        }
+        assert!(with("isolation.level", "read_committed").check().is_ok());
+        assert!(with("client.id", "me").check().is_ok());
+        assert!(KafkaProperties::default().check().is_err(), "no brokers must be an error");
+    }
+}

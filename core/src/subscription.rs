@@ -1,0 +1,99 @@
+//! What a handler consumes: topics, consumer group and delivery mode.
+
+use crate::error::{Error, Result};
+
+/// How the messages of a topic are shared among handler instances.
+///
+/// Both modes rest on Kafka consumer groups; the mode states the intent, and the docs and
+/// checks follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Every instance of the handler joins the same group: each message is handled by one
+    /// of them (work is shared, partition by partition).
+    #[default]
+    PointToPoint,
+    /// The group names one subscriber: every subscriber (every group) handles every message,
+    /// and within a subscriber the group's instances share the work as in point-to-point.
+    PublishSubscribe,
+}
+
+/// Topics, group and delivery mode of a handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    topics: Vec<String>,
+    group: String,
+    delivery: Delivery,
+}
+
+impl Subscription {
+    /// A subscription to `topics` as consumer group `group`.
+    pub fn new<T: Into<String>>(
+        topics: impl IntoIterator<Item = T>,
+        group: impl Into<String>,
+        delivery: Delivery,
+    ) -> Self {
+        Self { topics: topics.into_iter().map(Into::into).collect(), group: group.into(), delivery }
+    }
+
+    /// The topics.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The consumer group id (also the key of the stored positions).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The delivery mode.
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// Checks topic and group names as Kafka does.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the bad topic or group.
+    pub fn validate(&self) -> Result<()> {
+        if self.topics.is_empty() {
+            return Err(Error::Config(format!("group {}: a handler must consume at least one topic", self.group)));
+        }
+        for topic in &self.topics {
+            check_name("topic", topic).map_err(Error::Config)?;
+        }
+        if self.group.is_empty() || self.group.len() > 255 {
+            return Err(Error::Config(format!("group id `{}` must have 1 to 255 characters", self.group)));
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+fn check_name(what: &str, name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > 249 {
+        return Err(format!("{what} `{name}` must have 1 to 249 characters"));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("{what} `{name}` is not allowed by Kafka"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!(
+            "{what} `{name}` contains `{bad}`: Kafka allows only ASCII letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_names() {
+        assert!(Subscription::new(["orders"], "g", Delivery::PointToPoint).validate().is_ok());
+        assert!(Subscription::new(["or ders"], "g", Delivery::PointToPoint).validate().is_err());
+        assert!(Subscription::new(Vec::<String>::new(), "g", Delivery::PointToPoint).validate().is_err());
+        assert!(Subscription::new([".."], "g", Delivery::PointToPoint).validate().is_err());
+        assert!(Subscription::new(["a"], "", Delivery::PointToPoint).validate().is_err());
+    }
+}

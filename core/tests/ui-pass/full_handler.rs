@@ -1,0 +1,56 @@
+use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message};
+
+#[derive(serde::Deserialize)]
+struct Order {
+    id: i64,
+}
+
+/// Every attribute, spelled out.
+#[derive(exactly::Handler)]
+#[exactly(
+    topics = ["orders", "order-corrections"],
+    group = "order-recorder",
+    delivery = publish_subscribe,
+    payload = Order,
+    codec = json,
+    key = String,
+)]
+struct RecordOrders;
+
+#[exactly::async_trait]
+impl Handler for RecordOrders {
+    async fn handle(&self, message: &Message<String, Order>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
+        sqlx::query("SELECT $1").bind(message.payload.id).execute(cx.db()).await?;
+        Ok(())
+    }
+}
+
+/// Defaults: point-to-point, JSON, raw key; generics work.
+#[derive(exactly::Handler)]
+#[exactly(topic = "orders", group = "audit", payload = serde_json::Value)]
+struct Audit<T: Send + Sync + 'static> {
+    _marker: std::marker::PhantomData<T>,
+}
+
+/// A codec of your own.
+struct Decimal;
+impl exactly::codec::Codec<u64> for Decimal {
+    fn decode(payload: Option<&[u8]>) -> Result<u64, exactly::codec::DecodeError> {
+        Ok(std::str::from_utf8(payload.unwrap_or_default())?.parse()?)
+    }
+}
+
+#[derive(exactly::Handler)]
+#[exactly(topic = "counts", group = "summer", payload = u64, codec = Decimal, key = ())]
+struct Sum;
+
+fn main() {
+    let subscription = RecordOrders.subscription();
+    assert_eq!(subscription.topics(), ["orders", "order-corrections"]);
+    assert_eq!(subscription.group(), "order-recorder");
+    assert_eq!(subscription.delivery(), Delivery::PublishSubscribe);
+    let audit = Audit::<u8> { _marker: std::marker::PhantomData }.subscription();
+    assert_eq!(audit.delivery(), Delivery::PointToPoint);
+    assert_eq!(Sum.subscription().topics(), ["counts"]);
+    let _: fn() -> Option<Vec<u8>> = || None::<<Audit<u8> as Consumes>::Key>;
+}

@@ -1,0 +1,5 @@
+#[derive(exactly::Handler)]
+#[exactly(topic = "orders", group = "recorder", payload = String, codec = bytes)]
+struct RecordOrders;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[derive(exactly::Handler)]
+#[exactly(topic = "orders", group = "recorder")]
+struct RecordOrders;
+
+fn main() {}

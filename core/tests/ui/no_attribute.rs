@@ -1,0 +1,4 @@
+#[derive(exactly::Handler)]
+struct RecordOrders;
+
+fn main() {}

@@ -1,0 +1,79 @@
+//! Writing test input to Kafka.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::future::try_join_all;
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// One record to write; `partition: None` lets the key choose.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Target partition, or `None` to partition by key.
+    pub partition: Option<i32>,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+}
+
+impl Input {
+    /// A record for `partition` with a UTF-8 key and payload.
+    pub fn to(partition: i32, key: impl Into<String>, payload: impl Into<Vec<u8>>) -> Self {
+        Self { partition: Some(partition), key: Some(key.into().into_bytes()), payload: payload.into() }
+    }
+}
+
+/// Writes `records` with an idempotent `acks=all` producer and waits until all are acknowledged.
+pub async fn produce(
+    config: &ClientConfig,
+    topic: &str,
+    records: impl IntoIterator<Item = Input>,
+) -> anyhow::Result<()> {
+    let producer: FutureProducer = config
+        .clone()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()
+        .context("cannot create a producer")?;
+    let deliveries = records.into_iter().map(|input| {
+        let producer = producer.clone();
+        async move {
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(&input.payload);
+            if let Some(key) = &input.key {
+                record = record.key(key);
+            }
+            if let Some(partition) = input.partition {
+                record = record.partition(partition);
+            }
+            producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e)
+        }
+    });
+    try_join_all(deliveries).await.context("a test record was not delivered")?;
+    Ok(())
+}
+
+/// Polls `condition` every 100 ms until it holds or `timeout` passes.
+///
+/// # Errors
+/// When the condition still fails at the deadline, with `what` and the last observation.
+pub async fn wait_until<F, Fut, T>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match condition().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

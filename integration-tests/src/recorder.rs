@@ -1,0 +1,141 @@
+//! A handler for tests: records every message it handles in `effects`, inside the batch's
+//! transaction, so tests can count effects against input.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use exactly::codec::Utf8;
+use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Subscription};
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+/// Creates the `effects` table (no unique constraint: duplicates must be countable).
+pub async fn create_effects_table(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS effects (
+            seq BIGSERIAL PRIMARY KEY,
+            topic TEXT NOT NULL,
+            partition INTEGER NOT NULL,
+            message_offset BIGINT NOT NULL,
+            key TEXT,
+            payload TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            group_id TEXT NOT NULL,
+            txid BIGINT NOT NULL
+        )",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Counts of `effects` for a group: all rows, and distinct (topic, partition, offset).
+pub async fn effect_counts(pool: &PgPool, group: &str) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*), count(DISTINCT (topic, partition, message_offset)) FROM effects WHERE group_id = $1",
+    )
+    .bind(group)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Blocks the handler on chosen payloads until released.
+#[derive(Debug)]
+pub struct Hold {
+    /// Payloads that wait.
+    pub payloads: Vec<String>,
+    /// Released with `add_permits`.
+    pub gate: Semaphore,
+    /// How many handler calls are waiting at the gate now.
+    pub waiting: AtomicUsize,
+}
+
+/// The recording handler.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// Topics consumed.
+    pub topics: Vec<String>,
+    /// Consumer group.
+    pub group: String,
+    /// Delivery mode.
+    pub delivery: Delivery,
+    /// Name of this instance, written with each effect.
+    pub instance: String,
+    /// Payloads on which the handler returns an error.
+    pub fail_on: Vec<String>,
+    /// Optional gate for chosen payloads.
+    pub hold: Option<Arc<Hold>>,
+    /// Handler calls in progress now, and the most seen at once.
+    pub in_flight: Arc<(AtomicUsize, AtomicUsize)>,
+}
+
+impl Recorder {
+    /// Records every message of `topic` as `group`.
+    pub fn new(topic: &str, group: &str, instance: &str) -> Self {
+        Self {
+            topics: vec![topic.to_owned()],
+            group: group.to_owned(),
+            delivery: Delivery::PointToPoint,
+            instance: instance.to_owned(),
+            fail_on: Vec::new(),
+            hold: None,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The most handler calls seen in progress at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.in_flight.1.load(Ordering::SeqCst)
+    }
+}
+
+impl Consumes for Recorder {
+    type Key = String;
+    type Payload = String;
+    type Codec = Utf8;
+
+    fn subscription(&self) -> Subscription {
+        Subscription::new(self.topics.clone(), self.group.clone(), self.delivery)
+    }
+}
+
+#[exactly::async_trait]
+impl Handler for Recorder {
+    async fn handle(&self, message: &Message<String, String>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
+        let now = self.in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.in_flight.1.fetch_max(now, Ordering::SeqCst);
+        let outcome = self.record(message, cx).await;
+        self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
+        outcome
+    }
+}
+
+impl Recorder {
+    async fn record(&self, message: &Message<String, String>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
+        sqlx::query(
+            "INSERT INTO effects (topic, partition, message_offset, key, payload, instance, group_id, txid)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, txid_current())",
+        )
+        .bind(&message.topic)
+        .bind(message.partition)
+        .bind(message.offset)
+        .bind(&message.key)
+        .bind(&message.payload)
+        .bind(&self.instance)
+        .bind(&self.group)
+        .execute(cx.db())
+        .await?;
+        if let Some(hold) = &self.hold
+            && hold.payloads.contains(&message.payload)
+        {
+            hold.waiting.fetch_add(1, Ordering::SeqCst);
+            let permit = hold.gate.acquire().await;
+            hold.waiting.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        }
+        if self.fail_on.contains(&message.payload) {
+            return Err(format!("refusing payload {}", message.payload).into());
+        }
+        Ok(())
+    }
+}

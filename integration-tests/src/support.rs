@@ -1,0 +1,65 @@
+//! Running a runtime in the background of a test.
+
+use std::sync::{Arc, Mutex};
+
+use exactly::{Error, Runtime, RuntimeBuilder, ShutdownHandle};
+use tokio::task::JoinHandle;
+
+use crate::Kafka;
+
+/// Errors a runtime reported through its `on_error` hook, as text.
+#[derive(Debug, Clone, Default)]
+pub struct Reported(Arc<Mutex<Vec<String>>>);
+
+impl Reported {
+    /// Everything reported so far.
+    pub fn all(&self) -> Vec<String> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    /// How many reports contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.all().iter().filter(|e| e.contains(needle)).count()
+    }
+}
+
+/// A runtime running in a background task.
+#[derive(Debug)]
+pub struct Running {
+    shutdown: ShutdownHandle,
+    task: JoinHandle<exactly::Result<()>>,
+    /// What it reported.
+    pub reported: Reported,
+}
+
+impl Running {
+    /// Builds `builder` (brokers of `kafka`, error hook added) and runs it in the background.
+    pub async fn start(kafka: &Kafka, builder: RuntimeBuilder) -> anyhow::Result<Running> {
+        let reported = Reported::default();
+        let sink = reported.clone();
+        let runtime = builder
+            .brokers(kafka.bootstrap_servers())
+            .on_error(move |e: &Error| {
+                if let Ok(mut v) = sink.0.lock() {
+                    v.push(e.to_string());
+                }
+            })
+            .build()
+            .await?;
+        let shutdown = runtime.shutdown_handle();
+        let task = tokio::spawn(runtime.run_until(std::future::pending()));
+        Ok(Running { shutdown, task, reported })
+    }
+
+    /// Stops gracefully and returns what `run` returned.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.shutdown();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// A builder with the test defaults: `database_url`, quick revocation.
+pub fn builder(database_url: &str) -> RuntimeBuilder {
+    Runtime::builder().database_url(database_url).revoke_grace(std::time::Duration::from_secs(5))
+}

@@ -1,0 +1,90 @@
+//! Rebalances and shutdowns while messages flow: instances join and leave (1, 2, 3, 2, 1)
+//! under cooperative-sticky and eager assignment; every in-flight batch commits or rolls
+//! back whole, so effects and positions agree and every message is applied exactly once.
+
+use std::time::Duration;
+
+use exactly::Batch;
+use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
+use exactly_integration_tests::support::{Running, builder};
+use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(180);
+const PARTITIONS: i32 = 6;
+const PER_ROUND: i64 = 60;
+
+async fn churn(strategy: &str) -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("churn", PARTITIONS).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    let group = unique("churn");
+    let start = |instance: &str| {
+        let runtime = builder(&database.url)
+            .kafka_setting("partition.assignment.strategy", strategy)
+            .batch(Batch::default().max_records(20))
+            .handler(Recorder::new(&topic, &group, instance));
+        Running::start(kafka, runtime)
+    };
+
+    let feed = async |round: i64| -> anyhow::Result<()> {
+        let records: Vec<Input> = (0..PER_ROUND)
+            .map(|i| Input::to((i % i64::from(PARTITIONS)) as i32, format!("k{i}"), format!("r{round}-{i}")))
+            .collect();
+        produce(&kafka.client_config(), &topic, records).await
+    };
+
+    let a = start("a").await?;
+    feed(0).await?;
+    let b = start("b").await?;
+    feed(1).await?;
+    let c = start("c").await?;
+    feed(2).await?;
+    b.stop().await?; // graceful leave while messages are in flight
+    feed(3).await?;
+    let d = start("d").await?;
+    feed(4).await?;
+    c.stop().await?;
+    feed(5).await?;
+    d.stop().await?;
+    feed(6).await?;
+    let expected = 7 * PER_ROUND;
+    wait_until(WAIT, "every message applied", || async {
+        let (total, _) = effect_counts(&pool, &group).await?;
+        anyhow::ensure!(total <= expected, "more effects than messages: {total}");
+        Ok((total == expected).then_some(()))
+    })
+    .await?;
+    a.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (expected, expected), "applied twice");
+    check_positions_match_effects(&pool, &group, &topic).await
+}
+
+/// Every partition's stored position is exactly one past its last applied offset.
+async fn check_positions_match_effects(pool: &PgPool, group: &str, topic: &str) -> anyhow::Result<()> {
+    for partition in 0..PARTITIONS {
+        let applied: (i64, Option<i64>) =
+            sqlx::query_as("SELECT count(*), max(message_offset) FROM effects WHERE group_id = $1 AND partition = $2")
+                .bind(group)
+                .bind(partition)
+                .fetch_one(pool)
+                .await?;
+        let position = exactly::offsets::position(pool, group, topic, partition).await?;
+        assert_eq!(position, applied.1.map(|last| last + 1), "partition {partition}: position vs effects");
+        assert_eq!(Some(applied.0), position, "partition {partition}: a batch was applied in part");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_churn_applies_each_message_once() -> anyhow::Result<()> {
+    churn("cooperative-sticky").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_range_churn_applies_each_message_once() -> anyhow::Result<()> {
+    churn("range").await
+}

@@ -1,0 +1,266 @@
+//! The core runtime against real Kafka and PostgreSQL: positions stored with effects and
+//! used on assignment, the start policy, batching, order, the concurrency bound, refused
+//! settings, and bad input that stops a partition without skipping anything.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use exactly::{Batch, Error, Runtime, StartFrom};
+use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
+use exactly_integration_tests::support::{Running, builder};
+use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn setup(partitions: i32) -> anyhow::Result<(&'static Kafka, String, String, PgPool)> {
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("in", partitions).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    Ok((kafka, topic, database.url, pool))
+}
+
+fn inputs(partitions: i32, per_partition: usize, prefix: &str) -> Vec<Input> {
+    (0..partitions)
+        .flat_map(|p| (0..per_partition).map(move |i| Input::to(p, format!("k{}", i % 7), format!("{prefix}-{p}-{i}"))))
+        .collect()
+}
+
+async fn wait_for_effects(pool: &PgPool, group: &str, expected: i64) -> anyhow::Result<()> {
+    wait_until(WAIT, &format!("{expected} effects"), || async {
+        let (total, _) = effect_counts(pool, group).await?;
+        anyhow::ensure!(total <= expected, "more effects than messages: {total} > {expected}");
+        Ok((total == expected).then_some(()))
+    })
+    .await
+}
+
+async fn positions(pool: &PgPool, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<Option<i64>>> {
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        out.push(exactly::offsets::position(pool, group, topic, partition).await?);
+    }
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_applied_once_in_order_and_its_position_stored() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(3).await?;
+    produce(&kafka.client_config(), &topic, inputs(3, 100, "m")).await?;
+    let group = unique("g");
+
+    let running = Running::start(kafka, builder(&url).handler(Recorder::new(&topic, &group, "a"))).await?;
+    wait_for_effects(&pool, &group, 300).await?;
+    running.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (300, 300));
+    assert_eq!(positions(&pool, &group, &topic, 3).await?, vec![Some(100); 3]);
+    let rows: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT partition, message_offset FROM effects WHERE group_id = $1 ORDER BY seq")
+            .bind(&group)
+            .fetch_all(&pool)
+            .await?;
+    let mut last: HashMap<i32, i64> = HashMap::new();
+    for (partition, offset) in rows {
+        if let Some(previous) = last.insert(partition, offset) {
+            assert_eq!(offset, previous + 1, "partition {partition}: offset {offset} applied after {previous}");
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn assignment_starts_from_postgres_not_from_kafka_committed_offsets() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(2).await?;
+    let group = unique("g");
+    produce(&kafka.client_config(), &topic, inputs(2, 40, "first")).await?;
+    let running = Running::start(kafka, builder(&url).handler(Recorder::new(&topic, &group, "a"))).await?;
+    wait_for_effects(&pool, &group, 80).await?;
+    running.stop().await?;
+
+    // Rewind Kafka's committed offsets of the group to 0: a runtime trusting Kafka would redo all.
+    let rewinder: BaseConsumer = kafka.client_config().set("group.id", &group).create()?;
+    let mut rewind = TopicPartitionList::new();
+    for partition in 0..2 {
+        rewind.add_partition_offset(&topic, partition, Offset::Offset(0))?;
+    }
+    rewinder.commit(&rewind, CommitMode::Sync)?;
+    drop(rewinder);
+
+    produce(&kafka.client_config(), &topic, inputs(2, 15, "second")).await?;
+    let running = Running::start(kafka, builder(&url).handler(Recorder::new(&topic, &group, "b"))).await?;
+    wait_for_effects(&pool, &group, 110).await?;
+    running.stop().await?;
+    assert_eq!(effect_counts(&pool, &group).await?, (110, 110), "messages were applied twice");
+    assert_eq!(positions(&pool, &group, &topic, 2).await?, vec![Some(55); 2]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_without_a_position_starts_where_the_policy_says() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(1).await?;
+    produce(&kafka.client_config(), &topic, inputs(1, 50, "before")).await?;
+
+    let latest = unique("latest");
+    let running =
+        Running::start(kafka, builder(&url).start_from(StartFrom::Latest).handler(Recorder::new(&topic, &latest, "a")))
+            .await?;
+    wait_until(WAIT, "the partition to be claimed", || async {
+        Ok(exactly::offsets::position(&pool, &latest, &topic, 0).await?)
+    })
+    .await?;
+    produce(&kafka.client_config(), &topic, inputs(1, 20, "after")).await?;
+    wait_for_effects(&pool, &latest, 20).await?;
+    running.stop().await?;
+    let older: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1 AND payload LIKE 'before-%'")
+        .bind(&latest)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(older, 0, "start_from(Latest) applied messages older than the first claim");
+
+    let earliest = unique("earliest");
+    let running = Running::start(kafka, builder(&url).handler(Recorder::new(&topic, &earliest, "b"))).await?;
+    wait_for_effects(&pool, &earliest, 70).await?;
+    running.stop().await?;
+    assert_eq!(effect_counts(&pool, &earliest).await?, (70, 70));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_hold_many_messages_or_exactly_one_when_asked() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(1).await?;
+    produce(&kafka.client_config(), &topic, inputs(1, 400, "m")).await?;
+
+    let batched = unique("batched");
+    let batch = Batch::default().max_records(50).max_wait(Duration::from_millis(200));
+    let running =
+        Running::start(kafka, builder(&url).batch(batch).handler(Recorder::new(&topic, &batched, "a"))).await?;
+    wait_for_effects(&pool, &batched, 400).await?;
+    running.stop().await?;
+    let (transactions, largest): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), max(n) FROM (SELECT count(*) AS n FROM effects WHERE group_id = $1 GROUP BY txid) t",
+    )
+    .bind(&batched)
+    .fetch_one(&pool)
+    .await?;
+    assert!(largest <= 50, "a transaction held {largest} messages, over max_records 50");
+    assert!(largest > 1 && transactions < 400, "no batching: {transactions} transactions for 400 messages");
+
+    let single = unique("single");
+    let running =
+        Running::start(kafka, builder(&url).batch(Batch::single()).handler(Recorder::new(&topic, &single, "b")))
+            .await?;
+    wait_for_effects(&pool, &single, 400).await?;
+    running.stop().await?;
+    let transactions: i64 = sqlx::query_scalar("SELECT count(DISTINCT txid) FROM effects WHERE group_id = $1")
+        .bind(&single)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(transactions, 400, "Batch::single() must commit each message in its own transaction");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_run_concurrently_within_the_bound() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(4).await?;
+    produce(&kafka.client_config(), &topic, inputs(4, 60, "m")).await?;
+    for bound in [1, 3] {
+        let group = unique("bound");
+        let recorder = Recorder::new(&topic, &group, "a");
+        let probe = recorder.clone();
+        let batch = Batch::default().max_records(5);
+        let running =
+            Running::start(kafka, builder(&url).batch(batch).max_concurrent_batches(bound).handler(recorder)).await?;
+        wait_for_effects(&pool, &group, 240).await?;
+        running.stop().await?;
+        assert!(probe.max_in_flight() <= bound, "bound {bound} exceeded: {} at once", probe.max_in_flight());
+        assert_eq!(effect_counts(&pool, &group).await?, (240, 240));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn settings_that_break_the_guarantee_are_refused_with_a_reason() {
+    for (key, value, reason) in [
+        ("enable.auto.commit", "true", "auto-commit"),
+        ("enable.auto.offset.store", "true", "never automatically"),
+        ("isolation.level", "read_uncommitted", "may still abort"),
+        ("auto.offset.reset", "earliest", "silently skip or replay"),
+        ("group.id", "mine", "subscription"),
+    ] {
+        let outcome = Runtime::builder()
+            .brokers("127.0.0.1:1")
+            .database_url("postgres://nobody@127.0.0.1:1/none")
+            .kafka_setting(key, value)
+            .handler(Recorder::new("t", "g", "a"))
+            .build()
+            .await;
+        match outcome {
+            Err(error @ Error::UnsafeSetting { .. }) => {
+                let text = error.to_string();
+                assert!(text.contains(key) && text.contains(reason), "unclear refusal: {text}");
+            }
+            other => panic!("{key}={value} was not refused: {other:?}"),
+        }
+    }
+    let twice = Runtime::builder()
+        .brokers("127.0.0.1:1")
+        .database_url("postgres://nobody@127.0.0.1:1/none")
+        .handler(Recorder::new("t", "same", "a"))
+        .handler(Recorder::new("u", "same", "b"))
+        .build()
+        .await;
+    assert!(matches!(twice, Err(Error::Config(ref m)) if m.contains("same")), "{twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_stops_its_partition_and_is_reported_with_its_location() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(3).await?;
+    let mut records = Vec::new();
+    for i in 0..10 {
+        // Partition 0: offset 5 is not UTF-8. Partition 1: the handler refuses offset 3.
+        let p0: Vec<u8> = if i == 5 { vec![0xff, 0xfe, 0xfd] } else { format!("p0-{i}").into_bytes() };
+        records.push(Input::to(0, "k", p0));
+        records.push(Input::to(1, "k", if i == 3 { "poison".to_owned() } else { format!("p1-{i}") }));
+        records.push(Input::to(2, "k", format!("p2-{i}")));
+    }
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("bad");
+    let mut recorder = Recorder::new(&topic, &group, "a");
+    recorder.fail_on = vec!["poison".into()];
+    let running = Running::start(kafka, builder(&url).batch(Batch::single()).handler(recorder)).await?;
+
+    // Each failure is reported, retried and reported again; the good partition finishes.
+    let reported = running.reported.clone();
+    wait_until(WAIT, "both failures reported twice and partition 2 done", || async {
+        let done = exactly::offsets::position(&pool, &group, &topic, 2).await? == Some(10);
+        Ok((done && reported.count("offset 5") >= 2 && reported.count("offset 3") >= 2).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+
+    assert_eq!(positions(&pool, &group, &topic, 3).await?, vec![Some(5), Some(3), Some(10)]);
+    let all = running_reports(&reported);
+    assert!(
+        all.iter()
+            .any(|e| e.contains("cannot decode the payload")
+                && e.contains(&format!("topic {topic} partition 0 offset 5"))),
+        "decode failure not reported with its location: {all:?}"
+    );
+    assert!(
+        all.iter().any(|e| e.contains("handler failed")
+            && e.contains("partition 1 offset 3")
+            && e.contains("refusing payload poison")),
+        "handler failure not reported with its location and cause: {all:?}"
+    );
+    assert_eq!(effect_counts(&pool, &group).await?, (18, 18));
+    Ok(())
+}
+
+fn running_reports(reported: &exactly_integration_tests::support::Reported) -> Vec<String> {
+    reported.all()
+}
