@@ -82,3 +82,12 @@ pub mod __private {
         }
     }
 }
+
+/// The book's chapters with Rust code, compiled as doctests so the guide never rots.
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../../docs/src/getting-started.md")]
+    struct GettingStarted;
+    #[doc = include_str!("../../docs/src/delivery-modes.md")]
+    struct DeliveryModes;
+}

@@ -11,7 +11,7 @@ use proc_macro::TokenStream;
 
 /// Declares what a handler consumes, implementing `exactly::Consumes`.
 ///
-/// ```ignore
+/// ```text
 /// #[derive(exactly::Handler)]
 /// #[exactly(
 ///     topics = ["orders", "order-corrections"], // or: topic = "orders"
