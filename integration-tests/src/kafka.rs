@@ -95,6 +95,9 @@ impl Kafka {
                 ("KAFKA_MIN_INSYNC_REPLICAS", min_isr.clone()),
                 ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
                 ("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false".into()),
+                // A killed broker's successor registers in seconds, not after the default 9 s.
+                ("KAFKA_BROKER_SESSION_TIMEOUT_MS", "2000".into()),
+                ("KAFKA_BROKER_HEARTBEAT_INTERVAL_MS", "500".into()),
             ];
             NodeSpec {
                 image: image.clone(),

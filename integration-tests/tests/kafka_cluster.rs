@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use exactly_integration_tests::{Isolation, Kafka, read_to_end};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 
 const RECORDS: usize = 3_000;
 const PARTITIONS: i32 = 3;
@@ -37,29 +39,33 @@ async fn idempotent_producer_survives_a_killed_leader() -> anyhow::Result<()> {
     let mut deliveries = Vec::with_capacity(RECORDS);
     for i in 0..RECORDS {
         if i == RECORDS / 3 {
-            // Let a third be acknowledged, then kill the leader with SIGKILL.
+            // Let a quarter be acknowledged, then kill the leader with SIGKILL.
             while acked.load(Ordering::SeqCst) < RECORDS / 4 {
-                tokio::task::yield_now().await;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             kafka.broker(leader).kill().await?;
         }
         let key = format!("{}", i % 50);
         let value = i.to_string();
-        let producer = producer.clone();
-        let topic = topic.clone();
+        // Enqueue in order here (the producer keeps that order per partition); await later.
+        let delivery = loop {
+            match producer.send_result(FutureRecord::to(&topic).key(&key).payload(&value)) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        };
         let acked = Arc::clone(&acked);
         deliveries.push(tokio::spawn(async move {
-            let outcome = producer
-                .send(FutureRecord::to(&topic).key(&key).payload(&value), Duration::from_secs(120))
-                .await
-                .map_err(|(e, _)| e);
+            let outcome = delivery.await;
             acked.fetch_add(1, Ordering::SeqCst);
             outcome
         }));
     }
     for delivery in deliveries {
-        delivery.await??;
+        delivery.await?.map_err(|_| anyhow::anyhow!("a delivery future was dropped"))?.map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
 

@@ -59,6 +59,16 @@ async fn every_message_is_applied_once_in_order_and_its_position_stored() -> any
 
     assert_eq!(effect_counts(&pool, &group).await?, (300, 300));
     assert_eq!(positions(&pool, &group, &topic, 3).await?, vec![Some(100); 3]);
+
+    // Kafka's committed offsets hold a copy, for lag tools.
+    let observer: BaseConsumer = kafka.client_config().set("group.id", &group).create()?;
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..3 {
+        wanted.add_partition(&topic, partition);
+    }
+    let committed = observer.committed_offsets(wanted, Duration::from_secs(10))?;
+    let copies: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(copies, vec![Offset::Offset(100); 3], "Kafka's copy of the positions");
     let rows: Vec<(i32, i64)> =
         sqlx::query_as("SELECT partition, message_offset FROM effects WHERE group_id = $1 ORDER BY seq")
             .bind(&group)
@@ -244,7 +254,7 @@ async fn bad_input_stops_its_partition_and_is_reported_with_its_location() -> an
     running.stop().await?;
 
     assert_eq!(positions(&pool, &group, &topic, 3).await?, vec![Some(5), Some(3), Some(10)]);
-    let all = running_reports(&reported);
+    let all = reported.all();
     assert!(
         all.iter()
             .any(|e| e.contains("cannot decode the payload")
@@ -259,8 +269,4 @@ async fn bad_input_stops_its_partition_and_is_reported_with_its_location() -> an
     );
     assert_eq!(effect_counts(&pool, &group).await?, (18, 18));
     Ok(())
-}
-
-fn running_reports(reported: &exactly_integration_tests::support::Reported) -> Vec<String> {
-    reported.all()
 }
