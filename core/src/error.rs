@@ -72,6 +72,15 @@ pub enum Error {
         /// The claim epoch this instance held.
         epoch: i64,
     },
+    /// The instance lost its partitions without a clean revocation (its session expired, e.g.
+    /// it was paused, or it was fenced): its open Kafka transaction was aborted.
+    #[error(
+        "group {group} lost its partitions (session expired or fenced): the open transaction was aborted, its output discarded"
+    )]
+    AssignmentLost {
+        /// The consumer group.
+        group: String,
+    },
     /// A message's key or payload could not be decoded; the partition does not advance past it.
     #[error("cannot decode the {part} at {location}: {source}")]
     Decode {
@@ -113,7 +122,7 @@ impl Error {
             | Error::OffsetOutOfRange { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
             Error::Database(e) => database_class(e),
-            Error::Handler { .. } => ErrorClass::Abortable,
+            Error::Handler { .. } | Error::AssignmentLost { .. } => ErrorClass::Abortable,
         }
     }
 

@@ -6,6 +6,8 @@ use sqlx::{PgConnection, Postgres, Transaction};
 
 use crate::codec::{Codec, Key};
 use crate::message::Message;
+use crate::mode::{Database, Kafka, Mode};
+use crate::output::Output;
 use crate::subscription::Subscription;
 
 /// What a handler consumes: usually derived with `#[derive(exactly::Handler)]`.
@@ -23,6 +25,9 @@ pub trait Consumes {
     type Payload: Send + Sync + 'static;
     /// How payloads are decoded.
     type Codec: Codec<Self::Payload>;
+    /// Where effects commit: [`mode::Database`](crate::mode::Database) (the derive's
+    /// default) or [`mode::Kafka`](crate::mode::Kafka).
+    type Mode: Mode;
 
     /// Topics, group and delivery mode.
     fn subscription(&self) -> Subscription;
@@ -31,9 +36,11 @@ pub trait Consumes {
 /// Processes messages exactly once, writing through the transaction its offsets commit in.
 ///
 /// The runtime calls [`Handler::handle`] for each message, in offset order within a
-/// partition, inside a PostgreSQL transaction that also advances the group's stored position.
-/// Everything written through [`Context::db`] commits together with that position, or not
-/// at all. What the handler does elsewhere (an HTTP call, a file, another database) is not
+/// partition. In [`Database`] mode that happens inside a PostgreSQL transaction that also
+/// advances the group's stored position: everything written through [`Context::db`] commits
+/// together with that position, or not at all. In [`Kafka`] mode, the records given to
+/// [`Context::emit`] are written in a Kafka transaction that also commits the input
+/// offsets. What the handler does elsewhere (an HTTP call, a file, another database) is not
 /// covered: it may happen again when a batch is retried or redone after a crash.
 ///
 /// Return an error to roll the batch back; the partition does not advance past a message
@@ -48,20 +55,28 @@ pub trait Handler: Consumes + Send + Sync + 'static {
     async fn handle(
         &self,
         message: &Message<Self::Key, Self::Payload>,
-        cx: &mut Context<'_>,
+        cx: &mut Context<'_, Self::Mode>,
     ) -> Result<(), HandlerError>;
 }
 
-/// What a handler sees besides the message: the transaction its effects and the position
-/// commit in.
-#[derive(Debug)]
-pub struct Context<'t> {
-    transaction: &'t mut Transaction<'static, Postgres>,
+/// What a handler sees besides the message: where its effects go.
+///
+/// In [`Database`] mode (the default), the PostgreSQL transaction its effects and the
+/// position commit in ([`Context::db`]). In [`Kafka`] mode, the Kafka transaction its
+/// output records and the input offsets commit in ([`Context::emit`]).
+pub struct Context<'t, M: Mode = Database> {
+    effects: M::Effects<'t>,
 }
 
-impl<'t> Context<'t> {
+impl<M: Mode> fmt::Debug for Context<'_, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl<'t> Context<'t, Database> {
     pub(crate) fn new(transaction: &'t mut Transaction<'static, Postgres>) -> Self {
-        Self { transaction }
+        Self { effects: transaction }
     }
 
     /// The connection of the batch's transaction, to run queries on:
@@ -69,12 +84,24 @@ impl<'t> Context<'t> {
     ///
     /// Do not `COMMIT` or `ROLLBACK` through it: the runtime commits the batch with its position.
     pub fn db(&mut self) -> &mut PgConnection {
-        self.transaction
+        self.effects
     }
 
     /// The batch's transaction itself, e.g. for savepoints with `begin()`.
     pub fn transaction(&mut self) -> &mut Transaction<'static, Postgres> {
-        self.transaction
+        self.effects
+    }
+}
+
+impl<'t> Context<'t, Kafka> {
+    pub(crate) fn for_kafka(outputs: &'t mut Vec<Output>) -> Self {
+        Self { effects: outputs }
+    }
+
+    /// Emits a record: it is written in the Kafka transaction that also commits this
+    /// message's offset, so `read_committed` readers see it exactly once.
+    pub fn emit(&mut self, record: Output) {
+        self.effects.push(record);
     }
 }
 

@@ -51,7 +51,9 @@ pub mod codec;
 mod error;
 mod handler;
 mod message;
+pub mod mode;
 pub mod offsets;
+mod output;
 mod runtime;
 mod settings;
 mod subscription;
@@ -60,6 +62,7 @@ pub use async_trait::async_trait;
 pub use error::{Error, ErrorClass, Location, Result};
 pub use handler::{Consumes, Context, Handler, HandlerError};
 pub use message::Message;
+pub use output::Output;
 pub use runtime::{Runtime, RuntimeBuilder, ShutdownHandle};
 pub use settings::{Batch, StartFrom};
 pub use subscription::{Delivery, Subscription};
@@ -90,4 +93,6 @@ mod book {
     struct GettingStarted;
     #[doc = include_str!("../../docs/src/delivery-modes.md")]
     struct DeliveryModes;
+    #[doc = include_str!("../../docs/src/which-mode.md")]
+    struct WhichMode;
 }

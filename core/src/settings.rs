@@ -60,6 +60,7 @@ impl Batch {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KafkaProperties {
     properties: BTreeMap<String, String>,
+    producer: BTreeMap<String, String>,
 }
 
 /// Properties the runtime sets on every consumer: the guarantee depends on them.
@@ -70,9 +71,89 @@ const CONSUMER_FIXED: &[(&str, &str)] = &[
     ("auto.offset.reset", "error"),
 ];
 
+/// Client properties that only consumers read; not copied to the producer.
+fn consumer_only(key: &str) -> bool {
+    key.starts_with("fetch.")
+        || matches!(
+            key,
+            "group.instance.id"
+                | "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "partition.assignment.strategy"
+                | "isolation.level"
+                | "enable.auto.commit"
+                | "enable.auto.offset.store"
+                | "auto.offset.reset"
+                | "auto.commit.interval.ms"
+                | "enable.partition.eof"
+                | "queued.min.messages"
+                | "queued.max.messages.kbytes"
+                | "group.protocol"
+                | "group.remote.assignor"
+        )
+}
+
 impl KafkaProperties {
     pub(crate) fn set(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.properties.insert(key.into(), value.into());
+    }
+
+    pub(crate) fn set_producer(&mut self, key: impl Into<String>, value: impl Into<String>) {
+        self.producer.insert(key.into(), value.into());
+    }
+
+    /// Refuses producer properties that would break exactly-once output, with the reason.
+    pub(crate) fn check_producer(&self, commit_interval: Duration) -> Result<()> {
+        for (key, value) in self.producer.iter().chain(self.properties.iter().filter(|(k, _)| !consumer_only(k))) {
+            let normalized = value.trim().to_ascii_lowercase();
+            let refuse = |reason| Err(Error::UnsafeSetting { key: key.clone(), value: value.clone(), reason });
+            match key.as_str() {
+                "acks" | "request.required.acks" if !matches!(normalized.as_str(), "all" | "-1") => {
+                    return refuse(
+                        "a record acknowledged by fewer than all in-sync replicas is lost when the leader \
+                         fails; transactions need acks=all",
+                    );
+                }
+                "enable.idempotence" if normalized != "true" => {
+                    return refuse("without idempotence a retried send can write a record twice");
+                }
+                "max.in.flight.requests.per.connection" | "max.in.flight"
+                    if normalized.parse::<u32>().is_ok_and(|n| n > 5) =>
+                {
+                    return refuse("an idempotent producer keeps order only with at most 5 requests in flight");
+                }
+                "transactional.id" => {
+                    return refuse("set it with `transactional_id(...)`: the runtime derives one per group from it");
+                }
+                "transaction.timeout.ms" => {
+                    let floor = commit_interval + Duration::from_secs(10);
+                    if normalized.parse::<u64>().map_or(true, |ms| Duration::from_millis(ms) < floor) {
+                        return refuse(
+                            "Kafka aborts a transaction open longer than this, and one stays open for the \
+                             commit interval plus the commit itself: allow at least the commit interval + 10 s",
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of the transactional producer with `transactional_id`.
+    pub(crate) fn producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in self.properties.iter().filter(|(k, _)| !consumer_only(k)) {
+            config.set(key, value);
+        }
+        for (key, value) in &self.producer {
+            config.set(key, value);
+        }
+        config.set("enable.idempotence", "true");
+        config.set("acks", "all");
+        config.set("transactional.id", transactional_id);
+        config
     }
 
     /// Refuses every property that would break the exactly-once guarantee, with the reason.
@@ -139,6 +220,30 @@ mod tests {
         properties.set("bootstrap.servers", "localhost:9092");
         properties.set(key, value);
         properties
+    }
+
+    #[test]
+    fn refuses_producer_settings_that_break_exactly_once_output() {
+        for (key, value) in [
+            ("acks", "1"),
+            ("acks", "0"),
+            ("enable.idempotence", "false"),
+            ("max.in.flight.requests.per.connection", "10"),
+            ("transaction.timeout.ms", "5000"),
+            ("transactional.id", "mine"),
+        ] {
+            let mut properties = KafkaProperties::default();
+            properties.set_producer(key, value);
+            let error = properties.check_producer(Duration::from_millis(100)).err().map(|e| e.to_string());
+            assert!(error.is_some_and(|e| e.contains(key) && e.contains("refused")), "{key}={value} accepted");
+        }
+        let mut fine = KafkaProperties::default();
+        fine.set_producer("acks", "all");
+        fine.set_producer("transaction.timeout.ms", "60000");
+        assert!(fine.check_producer(Duration::from_millis(100)).is_ok());
+        let producer = fine.producer("tx-1");
+        assert_eq!(producer.get("transactional.id"), Some("tx-1"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
     }
 
     #[test]

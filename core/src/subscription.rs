@@ -23,6 +23,7 @@ pub struct Subscription {
     topics: Vec<String>,
     group: String,
     delivery: Delivery,
+    outputs: Vec<String>,
 }
 
 impl Subscription {
@@ -32,7 +33,24 @@ impl Subscription {
         group: impl Into<String>,
         delivery: Delivery,
     ) -> Self {
-        Self { topics: topics.into_iter().map(Into::into).collect(), group: group.into(), delivery }
+        Self {
+            topics: topics.into_iter().map(Into::into).collect(),
+            group: group.into(),
+            delivery,
+            outputs: Vec::new(),
+        }
+    }
+
+    /// Declares the topics the handler emits to; emitting elsewhere is then an error.
+    #[must_use]
+    pub fn with_outputs<T: Into<String>>(mut self, outputs: impl IntoIterator<Item = T>) -> Self {
+        self.outputs = outputs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The declared output topics (empty: not declared).
+    pub fn outputs(&self) -> &[String] {
+        &self.outputs
     }
 
     /// The topics.
@@ -58,7 +76,7 @@ impl Subscription {
         if self.topics.is_empty() {
             return Err(Error::Config(format!("group {}: a handler must consume at least one topic", self.group)));
         }
-        for topic in &self.topics {
+        for topic in self.topics.iter().chain(&self.outputs) {
             check_name("topic", topic).map_err(Error::Config)?;
         }
         if self.group.is_empty() || self.group.len() > 255 {

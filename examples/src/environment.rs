@@ -37,6 +37,19 @@ impl Environment {
         Ok(Environment { brokers, database_url, _kafka: kafka, _postgres: postgres })
     }
 
+    /// Uses `EXACTLY_BROKERS`, or starts Kafka alone (for examples that need no database).
+    pub async fn start_kafka_only() -> anyhow::Result<Environment> {
+        let (brokers, kafka) = match std::env::var("EXACTLY_BROKERS") {
+            Ok(brokers) => (brokers, None),
+            Err(_) => {
+                println!("starting Kafka in a container ...");
+                let kafka = Kafka::single().await?;
+                (kafka.bootstrap_servers(), Some(kafka))
+            }
+        };
+        Ok(Environment { brokers, database_url: String::new(), _kafka: kafka, _postgres: None })
+    }
+
     /// Creates `topic` with `partitions` partitions unless it exists.
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};

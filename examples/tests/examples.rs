@@ -36,3 +36,9 @@ fn publish_subscribe_example_gives_each_subscriber_every_event() {
     let out = run(env!("CARGO_BIN_EXE_publish-subscribe"), &[]);
     assert!(out.contains("PUBLISH-SUBSCRIBE: each of 2 subscribers handled all 1000 events exactly once"), "{out}");
 }
+
+#[test]
+fn kafka_mode_example_invoices_each_order_once() {
+    let out = run(env!("CARGO_BIN_EXE_kafka-mode"), &[]);
+    assert!(out.contains("KAFKA MODE: one invoice per order, exactly once"), "{out}");
+}

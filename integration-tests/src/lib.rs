@@ -16,6 +16,8 @@
 //!
 //! Readiness is always a real condition (metadata answered, `SELECT 1`), never a sleep.
 
+pub mod copier;
+pub mod copy_check;
 pub mod engine;
 pub mod images;
 pub mod kafka;

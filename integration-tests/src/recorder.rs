@@ -93,6 +93,7 @@ impl Consumes for Recorder {
     type Key = String;
     type Payload = String;
     type Codec = Utf8;
+    type Mode = exactly::mode::Database;
 
     fn subscription(&self) -> Subscription {
         Subscription::new(self.topics.clone(), self.group.clone(), self.delivery)

@@ -16,6 +16,12 @@ pub(crate) enum DeliveryChoice {
     PublishSubscribe,
 }
 
+/// Where effects commit.
+pub(crate) enum ModeChoice {
+    Database,
+    Kafka,
+}
+
 /// Everything `#[exactly(...)]` can say; `None` where it said nothing.
 #[derive(Default)]
 pub(crate) struct HandlerAttrs {
@@ -25,11 +31,13 @@ pub(crate) struct HandlerAttrs {
     pub(crate) payload: Option<Type>,
     pub(crate) codec: Option<CodecChoice>,
     pub(crate) key: Option<Type>,
+    pub(crate) mode: Option<ModeChoice>,
+    pub(crate) outputs: Option<Vec<LitStr>>,
     /// An attribute could not be read to its end: what is missing may be behind the error.
     pub(crate) incomplete: bool,
 }
 
-const KEYS: &str = "`topic`, `topics`, `group`, `delivery`, `payload`, `codec`, `key`";
+const KEYS: &str = "`topic`, `topics`, `group`, `delivery`, `payload`, `codec`, `key`, `mode`, `outputs`";
 
 impl HandlerAttrs {
     /// Reads every `#[exactly(...)]` of the item; every mistake becomes one spanned error.
@@ -83,6 +91,35 @@ impl HandlerAttrs {
                                 ));
                             }
                         });
+                    }
+                    "mode" => {
+                        if parsed.mode.is_some() {
+                            return Err(duplicate());
+                        }
+                        let mode: syn::Ident = meta.value()?.parse()?;
+                        parsed.mode = Some(match mode.to_string().as_str() {
+                            "database" => ModeChoice::Database,
+                            "kafka" => ModeChoice::Kafka,
+                            _ => {
+                                return Err(syn::Error::new(
+                                    mode.span(),
+                                    "unknown mode: expected `database` (effects and positions in PostgreSQL) or \
+                                     `kafka` (output records and offsets in one Kafka transaction)",
+                                ));
+                            }
+                        });
+                    }
+                    "outputs" => {
+                        if parsed.outputs.is_some() {
+                            return Err(duplicate());
+                        }
+                        let outputs = parse_topic_list(&meta.value()?.parse::<ExprArray>()?)?;
+                        for topic in &outputs {
+                            if let Err(message) = check_topic(&topic.value()) {
+                                errors.push(syn::Error::new(topic.span(), message));
+                            }
+                        }
+                        parsed.outputs = Some(outputs);
                     }
                     "payload" => {
                         if parsed.payload.is_some() {

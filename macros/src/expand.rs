@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::DeriveInput;
 use syn::spanned::Spanned;
 
-use crate::attr::{CodecChoice, DeliveryChoice, HandlerAttrs};
+use crate::attr::{CodecChoice, DeliveryChoice, HandlerAttrs, ModeChoice};
 
 pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
     let mut errors = Vec::new();
@@ -62,6 +62,7 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
                     type Key = #key;
                     type Payload = #payload;
                     type Codec = ::exactly::__private::Fallback;
+                    type Mode = ::exactly::mode::Database;
                     fn subscription(&self) -> ::exactly::Subscription {
                         ::core::unreachable!()
                     }
@@ -71,6 +72,11 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
     }
     let topics = attrs.topics.unwrap_or_default();
     let group = attrs.group.map(|g| g.value()).unwrap_or_default();
+    let mode = match attrs.mode {
+        Some(ModeChoice::Kafka) => quote!(::exactly::mode::Kafka),
+        Some(ModeChoice::Database) | None => quote!(::exactly::mode::Database),
+    };
+    let outputs = attrs.outputs.unwrap_or_default();
     let delivery = match attrs.delivery {
         Some(DeliveryChoice::PublishSubscribe) => quote!(PublishSubscribe),
         Some(DeliveryChoice::PointToPoint) | None => quote!(PointToPoint),
@@ -83,9 +89,11 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
                 type Key = #key;
                 type Payload = #payload;
                 type Codec = #codec;
+                type Mode = #mode;
 
                 fn subscription(&self) -> ::exactly::Subscription {
                     ::exactly::Subscription::new([#(#topics),*], #group, ::exactly::Delivery::#delivery)
+                        .with_outputs::<&str>([#(#outputs),*])
                 }
             }
         };

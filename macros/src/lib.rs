@@ -20,6 +20,8 @@ use proc_macro::TokenStream;
 ///     payload = Order,                          // the decoded payload type (required)
 ///     codec = json,                             // json (default), bytes, utf8, or a type implementing Codec
 ///     key = String,                             // String, Vec<u8> or () (default: Vec<u8>)
+///     mode = database,                          // or kafka (default: database)
+///     outputs = ["invoices"],                   // topics it emits to (checked when emitting)
 /// )]
 /// struct RecordOrders;
 /// ```

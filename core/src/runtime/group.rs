@@ -55,17 +55,20 @@ pub(crate) struct GroupContext {
     workers: Mutex<HashMap<(String, i32), WorkerHandle>>,
 }
 
+/// librdkafka's log lines, through `tracing`.
+pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            tracing::error!(target: "librdkafka", "{fac}: {log_message}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", "{fac}: {log_message}"),
+        _ => tracing::debug!(target: "librdkafka", "{fac}: {log_message}"),
+    }
+}
+
 impl ClientContext for GroupContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", group = %self.group, "{fac}: {log_message}")
-            }
-            RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", group = %self.group, "{fac}: {log_message}")
-            }
-            _ => tracing::debug!(target: "librdkafka", group = %self.group, "{fac}: {log_message}"),
-        }
+        log_librdkafka(level, fac, log_message);
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -150,7 +153,8 @@ impl GroupContext {
                     StartFrom::Latest => high,
                 })
             };
-            match self.shared.handle.block_on(offsets::claim(&self.shared.pool, key, initial)) {
+            let claimed = async { offsets::claim(self.shared.pool()?, key, initial).await };
+            match self.shared.handle.block_on(claimed) {
                 Ok(claim) => return Some(claim),
                 Err(e) => {
                     self.shared.report(&e);

@@ -1,7 +1,9 @@
 //! The runtime: consumes with one consumer per handler (group), claims partitions in
 //! PostgreSQL, and runs a worker per partition that commits effects and positions together.
 
+mod decode;
 mod group;
+mod kafka_mode;
 mod partition_worker;
 mod shared;
 
@@ -18,6 +20,7 @@ use self::partition_worker::PartitionWorker;
 use self::shared::{ErrorHook, Shared};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
+use crate::mode::{Database, Kafka, Mode, ModeKind};
 use crate::settings::{Batch, KafkaProperties, StartFrom};
 use crate::subscription::Subscription;
 
@@ -39,7 +42,7 @@ use crate::subscription::Subscription;
 #[must_use]
 pub struct RuntimeBuilder {
     kafka: KafkaProperties,
-    database: Option<Database>,
+    database: Option<DatabaseSource>,
     groups: Vec<Box<dyn GroupSpec>>,
     batch: Batch,
     start_from: StartFrom,
@@ -47,6 +50,8 @@ pub struct RuntimeBuilder {
     on_error: Option<ErrorHook>,
     migrate: bool,
     revoke_grace: Duration,
+    transactional_id: Option<String>,
+    commit_interval: Duration,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -60,7 +65,7 @@ impl std::fmt::Debug for RuntimeBuilder {
     }
 }
 
-enum Database {
+enum DatabaseSource {
     Url(String),
     Pool(PgPool),
 }
@@ -82,19 +87,45 @@ impl RuntimeBuilder {
 
     /// The PostgreSQL database, by URL; the runtime makes its own pool.
     pub fn database_url(mut self, url: impl Into<String>) -> Self {
-        self.database = Some(Database::Url(url.into()));
+        self.database = Some(DatabaseSource::Url(url.into()));
         self
     }
 
     /// The PostgreSQL database, through your pool.
     pub fn pool(mut self, pool: PgPool) -> Self {
-        self.database = Some(Database::Pool(pool));
+        self.database = Some(DatabaseSource::Pool(pool));
         self
     }
 
     /// Adds a handler; each handler consumes as its own consumer group.
     pub fn handler<H: Handler>(mut self, handler: H) -> Self {
-        self.groups.push(Box::new(HandlerGroup { handler: Arc::new(handler) }));
+        self.groups.push(<H::Mode as Mode>::runner(handler).0);
+        self
+    }
+
+    /// Any librdkafka property of the transactional producer that Kafka-mode handlers
+    /// write through. Settings that would break the guarantee (`acks=1`,
+    /// `enable.idempotence=false`, a transaction timeout shorter than a transaction can
+    /// take) are refused by [`RuntimeBuilder::build`] with the reason.
+    pub fn producer_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka.set_producer(key, value);
+        self
+    }
+
+    /// The `transactional.id` of this instance's producer (Kafka mode). Give each instance
+    /// its own, stable across restarts: a restarted instance then fences its predecessor and
+    /// aborts what it left open at once, instead of leaving read_committed readers waiting
+    /// for `transaction.timeout.ms`. A runtime with several Kafka-mode handlers suffixes it
+    /// with each group.
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
+
+    /// How long a Kafka transaction collects messages before it commits (Kafka mode;
+    /// default 100 ms). Longer means fewer commits and more latency.
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
         self
     }
 
@@ -148,6 +179,17 @@ impl RuntimeBuilder {
         if self.groups.is_empty() {
             return Err(Error::Config("no handlers: add at least one with `handler(...)`".into()));
         }
+        let kafka_groups = self.groups.iter().filter(|spec| spec.kind() == ModeKind::Kafka).count();
+        if kafka_groups > 0 {
+            if self.transactional_id.as_deref().is_none_or(str::is_empty) {
+                return Err(Error::Config(
+                    "a Kafka-mode handler needs `transactional_id(...)`: a stable id per instance, so a \
+                     restarted instance fences its predecessor and aborts what it left open"
+                        .into(),
+                ));
+            }
+            self.kafka.check_producer(self.commit_interval)?;
+        }
         let mut seen = std::collections::HashSet::new();
         for spec in &self.groups {
             let subscription = spec.subscription();
@@ -160,19 +202,26 @@ impl RuntimeBuilder {
                 )));
             }
         }
+        let database_groups = self.groups.len() - kafka_groups;
         let pool = match self.database {
-            Some(Database::Pool(pool)) => pool,
-            Some(Database::Url(url)) => {
+            Some(DatabaseSource::Pool(pool)) => Some(pool),
+            Some(DatabaseSource::Url(url)) => Some(
                 PgPoolOptions::new()
                     .max_connections(u32::try_from(self.max_concurrent_batches + 2).unwrap_or(u32::MAX))
                     .acquire_timeout(Duration::from_secs(30))
                     .connect(&url)
-                    .await?
+                    .await?,
+            ),
+            None if database_groups > 0 => {
+                return Err(Error::Config("no database: call `database_url(...)` or `pool(...)`".into()));
             }
-            None => return Err(Error::Config("no database: call `database_url(...)` or `pool(...)`".into())),
+            None => None,
         };
-        if self.migrate {
-            crate::offsets::migrate(&pool).await?;
+        if self.migrate
+            && database_groups > 0
+            && let Some(pool) = &pool
+        {
+            crate::offsets::migrate(pool).await?;
         }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -185,9 +234,16 @@ impl RuntimeBuilder {
             shutdown: shutdown_rx,
             revoke_grace: self.revoke_grace,
         });
+        let settings = StartSettings {
+            kafka: self.kafka,
+            transactional_id: self.transactional_id.unwrap_or_default(),
+            suffix_transactional_id: kafka_groups > 1,
+            commit_interval: self.commit_interval,
+            max_records: self.batch.max_records.max(1000),
+        };
         Ok(Runtime {
             shared,
-            kafka: self.kafka,
+            settings,
             groups: self.groups,
             shutdown: ShutdownHandle { sender: Arc::new(shutdown_tx) },
         })
@@ -197,7 +253,7 @@ impl RuntimeBuilder {
 /// Processes messages until shut down. Made by [`Runtime::builder`].
 pub struct Runtime {
     shared: Arc<Shared>,
-    kafka: KafkaProperties,
+    settings: StartSettings,
     groups: Vec<Box<dyn GroupSpec>>,
     shutdown: ShutdownHandle,
 }
@@ -224,6 +280,8 @@ impl Runtime {
             on_error: None,
             migrate: true,
             revoke_grace: Duration::from_secs(30),
+            transactional_id: None,
+            commit_interval: Duration::from_millis(100),
         }
     }
 
@@ -232,9 +290,9 @@ impl Runtime {
         self.shutdown.clone()
     }
 
-    /// The pool the runtime commits through.
-    pub fn pool(&self) -> &PgPool {
-        &self.shared.pool
+    /// The pool the runtime commits through (none when every handler runs in Kafka mode).
+    pub fn pool(&self) -> Option<&PgPool> {
+        self.shared.pool.as_ref()
     }
 
     /// Runs until Ctrl-C, SIGTERM or [`ShutdownHandle::shutdown`], then stops gracefully:
@@ -254,8 +312,7 @@ impl Runtime {
         let mut groups = Vec::with_capacity(self.groups.len());
         for spec in self.groups {
             let subscription = spec.subscription();
-            let config = self.kafka.consumer(subscription.group());
-            match spec.start(&self.shared, config, &subscription) {
+            match spec.start(&self.shared, &self.settings, &subscription) {
                 Ok(group) => groups.push(group),
                 Err(e) => {
                     self.shutdown.shutdown();
@@ -321,30 +378,64 @@ async fn shutdown_signal() {
     }
 }
 
+/// What a runtime's groups are started with.
+struct StartSettings {
+    kafka: KafkaProperties,
+    transactional_id: String,
+    suffix_transactional_id: bool,
+    commit_interval: Duration,
+    max_records: usize,
+}
+
+/// A handler ready to run, whatever its type and mode.
+#[doc(hidden)]
+pub struct Runner(Box<dyn GroupSpec>);
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("subscription", &self.0.subscription()).finish()
+    }
+}
+
+impl Runner {
+    pub(crate) fn database<H: Handler<Mode = Database>>(handler: H) -> Self {
+        Self(Box::new(DatabaseGroup { handler: Arc::new(handler) }))
+    }
+
+    pub(crate) fn kafka<H: Handler<Mode = Kafka>>(handler: H) -> Self {
+        Self(Box::new(KafkaGroup { handler: Arc::new(handler) }))
+    }
+}
+
 /// A handler, type-erased so one runtime holds handlers of different types.
 trait GroupSpec: Send {
     fn subscription(&self) -> Subscription;
+    fn kind(&self) -> ModeKind;
     fn start(
         self: Box<Self>,
         shared: &Arc<Shared>,
-        config: rdkafka::ClientConfig,
+        settings: &StartSettings,
         subscription: &Subscription,
     ) -> Result<Group>;
 }
 
-struct HandlerGroup<H: Handler> {
+struct DatabaseGroup<H> {
     handler: Arc<H>,
 }
 
-impl<H: Handler> GroupSpec for HandlerGroup<H> {
+impl<H: Handler<Mode = Database>> GroupSpec for DatabaseGroup<H> {
     fn subscription(&self) -> Subscription {
         self.handler.subscription()
+    }
+
+    fn kind(&self) -> ModeKind {
+        ModeKind::Database
     }
 
     fn start(
         self: Box<Self>,
         shared: &Arc<Shared>,
-        config: rdkafka::ClientConfig,
+        settings: &StartSettings,
         subscription: &Subscription,
     ) -> Result<Group> {
         let handler = self.handler;
@@ -353,6 +444,39 @@ impl<H: Handler> GroupSpec for HandlerGroup<H> {
             let worker = PartitionWorker::new(Arc::clone(&handler), Arc::clone(&worker_shared), start);
             worker_shared.handle.spawn(worker.run())
         });
-        Group::start(shared, config, subscription, spawner)
+        Group::start(shared, settings.kafka.consumer(subscription.group()), subscription, spawner)
+    }
+}
+
+struct KafkaGroup<H> {
+    handler: Arc<H>,
+}
+
+impl<H: Handler<Mode = Kafka>> GroupSpec for KafkaGroup<H> {
+    fn subscription(&self) -> Subscription {
+        self.handler.subscription()
+    }
+
+    fn kind(&self) -> ModeKind {
+        ModeKind::Kafka
+    }
+
+    fn start(
+        self: Box<Self>,
+        shared: &Arc<Shared>,
+        settings: &StartSettings,
+        subscription: &Subscription,
+    ) -> Result<Group> {
+        let transactional_id = if settings.suffix_transactional_id {
+            format!("{}-{}", settings.transactional_id, subscription.group())
+        } else {
+            settings.transactional_id.clone()
+        };
+        let mode = kafka_mode::KafkaModeSettings {
+            producer: settings.kafka.producer(&transactional_id),
+            commit_interval: settings.commit_interval,
+            max_records: settings.max_records,
+        };
+        kafka_mode::start(self.handler, shared, settings.kafka.consumer(subscription.group()), subscription, mode)
     }
 }

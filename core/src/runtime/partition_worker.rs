@@ -9,18 +9,19 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::decode::{Decoded, decode};
 use super::group::WorkerStart;
 use super::shared::{Backoff, Shared};
-use crate::codec::{Codec, Key};
 use crate::error::{Error, ErrorClass, Result};
 use crate::handler::{Context, Handler};
 use crate::message::Message;
+use crate::mode::Database;
 use crate::offsets::{self, Advance};
 
 /// One message of a batch: decoded, or the reason it could not be.
@@ -48,7 +49,7 @@ enum Gathered {
     Broken(Error),
 }
 
-pub(crate) struct PartitionWorker<H: Handler> {
+pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     handler: Arc<H>,
     shared: Arc<Shared>,
     start: WorkerStart,
@@ -59,7 +60,7 @@ pub(crate) struct PartitionWorker<H: Handler> {
     commit_unknown: bool,
 }
 
-impl<H: Handler> PartitionWorker<H> {
+impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, start: WorkerStart) -> Self {
         let next = start.claim.next_offset;
         Self { handler, shared, start, next, batch: Vec::new(), commit_unknown: false }
@@ -138,7 +139,7 @@ impl<H: Handler> PartitionWorker<H> {
                     {
                         continue;
                     }
-                    let item = decode::<H>(&message);
+                    let item = item::<H>(&message);
                     self.batch.push(item);
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
@@ -192,13 +193,13 @@ impl<H: Handler> PartitionWorker<H> {
         let _permit = shared.batch_permits.acquire().await.map_err(|_| Error::Config("runtime closed".into()))?;
         if self.commit_unknown {
             // The last COMMIT failed on the wire: it may have committed. Never redo it.
-            let stored = offsets::position(&self.shared.pool, &key.group, &key.topic, key.partition).await?;
+            let stored = offsets::position(self.shared.pool()?, &key.group, &key.topic, key.partition).await?;
             self.commit_unknown = false;
             if stored == Some(new_next) {
                 return self.committed(first, new_next, cut);
             }
         }
-        let mut tx = self.shared.pool.begin().await?;
+        let mut tx = self.shared.pool()?.begin().await?;
         let mut cx = Context::new(&mut tx);
         for item in &self.batch[..cut] {
             if let Item::Decoded(message) = item {
@@ -254,27 +255,9 @@ impl<H: Handler> PartitionWorker<H> {
     }
 }
 
-fn decode<H: Handler>(message: &BorrowedMessage<'_>) -> Item<H::Key, H::Payload> {
-    let offset = message.offset();
-    let key = match message.key().map(H::Key::decode).transpose() {
-        Ok(key) => key,
-        Err(error) => return Item::Undecodable { offset, part: "key", error },
-    };
-    let payload = match H::Codec::decode(message.payload()) {
-        Ok(payload) => payload,
-        Err(error) => return Item::Undecodable { offset, part: "payload", error },
-    };
-    let headers = message
-        .headers()
-        .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
-        .unwrap_or_default();
-    Item::Decoded(Message {
-        key,
-        payload,
-        headers,
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset,
-        timestamp: message.timestamp().to_millis(),
-    })
+fn item<H: Handler>(message: &BorrowedMessage<'_>) -> Item<H::Key, H::Payload> {
+    match decode::<H>(message) {
+        Decoded::Message(message) => Item::Decoded(message),
+        Decoded::Failed { part, error } => Item::Undecodable { offset: message.offset(), part, error },
+    }
 }

@@ -14,7 +14,8 @@ pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
 
 /// Shared state of one runtime.
 pub(crate) struct Shared {
-    pub(crate) pool: PgPool,
+    /// `None` when every handler runs in Kafka mode.
+    pub(crate) pool: Option<PgPool>,
     pub(crate) batch: Batch,
     pub(crate) start_from: StartFrom,
     /// Bounds how many batches are inside a database transaction at once.
@@ -47,6 +48,11 @@ impl Shared {
         if let Some(hook) = &self.on_error {
             hook(error);
         }
+    }
+
+    /// The database pool (there is one whenever a Database-mode handler runs).
+    pub(crate) fn pool(&self) -> crate::error::Result<&PgPool> {
+        self.pool.as_ref().ok_or_else(|| Error::Config("no database configured".into()))
     }
 
     pub(crate) fn shutting_down(&self) -> bool {

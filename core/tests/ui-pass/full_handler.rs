@@ -44,7 +44,21 @@ impl exactly::codec::Codec<u64> for Decimal {
 #[exactly(topic = "counts", group = "summer", payload = u64, codec = Decimal, key = ())]
 struct Sum;
 
+/// Kafka mode: emits records in the transaction that commits the input offsets.
+#[derive(exactly::Handler)]
+#[exactly(topic = "orders", group = "invoicer", payload = Order, mode = kafka, outputs = ["invoices"])]
+struct Invoicer;
+
+#[exactly::async_trait]
+impl Handler for Invoicer {
+    async fn handle(&self, message: &Message<Vec<u8>, Order>, cx: &mut Context<'_, exactly::mode::Kafka>) -> Result<(), HandlerError> {
+        cx.emit(exactly::Output::to("invoices").payload(message.payload.id.to_string()));
+        Ok(())
+    }
+}
+
 fn main() {
+    assert_eq!(Invoicer.subscription().outputs(), ["invoices"]);
     let subscription = RecordOrders.subscription();
     assert_eq!(subscription.topics(), ["orders", "order-corrections"]);
     assert_eq!(subscription.group(), "order-recorder");

@@ -1,0 +1,38 @@
+//! Turning a Kafka record into the handler's [`Message`], with the handler's codecs.
+
+use rdkafka::message::{BorrowedMessage, Headers, Message as _};
+
+use crate::codec::{Codec, DecodeError, Key};
+use crate::handler::Consumes;
+use crate::message::Message;
+
+/// A decoded record, or what part of it failed and why.
+pub(crate) enum Decoded<K, P> {
+    Message(Message<K, P>),
+    Failed { part: &'static str, error: DecodeError },
+}
+
+/// Decodes key and payload straight from librdkafka's buffer (no copy of the raw bytes).
+pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>) -> Decoded<H::Key, H::Payload> {
+    let key = match message.key().map(H::Key::decode).transpose() {
+        Ok(key) => key,
+        Err(error) => return Decoded::Failed { part: "key", error },
+    };
+    let payload = match H::Codec::decode(message.payload()) {
+        Ok(payload) => payload,
+        Err(error) => return Decoded::Failed { part: "payload", error },
+    };
+    let headers = message
+        .headers()
+        .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default();
+    Decoded::Message(Message {
+        key,
+        payload,
+        headers,
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+    })
+}

@@ -1,0 +1,486 @@
+//! Kafka mode: consume, transform, produce, with the input offsets committed in the same
+//! Kafka transaction as the output (KIP-447).
+//!
+//! One thread per group polls the consumer and runs the handler message by message; one
+//! transactional producer per group carries every partition's output and offsets. A
+//! transaction closes after the commit interval (or `max_records` messages), and also
+//! before any partition is revoked. Errors are classified from librdkafka's flags:
+//! abortable ones abort and rewind every partition to its last committed offset; fatal
+//! ones (a fenced producer) rebuild the producer, then rewind; an indefinite commit outcome
+//! rebuilds the producer and re-reads the committed offsets from Kafka before going on.
+//! A zombie (its group generation gone) fails at `send_offsets_to_transaction`, so its
+//! output is aborted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use super::decode::{Decoded, decode};
+use super::shared::{Backoff, Shared};
+use crate::error::{Error, Location, Result};
+use crate::handler::{Context, Handler};
+use crate::mode::Kafka;
+use crate::output::Output;
+use crate::settings::StartFrom;
+use crate::subscription::Subscription;
+
+/// How long a transactional call may take before its outcome counts as unknown.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+type Partition = (String, i32);
+type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+
+/// Settings of one Kafka-mode group.
+#[derive(Debug, Clone)]
+pub(crate) struct KafkaModeSettings {
+    pub(crate) producer: ClientConfig,
+    pub(crate) commit_interval: Duration,
+    pub(crate) max_records: usize,
+}
+
+/// A partition stopped at a message that failed, until its retry is due.
+#[derive(Debug)]
+struct Blocked {
+    offset: i64,
+    retry_at: Instant,
+    backoff: Backoff,
+}
+
+/// The transaction state of a group; touched only from its polling thread (the loop, and
+/// the rebalance callback that runs inside `poll`).
+struct Transactions {
+    group: String,
+    /// Declared output topics; empty when the handler declared none.
+    outputs: Vec<String>,
+    settings: KafkaModeSettings,
+    producer: Option<TxnProducer>,
+    open: Option<Instant>,
+    /// Next offsets of the messages handled in the open transaction.
+    pending: BTreeMap<Partition, i64>,
+    records_in_txn: usize,
+    /// Next offsets as last committed (what a rewind goes back to).
+    committed: BTreeMap<Partition, i64>,
+    blocked: HashMap<Partition, Blocked>,
+}
+
+pub(crate) struct KafkaModeContext {
+    shared: Arc<Shared>,
+    txn: Mutex<Transactions>,
+}
+
+impl ClientContext for KafkaModeContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::group::log_librdkafka(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+    }
+}
+
+impl ConsumerContext for KafkaModeContext {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let mut txn = self.lock();
+        let outcome = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                txn.assign(consumer, tpl, &self.shared, cooperative)
+            }
+            _ => {
+                // Close the open transaction first: commit it if the partitions are still
+                // ours, abort it if they were lost (another instance owns them already).
+                if consumer.assignment_lost() {
+                    if txn.open.is_some() {
+                        self.shared.report(&Error::AssignmentLost { group: txn.group.clone() });
+                    }
+                    txn.abort(consumer, &self.shared, false);
+                } else {
+                    txn.commit(consumer, &self.shared);
+                }
+                for element in tpl.elements() {
+                    let key = (element.topic().to_owned(), element.partition());
+                    txn.committed.remove(&key);
+                    txn.blocked.remove(&key);
+                }
+                if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
+            }
+        };
+        if let Err(e) = outcome {
+            self.shared.report(&Error::Kafka(e));
+        }
+    }
+}
+
+impl KafkaModeContext {
+    fn lock(&self) -> MutexGuard<'_, Transactions> {
+        self.txn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Transactions {
+    fn location(&self, (topic, partition): &Partition, offset: i64) -> Location {
+        Location { group: self.group.clone(), topic: topic.clone(), partition: *partition, offset }
+    }
+
+    /// The producer, made and initialised on first use and after a fatal error.
+    fn producer(&mut self) -> Result<&TxnProducer> {
+        if self.producer.is_none() {
+            let producer: TxnProducer = self.settings.producer.create()?;
+            // Fences any earlier incarnation with the same transactional.id and aborts
+            // (or completes) its open transaction.
+            producer.init_transactions(CALL_TIMEOUT)?;
+            self.producer = Some(producer);
+        }
+        match &self.producer {
+            Some(producer) => Ok(producer),
+            None => Err(Error::Config("internal: no transactional producer".into())),
+        }
+    }
+
+    fn assign(
+        &mut self,
+        consumer: &BaseConsumer<KafkaModeContext>,
+        tpl: &mut TopicPartitionList,
+        shared: &Shared,
+        cooperative: bool,
+    ) -> std::result::Result<(), KafkaError> {
+        // Committed offsets are read with require_stable (read_committed), so an offset
+        // commit still inside a pending transaction is waited for, never read half-way.
+        let committed = consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT)?;
+        for element in committed.elements() {
+            let (topic, partition) = (element.topic().to_owned(), element.partition());
+            let next = match element.offset() {
+                Offset::Offset(next) => next,
+                _ => {
+                    let (low, high) = consumer.fetch_watermarks(&topic, partition, CALL_TIMEOUT)?;
+                    if shared.start_from == StartFrom::Earliest { low } else { high }
+                }
+            };
+            tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
+            tracing::info!(group = %self.group, %topic, partition, next_offset = next, "partition assigned");
+            self.committed.insert((topic, partition), next);
+        }
+        if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+    }
+
+    /// Handles one message: the handler's output and the message's offset join the open
+    /// transaction; a failure blocks the partition at this message.
+    fn handle<H: Handler<Mode = Kafka>>(
+        &mut self,
+        consumer: &BaseConsumer<KafkaModeContext>,
+        handler: &H,
+        message: &BorrowedMessage<'_>,
+        shared: &Shared,
+        outputs: &mut Vec<Output>,
+    ) {
+        let key = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        if self.blocked.contains_key(&key) || self.pending.get(&key).is_some_and(|next| offset < *next) {
+            return; // fetched before the partition was paused or rewound: it comes again
+        }
+        let failure = match decode::<H>(message) {
+            Decoded::Failed { part, error } => {
+                Some(Error::Decode { location: self.location(&key, offset), part, source: error })
+            }
+            Decoded::Message(message) => {
+                outputs.clear();
+                let mut cx = Context::for_kafka(outputs);
+                match shared.handle.block_on(handler.handle(&message, &mut cx)) {
+                    Ok(()) => self.undeclared(outputs).map(|topic| Error::Handler {
+                        location: self.location(&key, offset),
+                        source: format!(
+                            "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
+                            self.outputs
+                        )
+                        .into(),
+                    }),
+                    Err(e) => Some(Error::Handler { location: self.location(&key, offset), source: e.into_inner() }),
+                }
+            }
+        };
+        if let Some(error) = failure {
+            shared.report(&error);
+            self.block(consumer, key, offset);
+            return;
+        }
+        if let Err(error) = self.produce(outputs) {
+            shared.report(&error);
+            self.abort(consumer, shared, true);
+            return;
+        }
+        self.pending.insert(key, offset + 1);
+        self.records_in_txn += 1;
+    }
+
+    /// The first emitted topic that is not declared, when outputs are declared.
+    fn undeclared<'o>(&self, outputs: &'o [Output]) -> Option<&'o str> {
+        if self.outputs.is_empty() {
+            return None;
+        }
+        outputs.iter().map(|o| o.topic.as_str()).find(|topic| !self.outputs.iter().any(|declared| declared == topic))
+    }
+
+    fn produce(&mut self, outputs: &[Output]) -> Result<()> {
+        if self.open.is_none() {
+            self.producer()?.begin_transaction()?;
+            self.open = Some(Instant::now());
+        }
+        let producer = self.producer()?;
+        for output in outputs {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&output.topic);
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            if let Some(payload) = &output.payload {
+                record = record.payload(payload);
+            }
+            if !output.headers.is_empty() {
+                let mut headers = rdkafka::message::OwnedHeaders::new();
+                for (name, value) in &output.headers {
+                    headers = headers.insert(rdkafka::message::Header { key: name, value: Some(value) });
+                }
+                record = record.headers(headers);
+            }
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
+                        record = again;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn due(&self) -> bool {
+        self.open.is_some_and(|opened| {
+            opened.elapsed() >= self.settings.commit_interval || self.records_in_txn >= self.settings.max_records
+        })
+    }
+
+    /// Commits the open transaction with the offsets of what it handled.
+    fn commit(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        if self.open.is_none() {
+            return;
+        }
+        let outcome = (|| -> Result<()> {
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), next) in &self.pending {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            let metadata =
+                consumer.group_metadata().ok_or_else(|| Error::Config("no consumer group metadata".into()))?;
+            let producer = self.producer()?;
+            if offsets.count() > 0 {
+                producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+            }
+            commit_with_retries(producer)
+        })();
+        match outcome {
+            Ok(()) => {
+                let pending = std::mem::take(&mut self.pending);
+                self.committed.extend(pending);
+                self.open = None;
+                self.records_in_txn = 0;
+            }
+            Err(error) => {
+                shared.report(&error);
+                let indefinite = matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
+                if indefinite {
+                    // The commit may or may not have happened: start a new producer (which
+                    // completes or aborts it) and ask Kafka where each partition stands.
+                    self.producer = None;
+                    self.open = None;
+                    self.pending.clear();
+                    self.records_in_txn = 0;
+                    if let Err(e) = self.reload_committed(consumer) {
+                        shared.report(&e);
+                    }
+                    self.rewind(consumer, shared);
+                } else {
+                    self.abort(consumer, shared, true);
+                }
+            }
+        }
+    }
+
+    /// Aborts the open transaction (rebuilding the producer when it is fenced or broken)
+    /// and, if `rewind`, puts every partition back at its last committed offset.
+    fn abort(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, rewind: bool) {
+        if self.open.take().is_some()
+            && let Some(producer) = &self.producer
+            && let Err(e) = producer.abort_transaction(CALL_TIMEOUT)
+        {
+            tracing::warn!(group = %self.group, "abort failed ({e}); the producer is rebuilt");
+            self.producer = None;
+        }
+        self.pending.clear();
+        self.records_in_txn = 0;
+        if rewind {
+            self.rewind(consumer, shared);
+        }
+    }
+
+    fn reload_committed(&mut self, consumer: &BaseConsumer<KafkaModeContext>) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in self.committed.keys() {
+            tpl.add_partition(topic, *partition);
+        }
+        for element in consumer.committed_offsets(tpl, CALL_TIMEOUT)?.elements() {
+            if let Offset::Offset(next) = element.offset() {
+                self.committed.insert((element.topic().to_owned(), element.partition()), next);
+            }
+        }
+        Ok(())
+    }
+
+    /// Seeks every partition to its last committed offset and resumes the blocked ones.
+    fn rewind(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        let blocked: Vec<Partition> = self.blocked.drain().map(|(key, _)| key).collect();
+        for ((topic, partition), next) in &self.committed {
+            if let Err(e) = consumer.seek(topic, *partition, Offset::Offset(*next), CALL_TIMEOUT) {
+                shared.report(&Error::Kafka(e));
+            }
+        }
+        let mut resume = TopicPartitionList::new();
+        for (topic, partition) in &blocked {
+            resume.add_partition(topic, *partition);
+        }
+        if resume.count() > 0
+            && let Err(e) = consumer.resume(&resume)
+        {
+            shared.report(&Error::Kafka(e));
+        }
+    }
+
+    /// Stops a partition at `offset` until its retry is due.
+    fn block(&mut self, consumer: &BaseConsumer<KafkaModeContext>, key: Partition, offset: i64) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&key.0, key.1);
+        let _ = consumer.pause(&tpl);
+        let entry = self.blocked.entry(key).or_insert_with(|| Blocked {
+            offset,
+            retry_at: Instant::now(),
+            backoff: Backoff::new(),
+        });
+        entry.offset = offset;
+        entry.retry_at = Instant::now() + entry.backoff.next_delay();
+    }
+
+    /// Seeks blocked partitions whose retry is due back to their failed message, and resumes them.
+    fn retry_due(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        let now = Instant::now();
+        let due: Vec<(Partition, i64)> =
+            self.blocked.iter().filter(|(_, b)| b.retry_at <= now).map(|(key, b)| (key.clone(), b.offset)).collect();
+        for ((topic, partition), offset) in due {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            let seek = consumer.seek(&topic, partition, Offset::Offset(offset), CALL_TIMEOUT);
+            match seek.and_then(|()| consumer.resume(&tpl)) {
+                Ok(()) => {
+                    // Keep the backoff growing if it fails again; forget it once it passes.
+                    if let Some(blocked) = self.blocked.get_mut(&(topic.clone(), partition)) {
+                        blocked.retry_at = Instant::now() + Duration::from_secs(3600);
+                    }
+                    self.blocked.remove(&(topic, partition));
+                }
+                Err(e) => shared.report(&Error::Kafka(e)),
+            }
+        }
+    }
+}
+
+/// `commit_transaction`, tried again while librdkafka says the error is retriable.
+fn commit_with_retries(producer: &TxnProducer) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match producer.commit_transaction(CALL_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Starts a Kafka-mode group: its consumer and the thread that runs it.
+pub(crate) fn start<H: Handler<Mode = Kafka>>(
+    handler: Arc<H>,
+    shared: &Arc<Shared>,
+    consumer_config: ClientConfig,
+    subscription: &Subscription,
+    settings: KafkaModeSettings,
+) -> Result<super::group::Group> {
+    let group = subscription.group().to_owned();
+    let context = KafkaModeContext {
+        shared: Arc::clone(shared),
+        txn: Mutex::new(Transactions {
+            group: group.clone(),
+            outputs: subscription.outputs().to_vec(),
+            settings,
+            producer: None,
+            open: None,
+            pending: BTreeMap::new(),
+            records_in_txn: 0,
+            committed: BTreeMap::new(),
+            blocked: HashMap::new(),
+        }),
+    };
+    let consumer: BaseConsumer<KafkaModeContext> = consumer_config.create_with_context(context)?;
+    // Initialise the producer now, so a wrong setting fails at start, not at the first message.
+    consumer.context().lock().producer()?;
+    let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let shared = Arc::clone(shared);
+    let poller = shared.handle.clone().spawn_blocking(move || run(&consumer, &*handler, &shared));
+    Ok(super::group::Group { name: group, poller })
+}
+
+/// The group's loop: poll, handle, commit when due; at shutdown commit and leave.
+fn run<H: Handler<Mode = Kafka>>(
+    consumer: &BaseConsumer<KafkaModeContext>,
+    handler: &H,
+    shared: &Shared,
+) -> Result<()> {
+    let mut outputs = Vec::new();
+    while !shared.shutting_down() {
+        let wait = {
+            let txn = consumer.context().lock();
+            match txn.open {
+                Some(opened) => {
+                    txn.settings.commit_interval.saturating_sub(opened.elapsed()).min(Duration::from_millis(100))
+                }
+                None => Duration::from_millis(100),
+            }
+        };
+        // The rebalance callback runs inside poll and takes the lock itself.
+        let polled = consumer.poll(wait);
+        let mut txn = consumer.context().lock();
+        match polled {
+            Some(Ok(message)) => txn.handle(consumer, handler, &message, shared, &mut outputs),
+            Some(Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
+                shared.report(&Error::Kafka(e));
+            }
+            Some(Err(e)) => tracing::warn!(group = %txn.group, "consumer: {e}"),
+            None => {}
+        }
+        if txn.due() {
+            txn.commit(consumer, shared);
+        }
+        txn.retry_due(consumer, shared);
+    }
+    consumer.context().lock().commit(consumer, shared);
+    consumer.unsubscribe();
+    Ok(())
+}

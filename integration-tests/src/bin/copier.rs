@@ -1,0 +1,37 @@
+//! A copy process for crash tests: `copier BROKERS INPUT OUTPUT GROUP TRANSACTIONAL_ID [INSTANCE_ID]`.
+//! Copies INPUT to OUTPUT exactly once (Kafka mode) until SIGTERM, or until it is killed.
+//! `COPIER_DELAY_MS` makes each record take that long (to keep transactions open).
+
+use exactly::Runtime;
+use exactly_integration_tests::copier::Copier;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [brokers, input, output, group, transactional_id, rest @ ..] = args.as_slice() else {
+        eprintln!("usage: copier BROKERS INPUT OUTPUT GROUP TRANSACTIONAL_ID [INSTANCE_ID]");
+        return std::process::ExitCode::FAILURE;
+    };
+    let mut copier = Copier::new(input, output, group);
+    if let Some(delay) = std::env::var("COPIER_DELAY_MS").ok().and_then(|ms| ms.parse().ok()) {
+        copier.delay = std::time::Duration::from_millis(delay);
+    }
+    let mut builder = Runtime::builder()
+        .brokers(brokers)
+        .transactional_id(transactional_id)
+        .kafka_setting("session.timeout.ms", "6000")
+        .kafka_setting("heartbeat.interval.ms", "1000")
+        .on_error(|e| eprintln!("copier error: {e}"))
+        .handler(copier);
+    if let Some(instance) = rest.first() {
+        builder = builder.kafka_setting("group.instance.id", instance);
+    }
+    let outcome = async { builder.build().await?.run().await }.await;
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("copier: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! A Kafka-mode handler for tests: copies every record of one topic to another, key,
+//! payload and all, in the Kafka transaction that commits the input offsets.
+
+use exactly::codec::Bytes;
+use exactly::mode::Kafka;
+use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Output, Subscription};
+
+/// Copies `input` to `output` as consumer group `group`.
+#[derive(Debug, Clone)]
+pub struct Copier {
+    /// Topic read.
+    pub input: String,
+    /// Topic written.
+    pub output: String,
+    /// Consumer group.
+    pub group: String,
+    /// Payloads the handler refuses (to test failures).
+    pub fail_on: Vec<Vec<u8>>,
+    /// Time spent on each record (to keep a transaction open in tests).
+    pub delay: std::time::Duration,
+}
+
+impl Copier {
+    /// A copier with no failures.
+    pub fn new(input: &str, output: &str, group: &str) -> Self {
+        Self {
+            input: input.into(),
+            output: output.into(),
+            group: group.into(),
+            fail_on: Vec::new(),
+            delay: std::time::Duration::ZERO,
+        }
+    }
+}
+
+impl Consumes for Copier {
+    type Key = Vec<u8>;
+    type Payload = Vec<u8>;
+    type Codec = Bytes;
+    type Mode = Kafka;
+
+    fn subscription(&self) -> Subscription {
+        Subscription::new([self.input.clone()], self.group.clone(), Delivery::PointToPoint)
+            .with_outputs([self.output.clone()])
+    }
+}
+
+#[exactly::async_trait]
+impl Handler for Copier {
+    async fn handle(
+        &self,
+        message: &Message<Vec<u8>, Vec<u8>>,
+        cx: &mut Context<'_, Kafka>,
+    ) -> Result<(), HandlerError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        if self.fail_on.contains(&message.payload) {
+            return Err("refusing this payload".into());
+        }
+        let mut record = Output::to(&self.output).payload(message.payload.clone());
+        if let Some(key) = &message.key {
+            record = record.key(key.clone());
+        }
+        cx.emit(record);
+        Ok(())
+    }
+}

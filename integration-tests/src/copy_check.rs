@@ -1,0 +1,59 @@
+//! Checking a copy: the output, read with `read_committed`, holds each input exactly once,
+//! in order per key.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::{Input, Isolation, Kafka, read_to_end};
+
+/// `count` records over `keys` keys: key `k{i % keys}`, payload `k{i % keys}:{seq}` where
+/// `seq` counts up per key.
+pub fn keyed_inputs(count: usize, keys: usize) -> Vec<Input> {
+    (0..count)
+        .map(|i| {
+            let key = format!("k{}", i % keys);
+            Input {
+                partition: None,
+                key: Some(key.clone().into_bytes()),
+                payload: format!("{key}:{}", i / keys).into_bytes(),
+            }
+        })
+        .collect()
+}
+
+/// What the output holds against `expected` inputs made by [`keyed_inputs`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct CopyVerdict {
+    /// Records in the output.
+    pub records: usize,
+    /// Inputs seen more than once.
+    pub duplicates: usize,
+    /// Inputs never seen.
+    pub missing: usize,
+    /// Records that came after a later one of the same key.
+    pub out_of_order: usize,
+}
+
+/// Reads `topic` (read_committed) and checks it against `expected` keyed inputs.
+pub async fn verify_copy(kafka: &Kafka, topic: &str, expected: &[Input]) -> anyhow::Result<CopyVerdict> {
+    let records = read_to_end(kafka.client_config(), topic, Isolation::ReadCommitted, Duration::from_secs(120)).await?;
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut last_seq: HashMap<String, u64> = HashMap::new();
+    let mut out_of_order = 0;
+    for record in &records {
+        let payload = record.payload.clone().unwrap_or_default();
+        *seen.entry(payload.clone()).or_default() += 1;
+        let text = String::from_utf8_lossy(&payload).into_owned();
+        if let Some((key, seq)) = text.split_once(':')
+            && let Ok(seq) = seq.parse::<u64>()
+        {
+            if last_seq.get(key).is_some_and(|last| *last >= seq) {
+                out_of_order += 1;
+            }
+            last_seq.insert(key.to_owned(), seq);
+        }
+    }
+    let duplicates = seen.values().filter(|n| **n > 1).count();
+    let missing = expected.iter().filter(|input| !seen.contains_key(&input.payload)).count();
+    Ok(CopyVerdict { records: records.len(), duplicates, missing, out_of_order })
+}

@@ -1,0 +1,141 @@
+//! Kafka mode under crashes: a copy process killed with SIGKILL at 20 random points, and a
+//! zombie (SIGSTOP past its session timeout, its partitions taken over, then SIGCONT). The
+//! output, read with read_committed, holds each input exactly once, in order per key.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
+use exactly_integration_tests::{Input, Isolation, Kafka, produce, read_to_end, unique, wait_until};
+use rand::Rng;
+
+const WAIT: Duration = Duration::from_secs(180);
+
+struct Copy {
+    kafka: Kafka,
+    input: String,
+    output: String,
+    group: String,
+}
+
+impl Copy {
+    async fn new(partitions: i32) -> anyhow::Result<Copy> {
+        let kafka = Kafka::single().await?;
+        let input = kafka.unique_topic("a", partitions).await?;
+        let output = kafka.unique_topic("b", partitions).await?;
+        Ok(Copy { kafka, input, output, group: unique("copy") })
+    }
+
+    /// A copier process; `log` collects its stderr.
+    fn spawn(&self, transactional_id: &str, instance: &str, log: &std::path::Path) -> anyhow::Result<Child> {
+        self.spawn_with_delay(transactional_id, instance, log, 0)
+    }
+
+    fn spawn_with_delay(
+        &self,
+        transactional_id: &str,
+        instance: &str,
+        log: &std::path::Path,
+        delay_ms: u64,
+    ) -> anyhow::Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+        Ok(Command::new(env!("CARGO_BIN_EXE_copier"))
+            .env("COPIER_DELAY_MS", delay_ms.to_string())
+            .args([&self.kafka.bootstrap_servers(), &self.input, &self.output, &self.group, transactional_id, instance])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?)
+    }
+
+    async fn wait_for_copies(&self, expected: usize) -> anyhow::Result<()> {
+        wait_until(WAIT, &format!("{expected} committed copies"), || async {
+            let copies = read_to_end(self.kafka.client_config(), &self.output, Isolation::ReadCommitted, WAIT).await?;
+            anyhow::ensure!(copies.len() <= expected, "{} copies of {expected} inputs", copies.len());
+            Ok((copies.len() == expected).then_some(()))
+        })
+        .await
+    }
+}
+
+fn terminate(child: &mut Child) -> anyhow::Result<()> {
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    child.wait()?;
+    Ok(())
+}
+
+/// Produces `inputs` in slices, one slice every `pace`, in the background.
+fn feed(
+    kafka_config: rdkafka::ClientConfig,
+    topic: String,
+    inputs: Vec<Input>,
+    pace: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        for slice in inputs.chunks(100) {
+            produce(&kafka_config, &topic, slice.to_vec()).await?;
+            tokio::time::sleep(pace).await;
+        }
+        Ok(())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copier_killed_twenty_times_copies_each_record_once() -> anyhow::Result<()> {
+    let copy = Copy::new(4).await?;
+    let inputs = keyed_inputs(5_000, 40);
+    let feeder = feed(copy.kafka.client_config(), copy.input.clone(), inputs.clone(), Duration::from_millis(500));
+    let log = std::env::temp_dir().join(format!("{}.log", copy.group));
+    let transactional_id = unique("copier");
+    for _ in 0..20 {
+        let mut child = copy.spawn(&transactional_id, "copier-1", &log)?;
+        let lifetime = Duration::from_millis(rand::rng().random_range(300..2500));
+        tokio::time::sleep(lifetime).await;
+        child.kill()?; // SIGKILL, mid-transaction or not
+        child.wait()?;
+    }
+    feeder.await??;
+    let mut child = copy.spawn(&transactional_id, "copier-1", &log)?;
+    let finished = copy.wait_for_copies(inputs.len()).await;
+    terminate(&mut child)?;
+    finished.map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
+
+    let verdict = verify_copy(&copy.kafka, &copy.output, &inputs).await?;
+    assert_eq!(verdict.records, inputs.len(), "{verdict:?}");
+    assert_eq!((verdict.duplicates, verdict.missing, verdict.out_of_order), (0, 0, 0), "{verdict:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_resumed_after_its_partitions_moved_cannot_commit() -> anyhow::Result<()> {
+    let copy = Copy::new(4).await?;
+    let inputs = keyed_inputs(3_000, 40);
+    let log_a = std::env::temp_dir().join(format!("{}-a.log", copy.group));
+    let log_b = std::env::temp_dir().join(format!("{}-b.log", copy.group));
+    // Each record takes 5 ms, so while input flows a transaction is always open.
+    let mut a = copy.spawn_with_delay(&unique("tx-a"), "a", &log_a, 5)?;
+    let mut b = copy.spawn_with_delay(&unique("tx-b"), "b", &log_b, 5)?;
+    let feeder = feed(copy.kafka.client_config(), copy.input.clone(), inputs.clone(), Duration::from_millis(200));
+
+    // Let both work, then freeze A mid-stream for longer than its 6 s session timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    Command::new("kill").args(["-STOP", &a.id().to_string()]).status()?;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    Command::new("kill").args(["-CONT", &a.id().to_string()]).status()?;
+
+    feeder.await??;
+    let finished = copy.wait_for_copies(inputs.len()).await;
+    terminate(&mut a)?;
+    terminate(&mut b)?;
+    finished.map_err(|e| anyhow::anyhow!("{e:#}\nlogs: {} {}", log_a.display(), log_b.display()))?;
+
+    let verdict = verify_copy(&copy.kafka, &copy.output, &inputs).await?;
+    assert_eq!(verdict.records, inputs.len(), "{verdict:?}");
+    assert_eq!((verdict.duplicates, verdict.missing, verdict.out_of_order), (0, 0, 0), "{verdict:?}");
+    let zombie = std::fs::read_to_string(&log_a)?;
+    assert!(
+        zombie.contains("lost its partitions") || zombie.contains("copier error: kafka:"),
+        "the zombie's aborted transaction was not reported:\n{zombie}"
+    );
+    Ok(())
+}
