@@ -2,6 +2,9 @@
 
 use std::fmt;
 
+/// Called with every error a runtime or relay reports.
+pub(crate) type ErrorHook = std::sync::Arc<dyn Fn(&Error) + Send + Sync>;
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

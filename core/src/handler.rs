@@ -75,8 +75,8 @@ impl<M: Mode> fmt::Debug for Context<'_, M> {
 }
 
 impl<'t> Context<'t, Database> {
-    pub(crate) fn new(transaction: &'t mut Transaction<'static, Postgres>) -> Self {
-        Self { effects: transaction }
+    pub(crate) fn new(transaction: &'t mut Transaction<'static, Postgres>, outputs: &'t [String]) -> Self {
+        Self { effects: (transaction, outputs) }
     }
 
     /// The connection of the batch's transaction, to run queries on:
@@ -84,12 +84,28 @@ impl<'t> Context<'t, Database> {
     ///
     /// Do not `COMMIT` or `ROLLBACK` through it: the runtime commits the batch with its position.
     pub fn db(&mut self) -> &mut PgConnection {
-        self.effects
+        self.effects.0
     }
 
     /// The batch's transaction itself, e.g. for savepoints with `begin()`.
     pub fn transaction(&mut self) -> &mut Transaction<'static, Postgres> {
-        self.effects
+        self.effects.0
+    }
+
+    /// Emits a record to Kafka through the transactional outbox: it is written to
+    /// `exactly.outbox` in this batch's transaction, and the [outbox relay](crate::outbox::Relay)
+    /// publishes it exactly once, in order per key.
+    ///
+    /// # Errors
+    /// When the topic is not among the handler's declared `outputs` (if it declared any), or
+    /// the outbox insert fails; the batch then rolls back.
+    pub async fn emit(&mut self, record: Output) -> Result<(), HandlerError> {
+        let (transaction, outputs) = &mut self.effects;
+        if !outputs.is_empty() && !outputs.iter().any(|topic| *topic == record.topic) {
+            return Err(format!("emitted to topic `{}`, which is not among its declared outputs {outputs:?}", record.topic).into());
+        }
+        crate::outbox::enqueue(transaction, &record).await?;
+        Ok(())
     }
 }
 

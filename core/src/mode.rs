@@ -34,7 +34,7 @@ pub trait Mode: sealed::Sealed + Send + Sync + 'static {
 
 impl Mode for Database {
     const KIND: ModeKind = ModeKind::Database;
-    type Effects<'t> = &'t mut sqlx::Transaction<'static, sqlx::Postgres>;
+    type Effects<'t> = (&'t mut sqlx::Transaction<'static, sqlx::Postgres>, &'t [String]);
     fn runner<H: crate::Handler<Mode = Self>>(handler: H) -> crate::runtime::Runner {
         crate::runtime::Runner::database(handler)
     }

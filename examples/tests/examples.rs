@@ -42,3 +42,9 @@ fn kafka_mode_example_invoices_each_order_once() {
     let out = run(env!("CARGO_BIN_EXE_kafka-mode"), &[]);
     assert!(out.contains("KAFKA MODE: one invoice per order, exactly once"), "{out}");
 }
+
+#[test]
+fn outbox_example_records_and_announces_each_order_once() {
+    let out = run(env!("CARGO_BIN_EXE_outbox"), &[]);
+    assert!(out.contains("OUTBOX: each order recorded once and announced once"), "{out}");
+}

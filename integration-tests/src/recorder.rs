@@ -67,6 +67,8 @@ pub struct Recorder {
     pub hold: Option<Arc<Hold>>,
     /// Handler calls in progress now, and the most seen at once.
     pub in_flight: Arc<(AtomicUsize, AtomicUsize)>,
+    /// If set, each message is also emitted (key and payload) to this topic via the outbox.
+    pub emit_to: Option<String>,
 }
 
 impl Recorder {
@@ -80,6 +82,7 @@ impl Recorder {
             fail_on: Vec::new(),
             hold: None,
             in_flight: Arc::default(),
+            emit_to: None,
         }
     }
 
@@ -136,6 +139,13 @@ impl Recorder {
         }
         if self.fail_on.contains(&message.payload) {
             return Err(format!("refusing payload {}", message.payload).into());
+        }
+        if let Some(topic) = &self.emit_to {
+            let mut record = exactly::Output::to(topic).payload(message.payload.clone());
+            if let Some(key) = &message.key {
+                record = record.key(key.clone());
+            }
+            cx.emit(record).await?;
         }
         Ok(())
     }

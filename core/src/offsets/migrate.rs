@@ -11,7 +11,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 use crate::error::Result;
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "offsets", include_str!("../../migrations/0001_offsets.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "offsets", include_str!("../../migrations/0001_offsets.sql")),
+    (2, "outbox", include_str!("../../migrations/0002_outbox.sql")),
+];
 
 fn migrator() -> Migrator {
     let migrations = MIGRATIONS
@@ -27,7 +30,7 @@ fn migrator() -> Migrator {
 }
 
 /// Creates or upgrades exactly's tables; safe to run concurrently from several instances.
-pub(crate) async fn migrate(pool: &PgPool) -> Result<()> {
+pub async fn migrate(pool: &PgPool) -> Result<()> {
     migrator().run(pool).await?;
     Ok(())
 }

@@ -8,7 +8,7 @@
 
 mod migrate;
 
-pub(crate) use migrate::migrate;
+pub use migrate::migrate;
 
 use sqlx::{PgConnection, PgPool};
 

@@ -52,6 +52,7 @@ pub struct RuntimeBuilder {
     revoke_grace: Duration,
     transactional_id: Option<String>,
     commit_interval: Duration,
+    outbox_relay: Option<String>,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -122,6 +123,14 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Runs the [outbox relay](crate::outbox::Relay) named `name` in this runtime, so records
+    /// Database-mode handlers emit are published to Kafka exactly once. Give every instance
+    /// the same name: one of them publishes at a time, the others stand by.
+    pub fn outbox_relay(mut self, name: impl Into<String>) -> Self {
+        self.outbox_relay = Some(name.into());
+        self
+    }
+
     /// How long a Kafka transaction collects messages before it commits (Kafka mode;
     /// default 100 ms). Longer means fewer commits and more latency.
     pub fn commit_interval(mut self, interval: Duration) -> Self {
@@ -180,6 +189,9 @@ impl RuntimeBuilder {
             return Err(Error::Config("no handlers: add at least one with `handler(...)`".into()));
         }
         let kafka_groups = self.groups.iter().filter(|spec| spec.kind() == ModeKind::Kafka).count();
+        if self.outbox_relay.is_some() {
+            self.kafka.check_producer(Duration::ZERO)?;
+        }
         if kafka_groups > 0 {
             if self.transactional_id.as_deref().is_none_or(str::is_empty) {
                 return Err(Error::Config(
@@ -212,13 +224,13 @@ impl RuntimeBuilder {
                     .connect(&url)
                     .await?,
             ),
-            None if database_groups > 0 => {
+            None if database_groups > 0 || self.outbox_relay.is_some() => {
                 return Err(Error::Config("no database: call `database_url(...)` or `pool(...)`".into()));
             }
             None => None,
         };
         if self.migrate
-            && database_groups > 0
+            && (database_groups > 0 || self.outbox_relay.is_some())
             && let Some(pool) = &pool
         {
             crate::offsets::migrate(pool).await?;
@@ -240,6 +252,7 @@ impl RuntimeBuilder {
             suffix_transactional_id: kafka_groups > 1,
             commit_interval: self.commit_interval,
             max_records: self.batch.max_records.max(1000),
+            outbox_relay: self.outbox_relay,
         };
         Ok(Runtime {
             shared,
@@ -282,6 +295,7 @@ impl Runtime {
             revoke_grace: Duration::from_secs(30),
             transactional_id: None,
             commit_interval: Duration::from_millis(100),
+            outbox_relay: None,
         }
     }
 
@@ -323,12 +337,25 @@ impl Runtime {
                 }
             }
         }
+        let relay = match (&self.settings.outbox_relay, &self.shared.pool) {
+            (Some(name), Some(pool)) => {
+                let shared = Arc::clone(&self.shared);
+                let relay =
+                    crate::outbox::Relay::with_properties(name.clone(), self.settings.kafka.clone(), pool.clone())
+                        .on_error(move |e| shared.report(e));
+                Some(relay.start().await?)
+            }
+            _ => None,
+        };
         let mut stopped = self.shared.shutdown.clone();
         tokio::select! {
             () = signal => self.shutdown.shutdown(),
             _ = stopped.wait_for(|stop| *stop) => {}
         }
         let mut outcome = Ok(());
+        if let Some(relay) = relay {
+            outcome = relay.stop().await;
+        }
         for group in groups {
             match group.poller.await {
                 Ok(Ok(())) => {}
@@ -385,6 +412,7 @@ struct StartSettings {
     suffix_transactional_id: bool,
     commit_interval: Duration,
     max_records: usize,
+    outbox_relay: Option<String>,
 }
 
 /// A handler ready to run, whatever its type and mode.

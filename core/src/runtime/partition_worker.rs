@@ -58,12 +58,15 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     batch: Vec<Item<H::Key, H::Payload>>,
     /// The last attempt's COMMIT failed: whether it committed is unknown.
     commit_unknown: bool,
+    /// The handler's declared output topics.
+    outputs: Vec<String>,
 }
 
 impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, start: WorkerStart) -> Self {
         let next = start.claim.next_offset;
-        Self { handler, shared, start, next, batch: Vec::new(), commit_unknown: false }
+        let outputs = handler.subscription().outputs().to_vec();
+        Self { handler, shared, start, next, batch: Vec::new(), commit_unknown: false, outputs }
     }
 
     pub(crate) async fn run(mut self) {
@@ -200,7 +203,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             }
         }
         let mut tx = self.shared.pool()?.begin().await?;
-        let mut cx = Context::new(&mut tx);
+        let mut cx = Context::new(&mut tx, &self.outputs);
         for item in &self.batch[..cut] {
             if let Item::Decoded(message) = item {
                 self.handler

@@ -1,6 +1,5 @@
 //! What every group consumer and partition worker of one runtime shares.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -9,8 +8,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::error::Error;
 use crate::settings::{Batch, StartFrom};
 
-/// Called with every error the runtime reports.
-pub(crate) type ErrorHook = Arc<dyn Fn(&Error) + Send + Sync>;
+pub(crate) use crate::error::ErrorHook;
 
 /// Shared state of one runtime.
 pub(crate) struct Shared {

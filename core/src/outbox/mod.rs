@@ -1,0 +1,44 @@
+//! The transactional outbox: Kafka output for Database-mode handlers.
+//!
+//! A Database-mode handler's [`Context::emit`](crate::Context::emit) writes the record to
+//! `exactly.outbox` in the batch's transaction, so the record exists if and only if the
+//! handler's effects and position committed. The [`Relay`] then publishes outbox records to
+//! Kafka in Kafka transactions that also carry the relay's own position (as Kafka Connect's
+//! exactly-once sources do, KIP-618), so each record reaches Kafka exactly once whatever
+//! moment the relay crashes at, in per-key order. Published rows are deleted.
+
+mod relay;
+
+pub use relay::{Relay, RelayHandle};
+
+use sqlx::PgConnection;
+
+use crate::output::Output;
+
+/// Writes `record` to the outbox through `tx` (the caller's transaction).
+///
+/// # Errors
+/// When the insert fails; the caller's transaction should then roll back.
+pub async fn enqueue(tx: &mut PgConnection, record: &Output) -> sqlx::Result<()> {
+    let (names, values): (Vec<&str>, Vec<&[u8]>) =
+        record.headers.iter().map(|(name, value)| (name.as_str(), value.as_slice())).unzip();
+    sqlx::query(
+        "INSERT INTO exactly.outbox (topic, key, payload, header_names, header_values) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&record.topic)
+    .bind(record.key.as_deref())
+    .bind(record.payload.as_deref())
+    .bind(&names)
+    .bind(&values)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// How many records wait in the outbox.
+///
+/// # Errors
+/// When the query fails.
+pub async fn backlog(pool: &sqlx::PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM exactly.outbox").fetch_one(pool).await
+}

@@ -1,0 +1,401 @@
+//! The outbox relay: publishes `exactly.outbox` to Kafka exactly once.
+//!
+//! Each Kafka transaction carries a batch of outbox records and the relay's new position
+//! (the `(txid, id)` of the last record), written as a record keyed by the relay's name to
+//! the positions topic. On start the relay reads its position back with `read_committed`,
+//! so whatever moment it crashed at, it goes on right after the last batch that committed:
+//! nothing is published twice, nothing is skipped. Only rows of transactions older than
+//! every running one are read, in `(txid, id)` order, so a slow writer's row can never
+//! appear behind the position. Published rows are then deleted.
+//!
+//! One relay per name publishes at a time: instances elect one with a PostgreSQL advisory
+//! lock, and all use the relay's name as `transactional.id`, so a relay that lost the lock
+//! but still runs is fenced by its successor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message as _, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::{Connection, PgConnection, PgPool, Row};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, ErrorHook, Result};
+use crate::settings::KafkaProperties;
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A position in the outbox: the `(txid, id)` of the last published row.
+type Position = (i64, i64);
+
+/// Publishes the outbox to Kafka exactly once. See the [module docs](self).
+///
+/// ```no_run
+/// # async fn run(pool: sqlx::PgPool) -> exactly::Result<()> {
+/// let relay = exactly::outbox::Relay::new("billing-outbox", "localhost:9092", pool).start().await?;
+/// // ... later
+/// relay.stop().await
+/// # }
+/// ```
+#[must_use]
+pub struct Relay {
+    name: String,
+    kafka: KafkaProperties,
+    pool: PgPool,
+    positions_topic: String,
+    batch_size: i64,
+    poll_interval: Duration,
+    on_error: Option<ErrorHook>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("name", &self.name)
+            .field("positions_topic", &self.positions_topic)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running relay.
+#[derive(Debug)]
+pub struct RelayHandle {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<()>>,
+}
+
+impl RelayHandle {
+    /// Stops after the batch in flight (committed or aborted) and waits.
+    ///
+    /// # Errors
+    /// What the relay stopped on, if anything.
+    pub async fn stop(self) -> Result<()> {
+        self.stop.send_replace(true);
+        self.task.await.map_err(|e| Error::Config(format!("the outbox relay panicked: {e}")))?
+    }
+}
+
+impl Relay {
+    /// A relay named `name` (its `transactional.id` and the key of its position) for the
+    /// outbox in `pool`'s database, publishing to `brokers`.
+    pub fn new(name: impl Into<String>, brokers: impl Into<String>, pool: PgPool) -> Self {
+        let mut kafka = KafkaProperties::default();
+        kafka.set("bootstrap.servers", brokers);
+        Self {
+            name: name.into(),
+            kafka,
+            pool,
+            positions_topic: "exactly-outbox-positions".into(),
+            batch_size: 500,
+            poll_interval: Duration::from_millis(20),
+            on_error: None,
+        }
+    }
+
+    pub(crate) fn with_properties(name: String, kafka: KafkaProperties, pool: PgPool) -> Self {
+        Self { kafka, ..Self::new(name, String::new(), pool) }
+    }
+
+    /// Any librdkafka property (TLS, SASL, ...); unsafe producer settings are refused.
+    pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka.set(key, value);
+        self
+    }
+
+    /// The compacted topic the relay keeps its position in (default
+    /// `exactly-outbox-positions`; created with one partition if missing).
+    pub fn positions_topic(mut self, topic: impl Into<String>) -> Self {
+        self.positions_topic = topic.into();
+        self
+    }
+
+    /// Records per Kafka transaction (default 500).
+    pub fn batch_size(mut self, records: i64) -> Self {
+        self.batch_size = records.max(1);
+        self
+    }
+
+    /// How often an empty outbox is looked at again (default 20 ms).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
+        self
+    }
+
+    /// Called with every error the relay reports (besides logging it).
+    pub fn on_error(mut self, hook: impl Fn(&Error) + Send + Sync + 'static) -> Self {
+        self.on_error = Some(Arc::new(hook));
+        self
+    }
+
+    /// Checks the settings and starts the relay in the background.
+    ///
+    /// # Errors
+    /// When a setting would break the guarantee.
+    pub async fn start(self) -> Result<RelayHandle> {
+        self.kafka.check_producer(Duration::ZERO)?;
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || Worker { relay: self, handle, stopped }.run());
+        Ok(RelayHandle { stop, task })
+    }
+}
+
+struct Worker {
+    relay: Relay,
+    handle: tokio::runtime::Handle,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Worker {
+    fn stopping(&self) -> bool {
+        *self.stopped.borrow()
+    }
+
+    fn report(&self, error: &Error) {
+        tracing::error!(relay = %self.relay.name, "{error}");
+        if let Some(hook) = &self.relay.on_error {
+            hook(error);
+        }
+    }
+
+    fn run(self) -> Result<()> {
+        while !self.stopping() {
+            match self.lead() {
+                Ok(()) => {}
+                Err(error) => {
+                    self.report(&error);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the advisory lock, then publishes while it holds it.
+    fn lead(&self) -> Result<()> {
+        let mut lock: PgConnection = self.handle.block_on(self.relay.pool.acquire())?.detach();
+        let key = format!("exactly-relay:{}", self.relay.name);
+        loop {
+            if self.stopping() {
+                return Ok(());
+            }
+            let acquired: bool = self.handle.block_on(
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(&key).fetch_one(&mut lock),
+            )?;
+            if acquired {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        tracing::info!(relay = %self.relay.name, "leading: publishing the outbox");
+        let outcome = self.publish(&mut lock);
+        let _ = self.handle.block_on(lock.close());
+        outcome
+    }
+
+    fn producer(&self) -> Result<ThreadedProducer<DefaultProducerContext>> {
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            self.relay.kafka.producer(&self.relay.name).create()?;
+        // Fences a previous relay with this name and aborts what it left open.
+        producer.init_transactions(CALL_TIMEOUT)?;
+        Ok(producer)
+    }
+
+    fn publish(&self, lock: &mut PgConnection) -> Result<()> {
+        self.ensure_positions_topic();
+        let mut producer = self.producer()?;
+        let mut position = self.read_position()?;
+        tracing::info!(relay = %self.relay.name, ?position, "outbox position read from Kafka");
+        while !self.stopping() {
+            // Still the leader? (A lost connection released the lock.)
+            self.handle.block_on(sqlx::query("SELECT 1").execute(&mut *lock))?;
+            let rows = self.handle.block_on(self.fetch(position))?;
+            let Some(last) = rows.last().map(|row| row.position) else {
+                std::thread::sleep(self.relay.poll_interval);
+                continue;
+            };
+            match self.send_batch(&producer, &rows, last) {
+                Ok(()) => {
+                    position = last;
+                    if let Err(e) = self.handle.block_on(self.delete_through(position)) {
+                        self.report(&e); // harmless: the rows stay behind the position
+                    }
+                }
+                Err(error) => {
+                    self.report(&error);
+                    let _ = producer.abort_transaction(CALL_TIMEOUT);
+                    if let Error::Kafka(KafkaError::Transaction(e)) = &error
+                        && e.is_fatal()
+                    {
+                        return Err(error); // fenced: another relay publishes now
+                    }
+                    // The outcome may be unknown: start over from what Kafka says.
+                    producer = self.producer()?;
+                    position = self.read_position()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send_batch(
+        &self,
+        producer: &ThreadedProducer<DefaultProducerContext>,
+        rows: &[OutboxRow],
+        last: Position,
+    ) -> Result<()> {
+        producer.begin_transaction()?;
+        for row in rows {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&row.topic);
+            if let Some(key) = &row.key {
+                record = record.key(key);
+            }
+            if let Some(payload) = &row.payload {
+                record = record.payload(payload);
+            }
+            if !row.headers.is_empty() {
+                let mut headers = OwnedHeaders::new();
+                for (name, value) in &row.headers {
+                    headers = headers.insert(Header { key: name, value: Some(value) });
+                }
+                record = record.headers(headers);
+            }
+            send(producer, record)?;
+        }
+        let value = format!("{}:{}", last.0, last.1);
+        send(
+            producer,
+            BaseRecord::to(&self.relay.positions_topic).key(self.relay.name.as_bytes()).payload(value.as_bytes()),
+        )?;
+        producer.commit_transaction(CALL_TIMEOUT)?;
+        Ok(())
+    }
+
+    async fn fetch(&self, after: Position) -> Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, txid, topic, key, payload, header_names, header_values FROM exactly.outbox
+             WHERE (txid, id) > ($1, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+             ORDER BY txid, id LIMIT $3",
+        )
+        .bind(after.0)
+        .bind(after.1)
+        .bind(self.relay.batch_size)
+        .fetch_all(&self.relay.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let names: Vec<String> = row.try_get("header_names")?;
+                let values: Vec<Vec<u8>> = row.try_get("header_values")?;
+                Ok(OutboxRow {
+                    position: (row.try_get("txid")?, row.try_get("id")?),
+                    topic: row.try_get("topic")?,
+                    key: row.try_get("key")?,
+                    payload: row.try_get("payload")?,
+                    headers: names.into_iter().zip(values).collect(),
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_through(&self, position: Position) -> Result<()> {
+        sqlx::query("DELETE FROM exactly.outbox WHERE (txid, id) <= ($1, $2)")
+            .bind(position.0)
+            .bind(position.1)
+            .execute(&self.relay.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The last committed position of this relay, read back from the positions topic.
+    fn read_position(&self) -> Result<Position> {
+        let consumer: BaseConsumer = self
+            .relay
+            .kafka
+            .consumer(&format!("exactly-relay-reader-{}", self.relay.name))
+            .set("enable.partition.eof", "true")
+            .create()?;
+        let metadata = consumer.fetch_metadata(Some(&self.relay.positions_topic), CALL_TIMEOUT)?;
+        let mut assignment = TopicPartitionList::new();
+        for topic in metadata.topics() {
+            for partition in topic.partitions() {
+                assignment.add_partition_offset(&self.relay.positions_topic, partition.id(), Offset::Beginning)?;
+            }
+        }
+        let partitions = assignment.count();
+        consumer.assign(&assignment)?;
+        let mut position = (0, 0);
+        let mut at_end = 0;
+        let deadline = std::time::Instant::now() + CALL_TIMEOUT * 2;
+        while at_end < partitions {
+            if std::time::Instant::now() > deadline {
+                return Err(Error::Config(format!(
+                    "cannot read the relay position from {}",
+                    self.relay.positions_topic
+                )));
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) if message.key() == Some(self.relay.name.as_bytes()) => {
+                    let text = String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned();
+                    if let Some((txid, id)) = text.split_once(':')
+                        && let (Ok(txid), Ok(id)) = (txid.parse(), id.parse())
+                    {
+                        position = (txid, id);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => at_end += 1,
+                Some(Err(e)) => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(position)
+    }
+
+    /// Creates the positions topic (compacted, one partition) unless it exists.
+    fn ensure_positions_topic(&self) {
+        let Ok(admin) = self.relay.kafka.producer(&self.relay.name).create::<AdminClient<DefaultClientContext>>()
+        else {
+            return;
+        };
+        let topic =
+            NewTopic::new(&self.relay.positions_topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+        match self.handle.block_on(admin.create_topics([&topic], &AdminOptions::new())) {
+            Ok(results) => {
+                for result in results {
+                    if let Err((topic, code)) = result
+                        && code != RDKafkaErrorCode::TopicAlreadyExists
+                    {
+                        tracing::warn!(relay = %self.relay.name, "cannot create {topic}: {code}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(relay = %self.relay.name, "cannot create the positions topic: {e}"),
+        }
+    }
+}
+
+struct OutboxRow {
+    position: Position,
+    topic: String,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
+                record = again;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err((e, _)) => return Err(e.into()),
+        }
+    }
+}

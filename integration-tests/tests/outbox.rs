@@ -1,0 +1,129 @@
+//! The transactional outbox: a Database-mode handler writes effects and emits records in
+//! one PostgreSQL transaction; the relay publishes each record to Kafka exactly once, in
+//! per-key order, even when it is killed at random points.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
+use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
+use exactly_integration_tests::support::{Running, builder};
+use exactly_integration_tests::{Isolation, Kafka, Postgres, produce, read_to_end, unique, wait_until};
+use rand::Rng;
+
+const WAIT: Duration = Duration::from_secs(180);
+
+async fn wait_for_records(kafka: &Kafka, topic: &str, expected: usize) -> anyhow::Result<()> {
+    wait_until(WAIT, &format!("{expected} records on {topic}"), || async {
+        let records = read_to_end(kafka.client_config(), topic, Isolation::ReadCommitted, WAIT).await?;
+        anyhow::ensure!(records.len() <= expected, "{} records for {expected} outbox rows", records.len());
+        Ok((records.len() == expected).then_some(()))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn effects_and_emitted_records_each_land_exactly_once() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let (input, output) = (kafka.unique_topic("in", 3).await?, kafka.unique_topic("out", 3).await?);
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    let inputs = keyed_inputs(600, 15);
+    produce(&kafka.client_config(), &input, inputs.clone()).await?;
+
+    let group = unique("outbox");
+    let mut recorder = Recorder::new(&input, &group, "a");
+    recorder.emit_to = Some(output.clone());
+    let running = Running::start(kafka, builder(&database.url).outbox_relay(unique("relay")).handler(recorder)).await?;
+    wait_for_records(kafka, &output, 600).await?;
+    wait_until(WAIT, "the outbox to be emptied", || async {
+        Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (600, 600));
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    assert_eq!(
+        (verdict.records, verdict.duplicates, verdict.missing, verdict.out_of_order),
+        (600, 0, 0, 0),
+        "{verdict:?}"
+    );
+    Ok(())
+}
+
+fn spawn_relay(kafka: &Kafka, url: &str, name: &str, positions: &str, log: &std::path::Path) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok(Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args([&kafka.bootstrap_servers(), url, name, positions])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_twenty_times_publishes_each_record_once_in_key_order() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let output = kafka.unique_topic("out", 4).await?;
+    let positions = kafka.unique_topic("positions", 1).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    exactly::migrate(&pool).await?;
+
+    // Writers keep filling the outbox while the relay is killed again and again: each
+    // transaction enqueues a few records, two writers at once (so commits interleave).
+    let inputs = keyed_inputs(4_000, 40);
+    let writers: Vec<_> = [0, 1]
+        .into_iter()
+        .map(|writer| {
+            let (pool, output) = (pool.clone(), output.clone());
+            // Writer 0 owns even keys, writer 1 odd ones: per-key order is each writer's order.
+            let mine: Vec<_> = inputs
+                .iter()
+                .filter(|i| i.key.as_ref().is_some_and(|k| (k.last().copied().unwrap_or(0) % 2) as usize == writer))
+                .cloned()
+                .collect();
+            tokio::spawn(async move {
+                for chunk in mine.chunks(7) {
+                    let mut tx = pool.begin().await?;
+                    for input in chunk {
+                        let record = exactly::Output::to(&output)
+                            .key(input.key.clone().unwrap_or_default())
+                            .payload(input.payload.clone());
+                        exactly::outbox::enqueue(&mut tx, &record).await?;
+                    }
+                    tx.commit().await?;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+
+    let name = unique("relay");
+    let log = std::env::temp_dir().join(format!("{name}.log"));
+    for _ in 0..20 {
+        let mut child = spawn_relay(kafka, &database.url, &name, &positions, &log)?;
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(300..2000))).await;
+        child.kill()?; // SIGKILL, maybe mid-transaction
+        child.wait()?;
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let mut child = spawn_relay(kafka, &database.url, &name, &positions, &log)?;
+    let finished = wait_for_records(kafka, &output, inputs.len()).await;
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status()?;
+    child.wait()?;
+    finished.map_err(|e| anyhow::anyhow!("{e:#}\nrelay output in {}", log.display()))?;
+
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    assert_eq!(
+        (verdict.records, verdict.duplicates, verdict.missing, verdict.out_of_order),
+        (4_000, 0, 0, 0),
+        "{verdict:?}"
+    );
+    Ok(())
+}
