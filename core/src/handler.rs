@@ -101,8 +101,12 @@ impl<'t> Context<'t, Database> {
     /// the outbox insert fails; the batch then rolls back.
     pub async fn emit(&mut self, record: Output) -> Result<(), HandlerError> {
         let (transaction, outputs) = &mut self.effects;
-        if !outputs.is_empty() && !outputs.iter().any(|topic| *topic == record.topic) {
-            return Err(format!("emitted to topic `{}`, which is not among its declared outputs {outputs:?}", record.topic).into());
+        if !outputs.is_empty() && !outputs.contains(&record.topic) {
+            return Err(format!(
+                "emitted to topic `{}`, which is not among its declared outputs {outputs:?}",
+                record.topic
+            )
+            .into());
         }
         crate::outbox::enqueue(transaction, &record).await?;
         Ok(())

@@ -55,6 +55,7 @@ pub mod mode;
 pub mod offsets;
 pub mod outbox;
 mod output;
+mod producer;
 mod runtime;
 mod settings;
 mod subscription;

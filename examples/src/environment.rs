@@ -18,14 +18,7 @@ pub struct Environment {
 impl Environment {
     /// Uses `EXACTLY_BROKERS` / `DATABASE_URL`, or starts containers.
     pub async fn start() -> anyhow::Result<Environment> {
-        let (brokers, kafka) = match std::env::var("EXACTLY_BROKERS") {
-            Ok(brokers) => (brokers, None),
-            Err(_) => {
-                println!("starting Kafka in a container ...");
-                let kafka = Kafka::single().await?;
-                (kafka.bootstrap_servers(), Some(kafka))
-            }
-        };
+        let (brokers, kafka) = kafka_from_env().await?;
         let (database_url, postgres) = match std::env::var("DATABASE_URL") {
             Ok(url) => (url, None),
             Err(_) => {
@@ -39,14 +32,7 @@ impl Environment {
 
     /// Uses `EXACTLY_BROKERS`, or starts Kafka alone (for examples that need no database).
     pub async fn start_kafka_only() -> anyhow::Result<Environment> {
-        let (brokers, kafka) = match std::env::var("EXACTLY_BROKERS") {
-            Ok(brokers) => (brokers, None),
-            Err(_) => {
-                println!("starting Kafka in a container ...");
-                let kafka = Kafka::single().await?;
-                (kafka.bootstrap_servers(), Some(kafka))
-            }
-        };
+        let (brokers, kafka) = kafka_from_env().await?;
         Ok(Environment { brokers, database_url: String::new(), _kafka: kafka, _postgres: None })
     }
 
@@ -66,4 +52,62 @@ impl Environment {
         }
         Ok(())
     }
+}
+
+/// `EXACTLY_BROKERS`, or a broker started in a container.
+async fn kafka_from_env() -> anyhow::Result<(String, Option<Kafka>)> {
+    match std::env::var("EXACTLY_BROKERS") {
+        Ok(brokers) => Ok((brokers, None)),
+        Err(_) => {
+            println!("starting Kafka in a container ...");
+            let kafka = Kafka::single().await?;
+            Ok((kafka.bootstrap_servers(), Some(kafka)))
+        }
+    }
+}
+
+/// Reads `topic` as a downstream service would (`read_committed`), until `expected` distinct
+/// values of the JSON field `field` were seen (at most 120 s), then 2 s more so duplicates
+/// would show. Returns how many records were read and the distinct values.
+pub async fn read_committed_ids(
+    brokers: &str,
+    topic: &str,
+    field: &str,
+    expected: i64,
+) -> anyhow::Result<(i64, std::collections::HashSet<i64>)> {
+    let (brokers, topic, field) = (brokers.to_owned(), topic.to_owned(), field.to_owned());
+    tokio::task::spawn_blocking(move || read_blocking(&brokers, &topic, &field, expected)).await?
+}
+
+fn read_blocking(
+    brokers: &str,
+    topic: &str,
+    field: &str,
+    expected: i64,
+) -> anyhow::Result<(i64, std::collections::HashSet<i64>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message as _;
+    use std::time::{Duration, Instant};
+
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    reader.subscribe(&[topic])?;
+    let (mut records, mut distinct) = (0_i64, std::collections::HashSet::new());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut settle: Option<Instant> = None;
+    while settle.is_none_or(|until| Instant::now() < until) && Instant::now() < deadline {
+        if let Some(message) = reader.poll(Duration::from_millis(200)) {
+            let value: serde_json::Value = serde_json::from_slice(message?.payload().unwrap_or_default())?;
+            records += 1;
+            distinct.insert(value[field].as_i64().unwrap_or(-1));
+        }
+        if settle.is_none() && i64::try_from(distinct.len())? >= expected {
+            settle = Some(Instant::now() + Duration::from_secs(2));
+        }
+    }
+    Ok((records, distinct))
 }

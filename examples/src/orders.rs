@@ -32,16 +32,21 @@ pub struct RecordOrders;
 #[exactly::async_trait]
 impl Handler for RecordOrders {
     async fn handle(&self, message: &Message<String, Order>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
-        let order = &message.payload;
-        sqlx::query("INSERT INTO orders (id, customer, seq, amount_cents) VALUES ($1, $2, $3, $4)")
-            .bind(order.id)
-            .bind(&order.customer)
-            .bind(order.seq)
-            .bind(order.amount_cents)
-            .execute(cx.db())
-            .await?;
+        insert(cx.db(), &message.payload).await?;
         Ok(())
     }
+}
+
+/// Inserts `order` into `orders` through `db` (the primary key refuses a second copy).
+pub async fn insert(db: &mut sqlx::PgConnection, order: &Order) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO orders (id, customer, seq, amount_cents) VALUES ($1, $2, $3, $4)")
+        .bind(order.id)
+        .bind(&order.customer)
+        .bind(order.seq)
+        .bind(order.amount_cents)
+        .execute(db)
+        .await?;
+    Ok(())
 }
 
 /// Creates the `orders` table: the primary key refuses a second copy of an order, and

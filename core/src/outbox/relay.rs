@@ -19,17 +19,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message as _, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::{Connection, PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorHook, Result};
+use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
 use crate::settings::KafkaProperties;
-
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A position in the outbox: the `(txid, id)` of the last published row.
 type Position = (i64, i64);
@@ -199,12 +198,9 @@ impl Worker {
         outcome
     }
 
-    fn producer(&self) -> Result<ThreadedProducer<DefaultProducerContext>> {
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            self.relay.kafka.producer(&self.relay.name).create()?;
-        // Fences a previous relay with this name and aborts what it left open.
-        producer.init_transactions(CALL_TIMEOUT)?;
-        Ok(producer)
+    /// Fences a previous relay with this name and aborts what it left open.
+    fn producer(&self) -> Result<TxnProducer> {
+        transactional(&self.relay.kafka.producer(&self.relay.name))
     }
 
     fn publish(&self, lock: &mut PgConnection) -> Result<()> {
@@ -244,29 +240,10 @@ impl Worker {
         Ok(())
     }
 
-    fn send_batch(
-        &self,
-        producer: &ThreadedProducer<DefaultProducerContext>,
-        rows: &[OutboxRow],
-        last: Position,
-    ) -> Result<()> {
+    fn send_batch(&self, producer: &TxnProducer, rows: &[OutboxRow], last: Position) -> Result<()> {
         producer.begin_transaction()?;
         for row in rows {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&row.topic);
-            if let Some(key) = &row.key {
-                record = record.key(key);
-            }
-            if let Some(payload) = &row.payload {
-                record = record.payload(payload);
-            }
-            if !row.headers.is_empty() {
-                let mut headers = OwnedHeaders::new();
-                for (name, value) in &row.headers {
-                    headers = headers.insert(Header { key: name, value: Some(value) });
-                }
-                record = record.headers(headers);
-            }
-            send(producer, record)?;
+            send(producer, record(&row.topic, row.key.as_deref(), row.payload.as_deref(), &row.headers))?;
         }
         let value = format!("{}:{}", last.0, last.1);
         send(
@@ -385,17 +362,4 @@ struct OutboxRow {
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     headers: Vec<(String, Vec<u8>)>,
-}
-
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
-                record = again;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }

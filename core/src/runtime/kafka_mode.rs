@@ -20,7 +20,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message as _};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -30,14 +30,11 @@ use crate::error::{Error, Location, Result};
 use crate::handler::{Context, Handler};
 use crate::mode::Kafka;
 use crate::output::Output;
+use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
 use crate::settings::StartFrom;
 use crate::subscription::Subscription;
 
-/// How long a transactional call may take before its outcome counts as unknown.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 type Partition = (String, i32);
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// Settings of one Kafka-mode group.
 #[derive(Debug, Clone)]
@@ -134,11 +131,7 @@ impl Transactions {
     /// The producer, made and initialised on first use and after a fatal error.
     fn producer(&mut self) -> Result<&TxnProducer> {
         if self.producer.is_none() {
-            let producer: TxnProducer = self.settings.producer.create()?;
-            // Fences any earlier incarnation with the same transactional.id and aborts
-            // (or completes) its open transaction.
-            producer.init_transactions(CALL_TIMEOUT)?;
-            self.producer = Some(producer);
+            self.producer = Some(transactional(&self.settings.producer)?);
         }
         match &self.producer {
             Some(producer) => Ok(producer),
@@ -236,30 +229,7 @@ impl Transactions {
         }
         let producer = self.producer()?;
         for output in outputs {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&output.topic);
-            if let Some(key) = &output.key {
-                record = record.key(key);
-            }
-            if let Some(payload) = &output.payload {
-                record = record.payload(payload);
-            }
-            if !output.headers.is_empty() {
-                let mut headers = rdkafka::message::OwnedHeaders::new();
-                for (name, value) in &output.headers {
-                    headers = headers.insert(rdkafka::message::Header { key: name, value: Some(value) });
-                }
-                record = record.headers(headers);
-            }
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again)) => {
-                        record = again;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    Err((e, _)) => return Err(e.into()),
-                }
-            }
+            send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))?;
         }
         Ok(())
     }

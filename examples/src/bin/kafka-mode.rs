@@ -11,15 +11,12 @@
 //! cargo run -p exactly-examples --bin kafka-mode
 //! ```
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use exactly::mode::Kafka;
 use exactly::{Context, Handler, HandlerError, Message, Output, Runtime};
-use exactly_examples::environment::Environment;
+use exactly_examples::environment::{Environment, read_committed_ids};
 use exactly_examples::orders::{Order, make_orders};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Turns each order into an invoice, written to Kafka in the transaction that consumes it.
@@ -65,31 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let running = tokio::spawn(runtime.run_until(std::future::pending()));
 
     // Read the invoices as a downstream service would: read_committed only.
-    let reader: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &environment.brokers)
-        .set("group.id", "invoice-reader")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    reader.subscribe(&["invoices"])?;
-    let mut orders_invoiced = HashSet::new();
-    let mut invoices = 0;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while (orders_invoiced.len() as i64) < ORDERS && std::time::Instant::now() < deadline {
-        if let Some(message) = reader.poll(Duration::from_millis(200)) {
-            let invoice: serde_json::Value = serde_json::from_slice(message?.payload().unwrap_or_default())?;
-            invoices += 1;
-            orders_invoiced.insert(invoice["order"].as_i64().unwrap_or(-1));
-        }
-    }
-    // Anything beyond would be a duplicate: give it a moment to show up.
-    let settle = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < settle {
-        if let Some(message) = reader.poll(Duration::from_millis(200)) {
-            message?;
-            invoices += 1;
-        }
-    }
+    let (invoices, orders_invoiced) = read_committed_ids(&environment.brokers, "invoices", "order", ORDERS).await?;
     stop.shutdown();
     running.await??;
 

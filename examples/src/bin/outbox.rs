@@ -12,14 +12,11 @@
 //! cargo run -p exactly-examples --bin outbox
 //! ```
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use exactly::{Context, Handler, HandlerError, Message, Output, Runtime};
-use exactly_examples::environment::Environment;
+use exactly_examples::environment::{Environment, read_committed_ids};
 use exactly_examples::orders::{self, Order};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Records the order, and announces it through the outbox in the same transaction.
@@ -31,13 +28,7 @@ struct OrderBook;
 impl Handler for OrderBook {
     async fn handle(&self, message: &Message<String, Order>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
         let order = &message.payload;
-        sqlx::query("INSERT INTO orders (id, customer, seq, amount_cents) VALUES ($1, $2, $3, $4)")
-            .bind(order.id)
-            .bind(&order.customer)
-            .bind(order.seq)
-            .bind(order.amount_cents)
-            .execute(cx.db())
-            .await?;
+        orders::insert(cx.db(), order).await?;
         let event = serde_json::json!({ "order": order.id, "recorded": true });
         cx.emit(Output::to("orders-recorded").key(order.customer.as_str()).json(&event)?).await?;
         Ok(())
@@ -54,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::PgPool::connect(&environment.database_url).await?;
     orders::create_schema(&pool).await?;
 
-    let producer: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", &environment.brokers).create()?;
+    let producer: FutureProducer =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &environment.brokers).create()?;
     for order in orders::make_orders(ORDERS, 20) {
         let payload = serde_json::to_vec(&order)?;
         producer
@@ -73,34 +65,16 @@ async fn main() -> anyhow::Result<()> {
     let stop = runtime.shutdown_handle();
     let running = tokio::spawn(runtime.run_until(std::future::pending()));
 
-    let reader: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &environment.brokers)
-        .set("group.id", "event-reader")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    reader.subscribe(&["orders-recorded"])?;
-    let (mut events, mut announced) = (0_i64, HashSet::new());
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while (announced.len() as i64) < ORDERS && std::time::Instant::now() < deadline {
-        if let Some(message) = reader.poll(Duration::from_millis(200)) {
-            let event: serde_json::Value = serde_json::from_slice(message?.payload().unwrap_or_default())?;
-            events += 1;
-            announced.insert(event["order"].as_i64().unwrap_or(-1));
-        }
-    }
-    let settle = std::time::Instant::now() + Duration::from_secs(2);
-    while std::time::Instant::now() < settle {
-        if let Some(message) = reader.poll(Duration::from_millis(200)) {
-            message?;
-            events += 1;
-        }
-    }
+    let (events, announced) = read_committed_ids(&environment.brokers, "orders-recorded", "order", ORDERS).await?;
     stop.shutdown();
     running.await??;
 
     let verdict = orders::verify(&pool, ORDERS).await?;
-    println!("orders: {ORDERS}, rows: {}, events read (read_committed): {events}, distinct: {}", verdict.rows, announced.len());
+    println!(
+        "orders: {ORDERS}, rows: {}, events read (read_committed): {events}, distinct: {}",
+        verdict.rows,
+        announced.len()
+    );
     anyhow::ensure!(verdict.exact(), "rows lost or doubled: {verdict:?}");
     anyhow::ensure!(events == ORDERS && announced.len() as i64 == ORDERS, "an event was lost or published twice");
     println!("OUTBOX: each order recorded once and announced once");
