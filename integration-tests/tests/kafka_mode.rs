@@ -107,3 +107,52 @@ async fn a_failing_record_stops_its_partition_and_the_others_flow() -> anyhow::R
     assert!(reported.all().iter().any(|e| e.contains("refusing this payload")), "{:?}", reported.all());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_joining_and_leaving_commit_or_abort_and_never_double() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let (input, output) = (kafka.unique_topic("a", 6).await?, kafka.unique_topic("b", 6).await?);
+    let group = unique("churn");
+    let inputs = keyed_inputs(1_800, 30);
+    let start = |instance: &str| {
+        let runtime = Runtime::builder()
+            .transactional_id(format!("{group}-{instance}"))
+            .revoke_grace(Duration::from_secs(5))
+            .handler(Copier::new(&input, &output, &group));
+        Running::start(kafka, runtime)
+    };
+    let mut slices = inputs.chunks(300);
+    let mut feed = async || -> anyhow::Result<()> {
+        if let Some(slice) = slices.next() {
+            produce(&kafka.client_config(), &input, slice.to_vec()).await?;
+        }
+        Ok(())
+    };
+    // 1 -> 2 -> 3 -> 2 -> 1 instances while input keeps arriving; every revocation commits
+    // the open transaction first.
+    let a = start("a").await?;
+    feed().await?;
+    let b = start("b").await?;
+    feed().await?;
+    let c = start("c").await?;
+    feed().await?;
+    b.stop().await?;
+    feed().await?;
+    c.stop().await?;
+    feed().await?;
+    feed().await?;
+    wait_until(WAIT, "1800 committed copies", || async {
+        let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+        anyhow::ensure!(copies.len() <= 1_800, "{} copies of 1800 inputs", copies.len());
+        Ok((copies.len() == 1_800).then_some(()))
+    })
+    .await?;
+    a.stop().await?;
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    assert_eq!(
+        (verdict.records, verdict.duplicates, verdict.missing, verdict.out_of_order),
+        (1_800, 0, 0, 0),
+        "{verdict:?}"
+    );
+    Ok(())
+}

@@ -6,6 +6,14 @@
 //! Kafka in Kafka transactions that also carry the relay's own position (as Kafka Connect's
 //! exactly-once sources do, KIP-618), so each record reaches Kafka exactly once whatever
 //! moment the relay crashes at, in per-key order. Published rows are deleted.
+//!
+//! How: each Kafka transaction of the relay carries a batch of outbox rows and the relay's
+//! new position (the `(txid, id)` of the last row) as a record keyed by the relay's name in
+//! a compacted positions topic; on start the relay reads it back with `read_committed`.
+//! Rows are read in `(txid, id)` order and only from transactions older than every running
+//! one, so a slow writer's row can never commit behind the position. Instances elect one
+//! publisher with an advisory lock and share the relay's name as `transactional.id`, so a
+//! stale publisher is fenced.
 
 mod relay;
 

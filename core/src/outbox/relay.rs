@@ -33,7 +33,7 @@ use crate::settings::KafkaProperties;
 /// A position in the outbox: the `(txid, id)` of the last published row.
 type Position = (i64, i64);
 
-/// Publishes the outbox to Kafka exactly once. See the [module docs](self).
+/// Publishes the outbox to Kafka exactly once. See [the outbox](crate::outbox).
 ///
 /// ```no_run
 /// # async fn run(pool: sqlx::PgPool) -> exactly::Result<()> {
