@@ -95,6 +95,17 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A message was moved to the dead letters (undecodable, or out of retries); its
+    /// partition goes on past it.
+    #[error("dead-lettered {location} after {attempts} attempt(s): {reason}")]
+    DeadLettered {
+        /// Where.
+        location: Location,
+        /// How many times it was tried.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
     /// The handler returned an error; the batch was rolled back.
     #[error("handler failed at {location}: {source}")]
     Handler {
@@ -125,7 +136,7 @@ impl Error {
             | Error::OffsetOutOfRange { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
             Error::Database(e) => database_class(e),
-            Error::Handler { .. } | Error::AssignmentLost { .. } => ErrorClass::Abortable,
+            Error::Handler { .. } | Error::AssignmentLost { .. } | Error::DeadLettered { .. } => ErrorClass::Abortable,
         }
     }
 
@@ -140,6 +151,7 @@ impl Error {
             Error::Fenced { location, .. }
             | Error::Decode { location, .. }
             | Error::Handler { location, .. }
+            | Error::DeadLettered { location, .. }
             | Error::OffsetOutOfRange { location } => Some(location),
             _ => None,
         }
@@ -164,7 +176,7 @@ fn kafka_class(error: &rdkafka::error::KafkaError) -> ErrorClass {
     }
 }
 
-fn database_class(error: &sqlx::Error) -> ErrorClass {
+pub(crate) fn database_class(error: &sqlx::Error) -> ErrorClass {
     match error {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
             ErrorClass::Retriable

@@ -129,12 +129,32 @@ impl<'t> Context<'t, Kafka> {
 /// it, so `?` works on sqlx, serde and your own errors.
 pub struct HandlerError {
     source: Box<dyn std::error::Error + Send + Sync>,
+    permanent: bool,
 }
 
 impl HandlerError {
-    /// Wraps any error.
+    /// Wraps any error: the message is tried again, as the retry policy says.
     pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self { source: error.into() }
+        Self { source: error.into(), permanent: false }
+    }
+
+    /// An error that trying again cannot fix (invalid content, a rule the message breaks):
+    /// the message goes to the dead letters at once.
+    pub fn permanent(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self { source: error.into(), permanent: true }
+    }
+
+    /// Whether the handler marked it as permanent.
+    pub fn is_permanent(&self) -> bool {
+        self.permanent
+    }
+
+    /// Whether it is a transient database error (serialization failure, deadlock, lost
+    /// connection): retried without counting against the message's attempts.
+    pub(crate) fn is_transient(&self) -> bool {
+        self.source
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(|e| crate::error::database_class(e) == crate::ErrorClass::Retriable)
     }
 
     /// The error inside.

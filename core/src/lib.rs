@@ -67,7 +67,7 @@ pub use message::Message;
 pub use offsets::migrate;
 pub use output::Output;
 pub use runtime::{Runtime, RuntimeBuilder, ShutdownHandle};
-pub use settings::{Batch, StartFrom};
+pub use settings::{Batch, RetryPolicy, StartFrom};
 pub use subscription::{Delivery, Subscription};
 
 #[cfg(feature = "derive")]
@@ -98,4 +98,6 @@ mod book {
     struct DeliveryModes;
     #[doc = include_str!("../../docs/src/which-mode.md")]
     struct WhichMode;
+    #[doc = include_str!("../../docs/src/errors-and-retries.md")]
+    struct ErrorsAndRetries;
 }

@@ -56,6 +56,51 @@ impl Batch {
     }
 }
 
+/// How often, and how far apart, a failing message is tried before it goes to the dead
+/// letters. Transient database errors (serialization failures, deadlocks, lost connections)
+/// are retried without counting; a [`HandlerError::permanent`](crate::HandlerError::permanent)
+/// error is not retried at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// 5 attempts, backoff from 100 ms doubling up to 30 s, with jitter.
+    fn default() -> Self {
+        Self { max_attempts: 5, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(30) }
+    }
+}
+
+impl RetryPolicy {
+    /// Attempts before a message is dead-lettered (at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The wait after the first failure; it doubles after each further one.
+    pub fn initial_backoff(mut self, backoff: Duration) -> Self {
+        self.initial_backoff = backoff;
+        self
+    }
+
+    /// The longest wait between attempts.
+    pub fn max_backoff(mut self, backoff: Duration) -> Self {
+        self.max_backoff = backoff;
+        self
+    }
+
+    /// The wait after `failures` failures: exponential, capped, with full jitter in its upper half.
+    pub(crate) fn delay(&self, failures: u32) -> Duration {
+        let exponential = self.initial_backoff.saturating_mul(2_u32.saturating_pow(failures.saturating_sub(1)));
+        let capped = exponential.min(self.max_backoff);
+        capped.mul_f64(0.5 + rand::random::<f64>() / 2.0)
+    }
+}
+
 /// librdkafka properties given by the user, checked before any client is made.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct KafkaProperties {

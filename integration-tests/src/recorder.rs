@@ -61,8 +61,12 @@ pub struct Recorder {
     pub delivery: Delivery,
     /// Name of this instance, written with each effect.
     pub instance: String,
-    /// Payloads on which the handler returns an error.
+    /// Payloads on which the handler returns an error (payloads starting with `fail-` too).
     pub fail_on: Vec<String>,
+    /// Payloads on which the handler returns a permanent error.
+    pub permanent_on: Vec<String>,
+    /// Payloads on which the handler panics.
+    pub panic_on: Vec<String>,
     /// Optional gate for chosen payloads.
     pub hold: Option<Arc<Hold>>,
     /// Handler calls in progress now, and the most seen at once.
@@ -80,6 +84,8 @@ impl Recorder {
             delivery: Delivery::PointToPoint,
             instance: instance.to_owned(),
             fail_on: Vec::new(),
+            permanent_on: Vec::new(),
+            panic_on: Vec::new(),
             hold: None,
             in_flight: Arc::default(),
             emit_to: None,
@@ -137,9 +143,13 @@ impl Recorder {
             hold.waiting.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
         }
-        if self.fail_on.contains(&message.payload) {
+        if self.fail_on.contains(&message.payload) || message.payload.starts_with("fail-") {
             return Err(format!("refusing payload {}", message.payload).into());
         }
+        if self.permanent_on.contains(&message.payload) {
+            return Err(HandlerError::permanent(format!("payload {} can never be processed", message.payload)));
+        }
+        assert!(!self.panic_on.contains(&message.payload), "cannot stand payload {}", message.payload);
         if let Some(topic) = &self.emit_to {
             let mut record = exactly::Output::to(topic).payload(message.payload.clone());
             if let Some(key) = &message.key {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use exactly::{Batch, Error, Runtime, StartFrom};
+use exactly::{Batch, Error, RetryPolicy, Runtime, StartFrom};
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder};
 use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
@@ -14,6 +14,9 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(90);
+
+/// partition, offset, payload, attempts, error
+type DeadLetter = (i32, i64, Option<Vec<u8>>, i32, String);
 
 async fn setup(partitions: i32) -> anyhow::Result<(&'static Kafka, String, String, PgPool)> {
     let kafka = Kafka::shared().await?;
@@ -228,7 +231,7 @@ async fn settings_that_break_the_guarantee_are_refused_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_stops_its_partition_and_is_reported_with_its_location() -> anyhow::Result<()> {
+async fn bad_input_is_reported_with_its_location_and_dead_lettered_never_skipped() -> anyhow::Result<()> {
     let (kafka, topic, url, pool) = setup(3).await?;
     let mut records = Vec::new();
     for i in 0..10 {
@@ -242,18 +245,15 @@ async fn bad_input_stops_its_partition_and_is_reported_with_its_location() -> an
     let group = unique("bad");
     let mut recorder = Recorder::new(&topic, &group, "a");
     recorder.fail_on = vec!["poison".into()];
-    let running = Running::start(kafka, builder(&url).batch(Batch::single()).handler(recorder)).await?;
-
-    // Each failure is reported, retried and reported again; the good partition finishes.
-    let reported = running.reported.clone();
-    wait_until(WAIT, "both failures reported twice and partition 2 done", || async {
-        let done = exactly::offsets::position(&pool, &group, &topic, 2).await? == Some(10);
-        Ok((done && reported.count("offset 5") >= 2 && reported.count("offset 3") >= 2).then_some(()))
+    let retry = RetryPolicy::default().max_attempts(4).initial_backoff(Duration::from_millis(20));
+    let running = Running::start(kafka, builder(&url).batch(Batch::single()).retry(retry).handler(recorder)).await?;
+    wait_until(WAIT, "every partition past its bad message", || async {
+        Ok((positions(&pool, &group, &topic, 3).await? == vec![Some(10); 3]).then_some(()))
     })
     .await?;
+    let reported = running.reported.clone();
     running.stop().await?;
 
-    assert_eq!(positions(&pool, &group, &topic, 3).await?, vec![Some(5), Some(3), Some(10)]);
     let all = reported.all();
     assert!(
         all.iter()
@@ -261,12 +261,19 @@ async fn bad_input_stops_its_partition_and_is_reported_with_its_location() -> an
                 && e.contains(&format!("topic {topic} partition 0 offset 5"))),
         "decode failure not reported with its location: {all:?}"
     );
-    assert!(
-        all.iter().any(|e| e.contains("handler failed")
-            && e.contains("partition 1 offset 3")
-            && e.contains("refusing payload poison")),
-        "handler failure not reported with its location and cause: {all:?}"
-    );
-    assert_eq!(effect_counts(&pool, &group).await?, (18, 18));
+    let attempts = all.iter().filter(|e| e.starts_with("handler failed") && e.contains("partition 1 offset 3")).count();
+    assert_eq!(attempts, 4, "4 attempts, each reported: {all:?}");
+    assert_eq!(effect_counts(&pool, &group).await?, (28, 28), "everything else applied once");
+    let dead: Vec<DeadLetter> = sqlx::query_as(
+        "SELECT partition, message_offset, payload, attempts, error FROM exactly.dead_letters WHERE group_id = $1 ORDER BY partition",
+    )
+    .bind(&group)
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!((dead[0].0, dead[0].1, dead[0].2.as_deref(), dead[0].3), (0, 5, Some(&[0xff, 0xfe, 0xfd][..]), 1));
+    assert!(dead[0].4.contains("cannot decode the payload"), "{dead:?}");
+    assert_eq!((dead[1].0, dead[1].1, dead[1].2.as_deref(), dead[1].3), (1, 3, Some(&b"poison"[..]), 4));
+    assert!(dead[1].4.contains("refusing payload poison"), "{dead:?}");
     Ok(())
 }

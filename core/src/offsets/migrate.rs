@@ -14,6 +14,7 @@ use crate::error::Result;
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "offsets", include_str!("../../migrations/0001_offsets.sql")),
     (2, "outbox", include_str!("../../migrations/0002_outbox.sql")),
+    (3, "dead_letters", include_str!("../../migrations/0003_dead_letters.sql")),
 ];
 
 fn migrator() -> Migrator {

@@ -12,6 +12,25 @@ pub(crate) enum Decoded<K, P> {
     Failed { part: &'static str, error: DecodeError },
 }
 
+/// A record's raw key, payload and headers, kept to dead-letter it as it came.
+pub(crate) struct Raw {
+    pub(crate) key: Option<Vec<u8>>,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Copies the raw bytes of `message`.
+pub(crate) fn raw(message: &BorrowedMessage<'_>) -> Raw {
+    Raw {
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+            .unwrap_or_default(),
+    }
+}
+
 /// Decodes key and payload straight from librdkafka's buffer (no copy of the raw bytes).
 pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>) -> Decoded<H::Key, H::Payload> {
     let key = match message.key().map(H::Key::decode).transpose() {

@@ -21,7 +21,7 @@ use self::shared::{ErrorHook, Shared};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::mode::{Database, Kafka, Mode, ModeKind};
-use crate::settings::{Batch, KafkaProperties, StartFrom};
+use crate::settings::{Batch, KafkaProperties, RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
 
 /// Builds a [`Runtime`]: brokers, database, handlers, batching.
@@ -53,6 +53,7 @@ pub struct RuntimeBuilder {
     transactional_id: Option<String>,
     commit_interval: Duration,
     outbox_relay: Option<String>,
+    retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -120,6 +121,15 @@ impl RuntimeBuilder {
     /// with each group.
     pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
         self.transactional_id = Some(id.into());
+        self
+    }
+
+    /// How a failing message is retried before it goes to the dead letters (Database mode;
+    /// default: 5 attempts, 100 ms to 30 s apart, with jitter). Undecodable messages and
+    /// errors made with [`HandlerError::permanent`](crate::HandlerError::permanent) go
+    /// there at once.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
         self
     }
 
@@ -245,6 +255,7 @@ impl RuntimeBuilder {
             handle: tokio::runtime::Handle::current(),
             shutdown: shutdown_rx,
             revoke_grace: self.revoke_grace,
+            retry: self.retry,
         });
         let settings = StartSettings {
             kafka: self.kafka,
@@ -296,6 +307,7 @@ impl Runtime {
             transactional_id: None,
             commit_interval: Duration::from_millis(100),
             outbox_relay: None,
+            retry: RetryPolicy::default(),
         }
     }
 

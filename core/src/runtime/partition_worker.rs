@@ -4,9 +4,11 @@
 //! Order is kept because one worker owns a partition and handles its messages one after
 //! another; partitions run concurrently, bounded by the runtime's batch permits.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
@@ -15,28 +17,45 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::decode::{Decoded, decode};
+use super::decode::{Decoded, Raw, decode, raw};
 use super::group::WorkerStart;
 use super::shared::{Backoff, Shared};
-use crate::error::{Error, ErrorClass, Result};
+use crate::codec::DecodeError;
+use crate::error::{Error, Result};
 use crate::handler::{Context, Handler};
 use crate::message::Message;
 use crate::mode::Database;
 use crate::offsets::{self, Advance};
 
-/// One message of a batch: decoded, or the reason it could not be.
-enum Item<K, P> {
-    Decoded(Message<K, P>),
-    Undecodable { offset: i64, part: &'static str, error: crate::codec::DecodeError },
+/// One message of a batch: its raw bytes (for the dead letters) and what decoding gave.
+struct Item<K, P> {
+    offset: i64,
+    raw: Raw,
+    decoded: std::result::Result<Message<K, P>, (&'static str, DecodeError)>,
 }
 
 impl<K, P> Item<K, P> {
     fn offset(&self) -> i64 {
-        match self {
-            Item::Decoded(message) => message.offset,
-            Item::Undecodable { offset, .. } => *offset,
-        }
+        self.offset
     }
+}
+
+/// The message that failed last: how often so far, whether for good, and why.
+struct Failed {
+    offset: i64,
+    count: u32,
+    permanent: bool,
+    reason: String,
+}
+
+/// How an attempt at the head of the batch failed.
+enum Failure {
+    /// Infrastructure (database, connection): try the same again after a backoff.
+    Transient(Error),
+    /// The partition cannot go on here (fenced, misconfigured).
+    Fatal(Error),
+    /// The message at `index` of the attempt failed.
+    Message { index: usize, error: Error, permanent: bool },
 }
 
 /// Why gathering stopped.
@@ -60,13 +79,18 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     commit_unknown: bool,
     /// The handler's declared output topics.
     outputs: Vec<String>,
+    /// How many messages the next attempt takes (smaller while a failure is isolated).
+    limit: usize,
+    /// The message that failed last.
+    failures: Option<Failed>,
 }
 
 impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, start: WorkerStart) -> Self {
         let next = start.claim.next_offset;
         let outputs = handler.subscription().outputs().to_vec();
-        Self { handler, shared, start, next, batch: Vec::new(), commit_unknown: false, outputs }
+        let limit = shared.batch.max_records;
+        Self { handler, shared, start, next, batch: Vec::new(), commit_unknown: false, outputs, limit, failures: None }
     }
 
     pub(crate) async fn run(mut self) {
@@ -155,94 +179,193 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         None
     }
 
-    /// Commits the gathered batch, retrying what may succeed later. Returns `false` when the
-    /// worker must end (fenced, stopped while failing, or a permanent failure).
+    /// Commits the gathered batch, message failures isolated and retried as the retry policy
+    /// says, infrastructure failures retried until they pass. Returns `false` when the
+    /// worker must end (fenced, stopped, or a permanent failure of the partition).
     async fn commit_with_retries(&mut self) -> bool {
-        let mut backoff = Backoff::new();
-        loop {
-            match self.commit_batch().await {
-                Ok(()) => return true,
-                Err(error) => {
-                    self.shared.report(&error);
-                    // Fenced: the partition is another instance's now. Other fatal errors need a
-                    // person; a decode failure stays (it blocks the partition, never skipped).
-                    let permanent = error.class() == ErrorClass::Fatal && !matches!(error, Error::Decode { .. });
-                    if permanent || self.stopping() {
-                        return false;
-                    }
-                    // The batch rolled back and the partition does not advance: try again.
-                    let mut stop = self.start.stop.clone();
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff.next_delay()) => {}
-                        _ = stop.changed() => return false,
-                    }
+        let mut infrastructure = Backoff::new();
+        while !self.batch.is_empty() {
+            let delay = match self.attempt().await {
+                Ok(()) => {
+                    infrastructure = Backoff::new();
+                    continue;
                 }
+                Err(Failure::Fatal(error)) => {
+                    self.shared.report(&error);
+                    return false;
+                }
+                Err(Failure::Transient(error)) => {
+                    self.shared.report(&error);
+                    infrastructure.next_delay()
+                }
+                Err(Failure::Message { index, error, permanent }) => {
+                    self.shared.report(&error);
+                    let failed = self.batch[index].offset();
+                    let count = match &self.failures {
+                        Some(previous) if previous.offset == failed => previous.count + 1,
+                        _ => 1,
+                    };
+                    self.failures = Some(Failed { offset: failed, count, permanent, reason: error.to_string() });
+                    if index > 0 {
+                        // The messages before it are fine: commit them first.
+                        self.limit = index;
+                        continue;
+                    }
+                    if permanent || count >= self.shared.retry.max_attempts {
+                        if let Err(error) = self.dead_letter(error.to_string()).await {
+                            self.shared.report(&error);
+                            if matches!(error, Error::Fenced { .. }) {
+                                return false;
+                            }
+                        }
+                        continue;
+                    }
+                    if self.limit > 1 {
+                        // Alone it may pass (its failure may come from a neighbour): try now.
+                        self.limit = 1;
+                        continue;
+                    }
+                    self.shared.retry.delay(count)
+                }
+            };
+            if self.stopping() {
+                return false;
+            }
+            let mut stop = self.start.stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return false,
             }
         }
+        true
     }
 
-    /// One attempt: run the handler on every message, advance the position, commit.
-    async fn commit_batch(&mut self) -> Result<()> {
-        // Messages before an undecodable one commit on their own; the bad one then fails alone.
-        let cut =
-            self.batch.iter().position(|item| matches!(item, Item::Undecodable { .. })).unwrap_or(self.batch.len());
-        if cut == 0 {
-            return Err(self.decode_error());
+    /// One attempt: up to `limit` messages in one transaction with the new position.
+    async fn attempt(&mut self) -> std::result::Result<(), Failure> {
+        let undecodable = self.batch.iter().position(|item| item.decoded.is_err()).unwrap_or(self.batch.len());
+        if undecodable == 0 {
+            // Decoding cannot succeed later: straight to the dead letters.
+            let reason = match &self.batch[0].decoded {
+                Err((part, error)) => format!("cannot decode the {part}: {error}"),
+                Ok(_) => String::new(),
+            };
+            self.failures =
+                Some(Failed { offset: self.batch[0].offset(), count: 1, permanent: true, reason: reason.clone() });
+            return self.dead_letter(reason).await.map_err(classify);
         }
+        if let Some(failed) = &self.failures
+            && failed.permanent
+            && failed.offset == self.batch[0].offset()
+        {
+            // It failed for good inside a batch; the messages before it have committed since.
+            let reason = failed.reason.clone();
+            return self.dead_letter(reason).await.map_err(classify);
+        }
+        let end = undecodable.min(self.limit).max(1);
         let first = self.batch[0].offset();
-        let new_next = self.batch[cut - 1].offset() + 1;
-        let key = &self.start.key;
+        let new_next = self.batch[end - 1].offset() + 1;
         let shared = Arc::clone(&self.shared);
-        let _permit = shared.batch_permits.acquire().await.map_err(|_| Error::Config("runtime closed".into()))?;
+        let _permit =
+            shared.batch_permits.acquire().await.map_err(|_| Failure::Fatal(Error::Config("runtime closed".into())))?;
+        let key = &self.start.key;
+        let pool = self.shared.pool().map_err(Failure::Fatal)?;
         if self.commit_unknown {
             // The last COMMIT failed on the wire: it may have committed. Never redo it.
-            let stored = offsets::position(self.shared.pool()?, &key.group, &key.topic, key.partition).await?;
+            let stored = offsets::position(pool, &key.group, &key.topic, key.partition).await.map_err(classify)?;
             self.commit_unknown = false;
             if stored == Some(new_next) {
-                return self.committed(first, new_next, cut);
+                self.committed(first, new_next, end);
+                return Ok(());
             }
         }
-        let mut tx = self.shared.pool()?.begin().await?;
+        let mut tx = pool.begin().await.map_err(|e| classify(e.into()))?;
         let mut cx = Context::new(&mut tx, &self.outputs);
-        for item in &self.batch[..cut] {
-            if let Item::Decoded(message) = item {
-                self.handler
-                    .handle(message, &mut cx)
-                    .await
-                    .map_err(|e| Error::Handler { location: key.location(message.offset), source: e.into_inner() })?;
-            }
+        for (index, item) in self.batch[..end].iter().enumerate() {
+            let Ok(message) = &item.decoded else { continue };
+            let outcome = AssertUnwindSafe(self.handler.handle(message, &mut cx)).catch_unwind().await;
+            let failure = match outcome {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) if e.is_transient() => {
+                    return Err(Failure::Transient(Error::Handler {
+                        location: key.location(item.offset),
+                        source: e.into_inner(),
+                    }));
+                }
+                Ok(Err(e)) => {
+                    let permanent = e.is_permanent();
+                    (Error::Handler { location: key.location(item.offset), source: e.into_inner() }, permanent)
+                }
+                Err(panic) => (
+                    Error::Handler {
+                        location: key.location(item.offset),
+                        source: panic_message(panic.as_ref()).into(),
+                    },
+                    false,
+                ),
+            };
+            return Err(Failure::Message { index, error: failure.0, permanent: failure.1 });
         }
         // Last, so a zombie's row lock never blocks the partition's new owner for long; a
         // stale epoch fails here and the whole transaction rolls back.
-        match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, new_next).await? {
+        match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, new_next).await.map_err(classify)? {
             Advance::Advanced => {
                 if let Err(e) = tx.commit().await {
                     self.commit_unknown = true;
-                    return Err(e.into());
+                    return Err(Failure::Transient(e.into()));
                 }
             }
+            Advance::AlreadyCommitted => tx.rollback().await.map_err(|e| classify(e.into()))?,
+        }
+        self.committed(first, new_next, end);
+        Ok(())
+    }
+
+    /// Moves the head message to the dead letters, in the transaction that moves the
+    /// position past it.
+    async fn dead_letter(&mut self, reason: String) -> Result<()> {
+        let Some(item) = self.batch.first() else { return Ok(()) };
+        let key = &self.start.key;
+        let offset = item.offset();
+        let attempts = match &self.failures {
+            Some(failed) if failed.offset == offset => failed.count,
+            _ => 1,
+        };
+        let mut tx = self.shared.pool()?.begin().await?;
+        let (names, values): (Vec<&str>, Vec<Option<&[u8]>>) =
+            item.raw.headers.iter().map(|(name, value)| (name.as_str(), value.as_deref())).unzip();
+        sqlx::query(
+            "INSERT INTO exactly.dead_letters
+                 (group_id, topic, partition, message_offset, key, payload, header_names, header_values, error, attempts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (group_id, topic, partition, message_offset) DO NOTHING",
+        )
+        .bind(&key.group)
+        .bind(&key.topic)
+        .bind(key.partition)
+        .bind(offset)
+        .bind(item.raw.key.as_deref())
+        .bind(item.raw.payload.as_deref())
+        .bind(&names)
+        .bind(&values)
+        .bind(&reason)
+        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
+        .execute(&mut *tx)
+        .await?;
+        match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, offset + 1).await? {
+            Advance::Advanced => tx.commit().await?,
             Advance::AlreadyCommitted => tx.rollback().await?,
         }
-        self.committed(first, new_next, cut)
+        self.shared.report(&Error::DeadLettered { location: key.location(offset), attempts, reason });
+        self.committed(offset, offset + 1, 1);
+        Ok(())
     }
 
-    fn committed(&mut self, first: i64, new_next: i64, cut: usize) -> Result<()> {
-        tracing::debug!(first, next = new_next, records = cut, "batch committed");
+    fn committed(&mut self, first: i64, new_next: i64, count: usize) {
+        tracing::debug!(first, next = new_next, records = count, "batch committed");
         self.next = new_next;
-        self.batch.drain(..cut);
+        self.batch.drain(..count);
+        self.limit = self.shared.batch.max_records;
         self.mirror_to_kafka();
-        if self.batch.is_empty() { Ok(()) } else { Err(self.decode_error()) }
-    }
-
-    fn decode_error(&mut self) -> Error {
-        match self.batch.first_mut() {
-            Some(Item::Undecodable { offset, part, error }) => Error::Decode {
-                location: self.start.key.location(*offset),
-                part,
-                source: std::mem::replace(error, error.to_string().into()),
-            },
-            _ => Error::Config("internal: no undecodable message at the head of the batch".into()),
-        }
     }
 
     /// Copies the position to Kafka's committed offsets, for lag tools only; the database
@@ -259,8 +382,24 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
 }
 
 fn item<H: Handler>(message: &BorrowedMessage<'_>) -> Item<H::Key, H::Payload> {
-    match decode::<H>(message) {
-        Decoded::Message(message) => Item::Decoded(message),
-        Decoded::Failed { part, error } => Item::Undecodable { offset: message.offset(), part, error },
-    }
+    let decoded = match decode::<H>(message) {
+        Decoded::Message(message) => Ok(message),
+        Decoded::Failed { part, error } => Err((part, error)),
+    };
+    Item { offset: message.offset(), raw: raw(message), decoded }
+}
+
+/// Sorts an error into what to do about it.
+fn classify(error: Error) -> Failure {
+    if error.is_retriable() { Failure::Transient(error) } else { Failure::Fatal(error) }
+}
+
+/// The text a panic carried.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    format!("the handler panicked: {text}")
 }

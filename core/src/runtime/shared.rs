@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::Error;
-use crate::settings::{Batch, StartFrom};
+use crate::settings::{Batch, RetryPolicy, StartFrom};
 
 pub(crate) use crate::error::ErrorHook;
 
@@ -22,6 +22,7 @@ pub(crate) struct Shared {
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) revoke_grace: Duration,
+    pub(crate) retry: RetryPolicy,
 }
 
 impl std::fmt::Debug for Shared {

@@ -1,0 +1,113 @@
+//! Failure handling in Database mode: a bad message inside a batch is isolated (the good
+//! ones commit once), panics are caught and reported, permanent errors skip the retries;
+//! every failed message lands in the dead letters in the transaction that moves past it.
+
+use std::time::Duration;
+
+use exactly::{Batch, RetryPolicy};
+use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
+use exactly_integration_tests::support::{Running, builder};
+use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use sqlx::PgPool;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn setup(partitions: i32) -> anyhow::Result<(&'static Kafka, String, String, PgPool)> {
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("in", partitions).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    Ok((kafka, topic, database.url, pool))
+}
+
+async fn dead_letters(pool: &PgPool, group: &str) -> anyhow::Result<Vec<(i64, i32, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT message_offset, attempts, error FROM exactly.dead_letters WHERE group_id = $1 ORDER BY message_offset",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?)
+}
+
+async fn wait_for_position(pool: &PgPool, group: &str, topic: &str, next: i64) -> anyhow::Result<()> {
+    wait_until(WAIT, &format!("position {next}"), || async {
+        Ok((exactly::offsets::position(pool, group, topic, 0).await? == Some(next)).then_some(()))
+    })
+    .await
+}
+
+fn quick_retries() -> RetryPolicy {
+    RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(20))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_message_in_a_batch_is_isolated_and_the_good_ones_commit_once() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(1).await?;
+    let records: Vec<Input> =
+        (0..200).map(|i| Input::to(0, "k", if i == 77 { "poison".to_owned() } else { format!("m-{i}") })).collect();
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("isolate");
+    let mut recorder = Recorder::new(&topic, &group, "a");
+    recorder.fail_on = vec!["poison".into()];
+    let batch = Batch::default().max_records(50).max_wait(Duration::from_millis(200));
+    let running = Running::start(kafka, builder(&url).batch(batch).retry(quick_retries()).handler(recorder)).await?;
+    wait_for_position(&pool, &group, &topic, 200).await?;
+    running.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (199, 199), "a good message was lost or applied twice");
+    let dead = dead_letters(&pool, &group).await?;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].0, dead[0].1), (77, 3), "{dead:?}");
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1 AND message_offset > 77")
+        .bind(&group)
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(after, 122, "the partition goes on past the dead letter");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_caught_reported_and_the_runtime_goes_on() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(1).await?;
+    let records: Vec<Input> =
+        (0..30).map(|i| Input::to(0, "k", if i == 10 { "panic".to_owned() } else { format!("m-{i}") })).collect();
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("panic");
+    let mut recorder = Recorder::new(&topic, &group, "a");
+    recorder.panic_on = vec!["panic".into()];
+    let running = Running::start(kafka, builder(&url).retry(quick_retries()).handler(recorder)).await?;
+    wait_for_position(&pool, &group, &topic, 30).await?;
+    let reported = running.reported.clone();
+    running.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (29, 29));
+    let panics =
+        reported.all().into_iter().filter(|e| e.starts_with("handler failed") && e.contains("panicked")).count();
+    assert_eq!(panics, 3, "each attempt's panic reported: {:?}", reported.all());
+    assert!(
+        reported.all().iter().any(|e| e.contains("partition 0 offset 10") && e.contains("cannot stand payload panic"))
+    );
+    let dead = dead_letters(&pool, &group).await?;
+    assert_eq!((dead.len(), dead[0].0, dead[0].1), (1, 10, 3), "{dead:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_error_goes_to_the_dead_letters_without_retries() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(1).await?;
+    let records: Vec<Input> =
+        (0..20).map(|i| Input::to(0, "k", if i == 4 { "invalid".to_owned() } else { format!("m-{i}") })).collect();
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("permanent");
+    let mut recorder = Recorder::new(&topic, &group, "a");
+    recorder.permanent_on = vec!["invalid".into()];
+    let running = Running::start(kafka, builder(&url).retry(quick_retries()).handler(recorder)).await?;
+    wait_for_position(&pool, &group, &topic, 20).await?;
+    running.stop().await?;
+    assert_eq!(effect_counts(&pool, &group).await?, (19, 19));
+    let dead = dead_letters(&pool, &group).await?;
+    assert_eq!((dead.len(), dead[0].0, dead[0].1), (1, 4, 1), "{dead:?}");
+    assert!(dead[0].2.contains("can never be processed"), "{dead:?}");
+    Ok(())
+}
