@@ -48,6 +48,7 @@
 //! another database) is not covered: it can happen more than once.
 
 pub mod codec;
+pub mod dead_letters;
 mod error;
 mod handler;
 mod message;
@@ -56,7 +57,7 @@ pub mod offsets;
 pub mod outbox;
 mod output;
 mod producer;
-mod runtime;
+pub(crate) mod runtime;
 mod settings;
 mod subscription;
 

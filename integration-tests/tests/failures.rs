@@ -111,3 +111,35 @@ async fn a_permanent_error_goes_to_the_dead_letters_without_retries() -> anyhow:
     assert!(dead[0].2.contains("can never be processed"), "{dead:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_redriven_exactly_once() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = setup(1).await?;
+    let records: Vec<Input> = (0..10)
+        .map(|i| Input::to(0, "k", if i % 3 == 0 { format!("invalid-{i}") } else { format!("m-{i}") }))
+        .collect();
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("redrive");
+    let mut strict = Recorder::new(&topic, &group, "a");
+    strict.permanent_on = (0..10).filter(|i| i % 3 == 0).map(|i| format!("invalid-{i}")).collect();
+    let running = Running::start(kafka, builder(&url).retry(quick_retries()).handler(strict)).await?;
+    wait_for_position(&pool, &group, &topic, 10).await?;
+    running.stop().await?;
+    let letters = exactly::dead_letters::list(&pool, &group).await?;
+    assert_eq!(letters.iter().map(|l| l.offset).collect::<Vec<_>>(), vec![0, 3, 6, 9]);
+    assert_eq!(effect_counts(&pool, &group).await?, (6, 6));
+
+    // The rule is fixed; two operators re-drive the same letters at the same moment.
+    let fixed = Recorder::new(&topic, &group, "redrive");
+    let ids: Vec<i64> = letters.iter().map(|l| l.id).collect();
+    let (first, second) = tokio::join!(
+        exactly::dead_letters::redrive(&pool, &fixed, &ids),
+        exactly::dead_letters::redrive(&pool, &fixed, &ids)
+    );
+    let (first, second) = (first?, second?);
+    assert_eq!(first.handled.len() + second.handled.len(), 4, "{first:?} {second:?}");
+    assert_eq!(first.gone.len() + second.gone.len(), 4, "{first:?} {second:?}");
+    assert_eq!(effect_counts(&pool, &group).await?, (10, 10), "a re-driven letter was applied twice");
+    assert!(exactly::dead_letters::list(&pool, &group).await?.is_empty());
+    Ok(())
+}

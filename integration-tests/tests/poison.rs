@@ -34,7 +34,7 @@ async fn one_percent_poison_with_a_sigkill_gives_9900_effects_and_100_dead_lette
             let partition = i % PARTITIONS;
             let payload = match i % 100 {
                 17 if i % 200 == 17 => vec![0xc3, 0x28, 0xa0], // not UTF-8: 50 of these
-                17 => format!("fail-{i}").into_bytes(),         // refused every time: 50 of these
+                17 => format!("fail-{i}").into_bytes(),        // refused every time: 50 of these
                 _ => format!("m-{i}").into_bytes(),
             };
             Input::to(partition, format!("k{}", i % 64), payload)

@@ -33,25 +33,49 @@ pub(crate) fn raw(message: &BorrowedMessage<'_>) -> Raw {
 
 /// Decodes key and payload straight from librdkafka's buffer (no copy of the raw bytes).
 pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>) -> Decoded<H::Key, H::Payload> {
-    let key = match message.key().map(H::Key::decode).transpose() {
-        Ok(key) => key,
-        Err(error) => return Decoded::Failed { part: "key", error },
-    };
-    let payload = match H::Codec::decode(message.payload()) {
-        Ok(payload) => payload,
-        Err(error) => return Decoded::Failed { part: "payload", error },
-    };
     let headers = message
         .headers()
         .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
         .unwrap_or_default();
+    let at = Coordinates {
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+    };
+    decode_parts::<H>(message.key(), message.payload(), headers, &at)
+}
+
+/// Where a record was, for [`decode_parts`].
+pub(crate) struct Coordinates<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) timestamp: Option<i64>,
+}
+
+/// Decodes a record given as its parts (from Kafka, or from the dead letters).
+pub(crate) fn decode_parts<H: Consumes>(
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    at: &Coordinates<'_>,
+) -> Decoded<H::Key, H::Payload> {
+    let key = match key.map(H::Key::decode).transpose() {
+        Ok(key) => key,
+        Err(error) => return Decoded::Failed { part: "key", error },
+    };
+    let payload = match H::Codec::decode(payload) {
+        Ok(payload) => payload,
+        Err(error) => return Decoded::Failed { part: "payload", error },
+    };
     Decoded::Message(Message {
         key,
         payload,
         headers,
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
+        topic: at.topic.to_owned(),
+        partition: at.partition,
+        offset: at.offset,
+        timestamp: at.timestamp,
     })
 }

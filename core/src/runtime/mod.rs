@@ -1,7 +1,7 @@
 //! The runtime: consumes with one consumer per handler (group), claims partitions in
 //! PostgreSQL, and runs a worker per partition that commits effects and positions together.
 
-mod decode;
+pub(crate) mod decode;
 mod group;
 mod kafka_mode;
 mod partition_worker;
