@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use exactly::{Error, Runtime, RuntimeBuilder, ShutdownHandle};
 use tokio::task::JoinHandle;
 
-use crate::Kafka;
+use crate::recorder::create_effects_table;
+use crate::{Kafka, Postgres};
 
 /// Errors a runtime reported through its `on_error` hook, as text.
 #[derive(Debug, Clone, Default)]
@@ -62,4 +63,15 @@ impl Running {
 /// A builder with the test defaults: `database_url`, quick revocation.
 pub fn builder(database_url: &str) -> RuntimeBuilder {
     Runtime::builder().database_url(database_url).revoke_grace(std::time::Duration::from_secs(5))
+}
+
+/// The usual start of a runtime test: the shared broker with a new topic of `partitions`
+/// partitions, and a fresh database (URL and pool) with the `effects` table.
+pub async fn topic_and_database(partitions: i32) -> anyhow::Result<(&'static Kafka, String, String, sqlx::PgPool)> {
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("in", partitions).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    Ok((kafka, topic, database.url, pool))
 }

@@ -5,21 +5,12 @@
 use std::time::Duration;
 
 use exactly::{Batch, RetryPolicy};
-use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
-use exactly_integration_tests::support::{Running, builder};
-use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use exactly_integration_tests::recorder::{Recorder, effect_counts};
+use exactly_integration_tests::support::{Running, builder, topic_and_database};
+use exactly_integration_tests::{Input, produce, unique, wait_until};
 use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(120);
-
-async fn setup(partitions: i32) -> anyhow::Result<(&'static Kafka, String, String, PgPool)> {
-    let kafka = Kafka::shared().await?;
-    let topic = kafka.unique_topic("in", partitions).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    create_effects_table(&pool).await?;
-    Ok((kafka, topic, database.url, pool))
-}
 
 async fn dead_letters(pool: &PgPool, group: &str) -> anyhow::Result<Vec<(i64, i32, String)>> {
     Ok(sqlx::query_as(
@@ -43,7 +34,7 @@ fn quick_retries() -> RetryPolicy {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_message_in_a_batch_is_isolated_and_the_good_ones_commit_once() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(1).await?;
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
     let records: Vec<Input> =
         (0..200).map(|i| Input::to(0, "k", if i == 77 { "poison".to_owned() } else { format!("m-{i}") })).collect();
     produce(&kafka.client_config(), &topic, records).await?;
@@ -69,7 +60,7 @@ async fn a_bad_message_in_a_batch_is_isolated_and_the_good_ones_commit_once() ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_caught_reported_and_the_runtime_goes_on() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(1).await?;
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
     let records: Vec<Input> =
         (0..30).map(|i| Input::to(0, "k", if i == 10 { "panic".to_owned() } else { format!("m-{i}") })).collect();
     produce(&kafka.client_config(), &topic, records).await?;
@@ -95,7 +86,7 @@ async fn a_panicking_handler_is_caught_reported_and_the_runtime_goes_on() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_error_goes_to_the_dead_letters_without_retries() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(1).await?;
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
     let records: Vec<Input> =
         (0..20).map(|i| Input::to(0, "k", if i == 4 { "invalid".to_owned() } else { format!("m-{i}") })).collect();
     produce(&kafka.client_config(), &topic, records).await?;
@@ -114,7 +105,7 @@ async fn a_permanent_error_goes_to_the_dead_letters_without_retries() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_redriven_exactly_once() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(1).await?;
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
     let records: Vec<Input> = (0..10)
         .map(|i| Input::to(0, "k", if i % 3 == 0 { format!("invalid-{i}") } else { format!("m-{i}") }))
         .collect();

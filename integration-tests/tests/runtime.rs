@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use exactly::{Batch, Error, RetryPolicy, Runtime, StartFrom};
-use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
-use exactly_integration_tests::support::{Running, builder};
-use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use exactly_integration_tests::recorder::{Recorder, effect_counts};
+use exactly_integration_tests::support::{Running, builder, topic_and_database};
+use exactly_integration_tests::{Input, produce, unique, wait_until};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
@@ -17,15 +17,6 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// partition, offset, payload, attempts, error
 type DeadLetter = (i32, i64, Option<Vec<u8>>, i32, String);
-
-async fn setup(partitions: i32) -> anyhow::Result<(&'static Kafka, String, String, PgPool)> {
-    let kafka = Kafka::shared().await?;
-    let topic = kafka.unique_topic("in", partitions).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    create_effects_table(&pool).await?;
-    Ok((kafka, topic, database.url, pool))
-}
 
 fn inputs(partitions: i32, per_partition: usize, prefix: &str) -> Vec<Input> {
     (0..partitions)
@@ -52,7 +43,7 @@ async fn positions(pool: &PgPool, group: &str, topic: &str, partitions: i32) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_applied_once_in_order_and_its_position_stored() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(3).await?;
+    let (kafka, topic, url, pool) = topic_and_database(3).await?;
     produce(&kafka.client_config(), &topic, inputs(3, 100, "m")).await?;
     let group = unique("g");
 
@@ -88,7 +79,7 @@ async fn every_message_is_applied_once_in_order_and_its_position_stored() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn assignment_starts_from_postgres_not_from_kafka_committed_offsets() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(2).await?;
+    let (kafka, topic, url, pool) = topic_and_database(2).await?;
     let group = unique("g");
     produce(&kafka.client_config(), &topic, inputs(2, 40, "first")).await?;
     let running = Running::start(kafka, builder(&url).handler(Recorder::new(&topic, &group, "a"))).await?;
@@ -115,7 +106,7 @@ async fn assignment_starts_from_postgres_not_from_kafka_committed_offsets() -> a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_without_a_position_starts_where_the_policy_says() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(1).await?;
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
     produce(&kafka.client_config(), &topic, inputs(1, 50, "before")).await?;
 
     let latest = unique("latest");
@@ -145,7 +136,7 @@ async fn a_partition_without_a_position_starts_where_the_policy_says() -> anyhow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_hold_many_messages_or_exactly_one_when_asked() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(1).await?;
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
     produce(&kafka.client_config(), &topic, inputs(1, 400, "m")).await?;
 
     let batched = unique("batched");
@@ -179,7 +170,7 @@ async fn batches_hold_many_messages_or_exactly_one_when_asked() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_run_concurrently_within_the_bound() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(4).await?;
+    let (kafka, topic, url, pool) = topic_and_database(4).await?;
     produce(&kafka.client_config(), &topic, inputs(4, 60, "m")).await?;
     for bound in [1, 3] {
         let group = unique("bound");
@@ -232,7 +223,7 @@ async fn settings_that_break_the_guarantee_are_refused_with_a_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_reported_with_its_location_and_dead_lettered_never_skipped() -> anyhow::Result<()> {
-    let (kafka, topic, url, pool) = setup(3).await?;
+    let (kafka, topic, url, pool) = topic_and_database(3).await?;
     let mut records = Vec::new();
     for i in 0..10 {
         // Partition 0: offset 5 is not UTF-8. Partition 1: the handler refuses offset 3.
