@@ -7,6 +7,8 @@ use exactly_integration_tests::copier::Copier;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Its log lines ("partition assigned", errors) tell a test where the process stands.
+    tracing_subscriber::fmt().with_env_filter("warn,exactly=info").with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [brokers, input, output, group, transactional_id, rest @ ..] = args.as_slice() else {
         eprintln!("usage: copier BROKERS INPUT OUTPUT GROUP TRANSACTIONAL_ID [INSTANCE_ID]");
