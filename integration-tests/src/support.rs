@@ -75,3 +75,28 @@ pub async fn topic_and_database(partitions: i32) -> anyhow::Result<(&'static Kaf
     create_effects_table(&pool).await?;
     Ok((kafka, topic, database.url, pool))
 }
+
+/// Starts `program` with `args` and `env`, its stdout and stderr appended to `log`, for
+/// tests that kill, stop and resume real processes.
+pub fn spawn_logged(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok(std::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
+/// Sends `signal` (`TERM`, `INT`, `STOP`, `CONT`) to `child` with kill(1); a child that
+/// already exited is not an error (the caller waits for it next).
+pub fn signal(child: &std::process::Child, signal: &str) -> anyhow::Result<()> {
+    std::process::Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status()?;
+    Ok(())
+}

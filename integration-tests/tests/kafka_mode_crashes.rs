@@ -3,10 +3,11 @@
 //! it had open aborts, reported as a fenced offset commit or as lost partitions). The
 //! output, read with read_committed, holds each input exactly once, in order per key.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
+use exactly_integration_tests::support::{signal, spawn_logged};
 use exactly_integration_tests::{Input, Isolation, Kafka, produce, read_to_end, unique, wait_until};
 use rand::Rng;
 
@@ -39,14 +40,9 @@ impl Copy {
         log: &std::path::Path,
         delay_ms: u64,
     ) -> anyhow::Result<Child> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        Ok(Command::new(env!("CARGO_BIN_EXE_copier"))
-            .env("COPIER_DELAY_MS", delay_ms.to_string())
-            .args([&self.kafka.bootstrap_servers(), &self.input, &self.output, &self.group, transactional_id, instance])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?)
+        let brokers = self.kafka.bootstrap_servers();
+        let args = [brokers.as_str(), &self.input, &self.output, &self.group, transactional_id, instance];
+        spawn_logged(env!("CARGO_BIN_EXE_copier"), &args, &[("COPIER_DELAY_MS", &delay_ms.to_string())], log)
     }
 
     async fn wait_for_copies(&self, expected: usize) -> anyhow::Result<()> {
@@ -60,7 +56,7 @@ impl Copy {
 }
 
 fn terminate(child: &mut Child) -> anyhow::Result<()> {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+    signal(child, "TERM")?;
     child.wait()?;
     Ok(())
 }
@@ -127,9 +123,9 @@ async fn a_zombie_resumed_after_its_partitions_moved_cannot_commit() -> anyhow::
         Ok((assigned && copies.len() >= 200).then_some(()))
     })
     .await?;
-    Command::new("kill").args(["-STOP", &a.id().to_string()]).status()?;
+    signal(&a, "STOP")?;
     tokio::time::sleep(Duration::from_secs(12)).await;
-    Command::new("kill").args(["-CONT", &a.id().to_string()]).status()?;
+    signal(&a, "CONT")?;
 
     feeder.await??;
     let finished = copy.wait_for_copies(inputs.len()).await;

@@ -2,12 +2,12 @@
 //! one PostgreSQL transaction; the relay publishes each record to Kafka exactly once, in
 //! per-key order, even when it is killed at random points.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
-use exactly_integration_tests::support::{Running, builder};
+use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
 use exactly_integration_tests::{Isolation, Kafka, Postgres, produce, read_to_end, unique, wait_until};
 use rand::Rng;
 
@@ -54,13 +54,7 @@ async fn effects_and_emitted_records_each_land_exactly_once() -> anyhow::Result<
 }
 
 fn spawn_relay(kafka: &Kafka, url: &str, name: &str, positions: &str, log: &std::path::Path) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    Ok(Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args([&kafka.bootstrap_servers(), url, name, positions])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?)
+    spawn_logged(env!("CARGO_BIN_EXE_relay"), &[&kafka.bootstrap_servers(), url, name, positions], &[], log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +109,7 @@ async fn a_relay_killed_twenty_times_publishes_each_record_once_in_key_order() -
     }
     let mut child = spawn_relay(kafka, &database.url, &name, &positions, &log)?;
     let finished = wait_for_records(kafka, &output, inputs.len()).await;
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status()?;
+    signal(&child, "INT")?;
     child.wait()?;
     finished.map_err(|e| anyhow::anyhow!("{e:#}\nrelay output in {}", log.display()))?;
 

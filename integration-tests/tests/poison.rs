@@ -2,23 +2,18 @@
 //! a worker process that is killed with SIGKILL in the middle: exactly 9 900 effects and
 //! exactly 100 dead letters, none duplicated.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use exactly_integration_tests::recorder::{create_effects_table, effect_counts};
+use exactly_integration_tests::support::{signal, spawn_logged};
 use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(240);
 const PARTITIONS: i32 = 4;
 
 fn spawn(kafka: &Kafka, url: &str, topic: &str, group: &str, log: &std::path::Path) -> anyhow::Result<Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    Ok(Command::new(env!("CARGO_BIN_EXE_recorder-worker"))
-        .args([&kafka.bootstrap_servers(), url, topic, group])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?)
+    spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&kafka.bootstrap_servers(), url, topic, group], &[], log)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +57,7 @@ async fn one_percent_poison_with_a_sigkill_gives_9900_effects_and_100_dead_lette
         Ok((ends == PARTITIONS).then_some(()))
     })
     .await;
-    Command::new("kill").args(["-TERM", &worker.id().to_string()]).status()?;
+    signal(&worker, "TERM")?;
     worker.wait()?;
     done.map_err(|e| anyhow::anyhow!("{e:#}\nworker output in {}", log.display()))?;
 
