@@ -100,3 +100,18 @@ pub fn signal(child: &std::process::Child, signal: &str) -> anyhow::Result<()> {
     std::process::Command::new("kill").args([format!("-{signal}"), child.id().to_string()]).status()?;
     Ok(())
 }
+
+/// Asserts that building a runtime was refused for `key` = `value`, with a message that
+/// names the setting and contains `reason`.
+///
+/// # Panics
+/// When it was not refused, or the message is unclear.
+pub fn assert_refused(outcome: exactly::Result<Runtime>, key: &str, value: &str, reason: &str) {
+    match outcome {
+        Err(error @ Error::UnsafeSetting { .. }) => {
+            let text = error.to_string();
+            assert!(text.contains(key) && text.contains(reason), "unclear refusal: {text}");
+        }
+        other => panic!("{key}={value} was not refused: {other:?}"),
+    }
+}

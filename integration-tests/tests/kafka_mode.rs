@@ -7,7 +7,7 @@ use std::time::Duration;
 use exactly::{Error, Runtime};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
-use exactly_integration_tests::support::Running;
+use exactly_integration_tests::support::{Running, assert_refused};
 use exactly_integration_tests::{Input, Isolation, Kafka, produce, read_to_end, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -52,13 +52,7 @@ async fn unsafe_producer_settings_are_refused_with_a_reason() {
             .handler(Copier::new("a", "b", "g"))
             .build()
             .await;
-        match outcome {
-            Err(error @ Error::UnsafeSetting { .. }) => {
-                let text = error.to_string();
-                assert!(text.contains(key) && text.contains(reason), "unclear refusal: {text}");
-            }
-            other => panic!("{key}={value} was not refused: {other:?}"),
-        }
+        assert_refused(outcome, key, value, reason);
     }
     let acks_everywhere = Runtime::builder()
         .brokers("127.0.0.1:1")

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use exactly::{Batch, Error, RetryPolicy, Runtime, StartFrom};
 use exactly_integration_tests::recorder::{Recorder, effect_counts};
-use exactly_integration_tests::support::{Running, builder, topic_and_database};
+use exactly_integration_tests::support::{Running, assert_refused, builder, topic_and_database};
 use exactly_integration_tests::{Input, produce, unique, wait_until};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -203,13 +203,7 @@ async fn settings_that_break_the_guarantee_are_refused_with_a_reason() {
             .handler(Recorder::new("t", "g", "a"))
             .build()
             .await;
-        match outcome {
-            Err(error @ Error::UnsafeSetting { .. }) => {
-                let text = error.to_string();
-                assert!(text.contains(key) && text.contains(reason), "unclear refusal: {text}");
-            }
-            other => panic!("{key}={value} was not refused: {other:?}"),
-        }
+        assert_refused(outcome, key, value, reason);
     }
     let twice = Runtime::builder()
         .brokers("127.0.0.1:1")
