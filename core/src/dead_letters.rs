@@ -1,16 +1,74 @@
-//! Dead letters: messages a Database-mode handler could not process (undecodable, or out of
-//! retries), kept in `exactly.dead_letters` with their original bytes, and re-driven from
-//! there exactly once.
+//! Dead letters: messages a handler could not process (undecodable, or out of retries).
+//!
+//! By default a Database-mode handler's dead letters are kept in `exactly.dead_letters`
+//! with their original bytes, and re-driven from there exactly once ([`redrive`]). With a
+//! dead-letter topic ([`Subscription::with_dead_letter_topic`](crate::Subscription::with_dead_letter_topic))
+//! they go to Kafka instead, as the original record plus headers saying what failed.
 
-use std::panic::AssertUnwindSafe;
+use sqlx::{PgConnection, PgPool, Row};
 
-use futures::FutureExt;
-use sqlx::{PgPool, Row};
-
-use crate::error::Result;
+use crate::error::{Location, Result};
 use crate::handler::{Context, Handler};
 use crate::mode::Database;
-use crate::runtime::decode::{Coordinates, Decoded, decode_parts};
+use crate::output::Output;
+use crate::runtime::decode::{Coordinates, Decoded, Raw, decode_parts};
+use crate::runtime::panics;
+
+/// A message on its way to the dead letters.
+pub(crate) struct Letter<'a> {
+    pub(crate) at: &'a Location,
+    pub(crate) raw: &'a Raw,
+    pub(crate) error: &'a str,
+    pub(crate) attempts: u32,
+}
+
+/// Writes `letter` through the caller's transaction: to `exactly.dead_letters`, or to
+/// `topic` through the outbox. Writing it twice keeps one.
+pub(crate) async fn write(tx: &mut PgConnection, letter: &Letter<'_>, topic: Option<&str>) -> Result<()> {
+    if let Some(topic) = topic {
+        crate::outbox::enqueue(tx, &record(topic, letter)).await?;
+        return Ok(());
+    }
+    let (names, values): (Vec<&str>, Vec<Option<&[u8]>>) =
+        letter.raw.headers.iter().map(|(name, value)| (name.as_str(), value.as_deref())).unzip();
+    sqlx::query(
+        "INSERT INTO exactly.dead_letters
+             (group_id, topic, partition, message_offset, key, payload, header_names, header_values, error, attempts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (group_id, topic, partition, message_offset) DO NOTHING",
+    )
+    .bind(&letter.at.group)
+    .bind(&letter.at.topic)
+    .bind(letter.at.partition)
+    .bind(letter.at.offset)
+    .bind(letter.raw.key.as_deref())
+    .bind(letter.raw.payload.as_deref())
+    .bind(&names)
+    .bind(&values)
+    .bind(letter.error)
+    .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The dead-letter record of `letter` for `topic`: the original key, payload and headers,
+/// plus `exactly.*` headers saying where it came from and why it failed.
+pub(crate) fn record(topic: &str, letter: &Letter<'_>) -> Output {
+    let mut output = Output::to(topic);
+    output.key.clone_from(&letter.raw.key);
+    output.payload.clone_from(&letter.raw.payload);
+    for (name, value) in &letter.raw.headers {
+        output = output.header(name.clone(), value.clone().unwrap_or_default());
+    }
+    output
+        .header("exactly.error", letter.error)
+        .header("exactly.attempts", letter.attempts.to_string())
+        .header("exactly.group", letter.at.group.as_str())
+        .header("exactly.topic", letter.at.topic.as_str())
+        .header("exactly.partition", letter.at.partition.to_string())
+        .header("exactly.offset", letter.at.offset.to_string())
+}
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,10 +175,10 @@ pub async fn redrive<H: Handler<Mode = Database>>(pool: &PgPool, handler: &H, id
             Decoded::Failed { part, error } => Some(format!("cannot decode the {part}: {error}")),
             Decoded::Message(message) => {
                 let mut cx = Context::new(&mut tx, subscription.outputs());
-                match AssertUnwindSafe(handler.handle(&message, &mut cx)).catch_unwind().await {
+                match panics::catch(handler.handle(&message, &mut cx)).await {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e.to_string()),
-                    Err(_) => Some("the handler panicked".to_owned()),
+                    Err(panic) => Some(panic),
                 }
             }
         };

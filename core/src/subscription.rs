@@ -1,6 +1,8 @@
-//! What a handler consumes: topics, consumer group and delivery mode.
+//! What a handler consumes: topics, consumer group and delivery mode, and what happens to
+//! a message it fails on.
 
 use crate::error::{Error, Result};
+use crate::settings::RetryPolicy;
 
 /// How the messages of a topic are shared among handler instances.
 ///
@@ -17,13 +19,16 @@ pub enum Delivery {
     PublishSubscribe,
 }
 
-/// Topics, group and delivery mode of a handler.
+/// Topics, group and delivery mode of a handler, and its failure policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     topics: Vec<String>,
     group: String,
     delivery: Delivery,
     outputs: Vec<String>,
+    retry: Option<RetryPolicy>,
+    key_parking: bool,
+    dead_letter_topic: Option<String>,
 }
 
 impl Subscription {
@@ -38,7 +43,54 @@ impl Subscription {
             group: group.into(),
             delivery,
             outputs: Vec::new(),
+            retry: None,
+            key_parking: false,
+            dead_letter_topic: None,
         }
+    }
+
+    /// This handler's retry policy, in place of the runtime's
+    /// ([`RuntimeBuilder::retry`](crate::RuntimeBuilder::retry)).
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+
+    /// Key-level parking (Database mode): a message that fails is parked in PostgreSQL with
+    /// every later message of its key, and the partition's other keys go on. Parked
+    /// messages are retried in offset order, per key, as the retry policy says, and
+    /// dead-lettered when it gives up. Order is kept per key, not across keys.
+    #[must_use]
+    pub fn with_key_parking(mut self) -> Self {
+        self.key_parking = true;
+        self
+    }
+
+    /// Dead letters go to this Kafka topic instead of the `exactly.dead_letters` table: in
+    /// Kafka mode in the transaction that commits the offset past them, in Database mode
+    /// through the outbox (so an outbox relay must run). Each carries the original key,
+    /// payload and headers, plus `exactly.error`, `exactly.attempts`, `exactly.group`,
+    /// `exactly.topic`, `exactly.partition` and `exactly.offset` headers.
+    #[must_use]
+    pub fn with_dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(topic.into());
+        self
+    }
+
+    /// The handler's own retry policy, if it has one.
+    pub fn retry(&self) -> Option<RetryPolicy> {
+        self.retry
+    }
+
+    /// Whether failing keys are parked (see [`Subscription::with_key_parking`]).
+    pub fn key_parking(&self) -> bool {
+        self.key_parking
+    }
+
+    /// The dead-letter topic, if dead letters go to Kafka.
+    pub fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
     }
 
     /// Declares the topics the handler emits to; emitting elsewhere is then an error.
@@ -76,8 +128,17 @@ impl Subscription {
         if self.topics.is_empty() {
             return Err(Error::Config(format!("group {}: a handler must consume at least one topic", self.group)));
         }
-        for topic in self.topics.iter().chain(&self.outputs) {
+        for topic in self.topics.iter().chain(&self.outputs).chain(&self.dead_letter_topic) {
             check_name("topic", topic).map_err(Error::Config)?;
+        }
+        if let Some(topic) = &self.dead_letter_topic
+            && self.topics.contains(topic)
+        {
+            return Err(Error::Config(format!(
+                "group {}: the dead-letter topic `{topic}` is also an input topic, so a dead letter would be \
+                 consumed again",
+                self.group
+            )));
         }
         if self.group.is_empty() || self.group.len() > 255 {
             return Err(Error::Config(format!("group id `{}` must have 1 to 255 characters", self.group)));

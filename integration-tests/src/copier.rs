@@ -18,6 +18,10 @@ pub struct Copier {
     pub fail_on: Vec<Vec<u8>>,
     /// Time spent on each record (to keep a transaction open in tests).
     pub delay: std::time::Duration,
+    /// The handler's own retry policy.
+    pub retry: Option<exactly::RetryPolicy>,
+    /// Where spent messages go.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Copier {
@@ -29,6 +33,8 @@ impl Copier {
             group: group.into(),
             fail_on: Vec::new(),
             delay: std::time::Duration::ZERO,
+            retry: None,
+            dead_letter_topic: None,
         }
     }
 }
@@ -40,8 +46,15 @@ impl Consumes for Copier {
     type Mode = Kafka;
 
     fn subscription(&self) -> Subscription {
-        Subscription::new([self.input.clone()], self.group.clone(), Delivery::PointToPoint)
-            .with_outputs([self.output.clone()])
+        let mut subscription = Subscription::new([self.input.clone()], self.group.clone(), Delivery::PointToPoint)
+            .with_outputs([self.output.clone()]);
+        if let Some(policy) = self.retry {
+            subscription = subscription.with_retry(policy);
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            subscription = subscription.with_dead_letter_topic(topic.clone());
+        }
+        subscription
     }
 }
 

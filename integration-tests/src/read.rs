@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -32,6 +32,15 @@ pub struct ReadRecord {
     pub key: Option<Vec<u8>>,
     /// Its payload, if any.
     pub payload: Option<Vec<u8>>,
+    /// Its headers (a null value read as empty).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl ReadRecord {
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
 }
 
 /// Reads every partition of `topic` from the beginning to its end (the last stable offset
@@ -83,6 +92,12 @@ pub async fn read_to_end(
                         offset: message.offset(),
                         key: message.key().map(<[u8]>::to_vec),
                         payload: message.payload().map(<[u8]>::to_vec),
+                        headers: message
+                            .headers()
+                            .map(|h| {
+                                h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())).collect()
+                            })
+                            .unwrap_or_default(),
                     });
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {

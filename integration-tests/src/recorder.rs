@@ -29,6 +29,13 @@ pub async fn create_effects_table(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Creates `blocked_keys`: while a key is in it, a [`Recorder`] with `blocked_keys` set
+/// fails that key's messages.
+pub async fn create_blocked_keys_table(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS blocked_keys (key TEXT PRIMARY KEY)").execute(pool).await?;
+    Ok(())
+}
+
 /// Counts of `effects` for a group: all rows, and distinct (topic, partition, offset).
 pub async fn effect_counts(pool: &PgPool, group: &str) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(
@@ -73,6 +80,14 @@ pub struct Recorder {
     pub in_flight: Arc<(AtomicUsize, AtomicUsize)>,
     /// If set, each message is also emitted (key and payload) to this topic via the outbox.
     pub emit_to: Option<String>,
+    /// Fail the messages of keys listed in the `blocked_keys` table.
+    pub blocked_keys: bool,
+    /// The handler's own retry policy.
+    pub retry: Option<exactly::RetryPolicy>,
+    /// Park failing keys.
+    pub key_parking: bool,
+    /// Where dead letters go, if to Kafka.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl Recorder {
@@ -89,6 +104,10 @@ impl Recorder {
             hold: None,
             in_flight: Arc::default(),
             emit_to: None,
+            blocked_keys: false,
+            retry: None,
+            key_parking: false,
+            dead_letter_topic: None,
         }
     }
 
@@ -105,7 +124,17 @@ impl Consumes for Recorder {
     type Mode = exactly::mode::Database;
 
     fn subscription(&self) -> Subscription {
-        Subscription::new(self.topics.clone(), self.group.clone(), self.delivery)
+        let mut subscription = Subscription::new(self.topics.clone(), self.group.clone(), self.delivery);
+        if let Some(policy) = self.retry {
+            subscription = subscription.with_retry(policy);
+        }
+        if self.key_parking {
+            subscription = subscription.with_key_parking();
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            subscription = subscription.with_dead_letter_topic(topic.clone());
+        }
+        subscription
     }
 }
 
@@ -142,6 +171,15 @@ impl Recorder {
             let permit = hold.gate.acquire().await;
             hold.waiting.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
+        }
+        if self.blocked_keys {
+            let blocked: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blocked_keys WHERE key = $1)")
+                .bind(&message.key)
+                .fetch_one(cx.db())
+                .await?;
+            if blocked {
+                return Err(format!("key {:?} is blocked", message.key).into());
+            }
         }
         if self.fail_on.contains(&message.payload) || message.payload.starts_with("fail-") {
             return Err(format!("refusing payload {}", message.payload).into());

@@ -2,7 +2,7 @@
 
 use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprArray, Lit, LitStr, Path, Type};
+use syn::{Expr, ExprArray, Lit, LitInt, LitStr, Path, Type};
 
 /// A payload codec: one of the built-in names, or a type implementing `Codec`.
 pub(crate) enum CodecChoice {
@@ -33,11 +33,23 @@ pub(crate) struct HandlerAttrs {
     pub(crate) key: Option<Type>,
     pub(crate) mode: Option<ModeChoice>,
     pub(crate) outputs: Option<Vec<LitStr>>,
+    pub(crate) retry: Option<RetryAttrs>,
+    pub(crate) key_parking: bool,
+    pub(crate) dead_letter_topic: Option<LitStr>,
     /// An attribute could not be read to its end: what is missing may be behind the error.
     pub(crate) incomplete: bool,
 }
 
-const KEYS: &str = "`topic`, `topics`, `group`, `delivery`, `payload`, `codec`, `key`, `mode`, `outputs`";
+/// `retry(attempts = 3, backoff_ms = 100, max_backoff_ms = 30_000)`: each part optional.
+#[derive(Default)]
+pub(crate) struct RetryAttrs {
+    pub(crate) attempts: Option<LitInt>,
+    pub(crate) backoff_ms: Option<LitInt>,
+    pub(crate) max_backoff_ms: Option<LitInt>,
+}
+
+const KEYS: &str = "`topic`, `topics`, `group`, `delivery`, `payload`, `codec`, `key`, `mode`, `outputs`, `retry`, \
+                    `key_parking`, `dead_letter_topic`";
 
 impl HandlerAttrs {
     /// Reads every `#[exactly(...)]` of the item; every mistake becomes one spanned error.
@@ -121,6 +133,28 @@ impl HandlerAttrs {
                         }
                         parsed.outputs = Some(outputs);
                     }
+                    "retry" => {
+                        if parsed.retry.is_some() {
+                            return Err(duplicate());
+                        }
+                        parsed.retry = Some(parse_retry(&meta)?);
+                    }
+                    "key_parking" => {
+                        if parsed.key_parking {
+                            return Err(duplicate());
+                        }
+                        parsed.key_parking = true;
+                    }
+                    "dead_letter_topic" => {
+                        if parsed.dead_letter_topic.is_some() {
+                            return Err(duplicate());
+                        }
+                        let topic: LitStr = meta.value()?.parse()?;
+                        if let Err(message) = check_topic(&topic.value()) {
+                            errors.push(syn::Error::new(topic.span(), message));
+                        }
+                        parsed.dead_letter_topic = Some(topic);
+                    }
                     "payload" => {
                         if parsed.payload.is_some() {
                             return Err(duplicate());
@@ -164,6 +198,35 @@ impl HandlerAttrs {
         }
         parsed
     }
+}
+
+fn parse_retry(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<RetryAttrs> {
+    let mut retry = RetryAttrs::default();
+    meta.parse_nested_meta(|part| {
+        let name = part.path.get_ident().map(ToString::to_string).unwrap_or_default();
+        let slot = match name.as_str() {
+            "attempts" => &mut retry.attempts,
+            "backoff_ms" => &mut retry.backoff_ms,
+            "max_backoff_ms" => &mut retry.max_backoff_ms,
+            _ => {
+                return Err(syn::Error::new(
+                    part.path.span(),
+                    "unknown key in `retry(...)`: expected `attempts`, `backoff_ms` or `max_backoff_ms`",
+                ));
+            }
+        };
+        if slot.is_some() {
+            return Err(syn::Error::new(part.path.span(), format!("duplicate `{name}`")));
+        }
+        let value: LitInt = part.value()?.parse()?;
+        let parsed: u64 = value.base10_parse()?;
+        if name == "attempts" && (parsed == 0 || parsed > u64::from(u32::MAX)) {
+            return Err(syn::Error::new(value.span(), "`attempts` is at least 1 (the first try counts)"));
+        }
+        *slot = Some(value);
+        Ok(())
+    })?;
+    Ok(retry)
 }
 
 fn parse_topic_list(array: &ExprArray) -> syn::Result<Vec<LitStr>> {

@@ -77,6 +77,14 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
         Some(ModeChoice::Database) | None => quote!(::exactly::mode::Database),
     };
     let outputs = attrs.outputs.unwrap_or_default();
+    let retry = attrs.retry.map(|retry| {
+        let attempts = retry.attempts.map(|n| quote!(.max_attempts(#n)));
+        let backoff = retry.backoff_ms.map(|n| quote!(.initial_backoff(::core::time::Duration::from_millis(#n))));
+        let max = retry.max_backoff_ms.map(|n| quote!(.max_backoff(::core::time::Duration::from_millis(#n))));
+        quote!(.with_retry(::exactly::RetryPolicy::default() #attempts #backoff #max))
+    });
+    let parking = attrs.key_parking.then(|| quote!(.with_key_parking()));
+    let dead_letter_topic = attrs.dead_letter_topic.map(|topic| quote!(.with_dead_letter_topic(#topic)));
     let delivery = match attrs.delivery {
         Some(DeliveryChoice::PublishSubscribe) => quote!(PublishSubscribe),
         Some(DeliveryChoice::PointToPoint) | None => quote!(PointToPoint),
@@ -94,6 +102,7 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
                 fn subscription(&self) -> ::exactly::Subscription {
                     ::exactly::Subscription::new([#(#topics),*], #group, ::exactly::Delivery::#delivery)
                         .with_outputs::<&str>([#(#outputs),*])
+                        #retry #parking #dead_letter_topic
                 }
             }
         };

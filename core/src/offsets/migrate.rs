@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "offsets", include_str!("../../migrations/0001_offsets.sql")),
     (2, "outbox", include_str!("../../migrations/0002_outbox.sql")),
     (3, "dead_letters", include_str!("../../migrations/0003_dead_letters.sql")),
+    (4, "parked", include_str!("../../migrations/0004_parked.sql")),
 ];
 
 fn migrator() -> Migrator {

@@ -141,3 +141,21 @@ pub async fn position(pool: &PgPool, group: &str, topic: &str, partition: i32) -
     .fetch_optional(pool)
     .await?)
 }
+
+/// Locks the position row of `key` in the caller's transaction, if and only if the caller
+/// still holds `epoch`: work that does not move the position (a parked message's retry)
+/// is fenced by it as [`advance`] fences a batch.
+pub(crate) async fn hold(tx: &mut PgConnection, key: &PartitionKey, epoch: i64, offset: i64) -> Result<()> {
+    let current: Option<i64> = sqlx::query_scalar(
+        "SELECT epoch FROM exactly.offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+    )
+    .bind(&key.group)
+    .bind(&key.topic)
+    .bind(key.partition)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match current {
+        Some(current) if current == epoch => Ok(()),
+        _ => Err(Error::Fenced { location: key.location(offset), epoch }),
+    }
+}

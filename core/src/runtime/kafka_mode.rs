@@ -24,14 +24,16 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::decode::{Decoded, decode};
-use super::shared::{Backoff, Shared};
+use super::decode::{Decoded, decode, raw};
+use super::panics;
+use super::shared::Shared;
+use crate::dead_letters::{self, Letter};
 use crate::error::{Error, Location, Result};
 use crate::handler::{Context, Handler};
 use crate::mode::Kafka;
 use crate::output::Output;
 use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
-use crate::settings::StartFrom;
+use crate::settings::{RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
 
 type Partition = (String, i32);
@@ -49,7 +51,13 @@ pub(crate) struct KafkaModeSettings {
 struct Blocked {
     offset: i64,
     retry_at: Instant,
-    backoff: Backoff,
+}
+
+/// The message of a partition that failed last, and how often.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    offset: i64,
+    count: u32,
 }
 
 /// The transaction state of a group; touched only from its polling thread (the loop, and
@@ -67,6 +75,10 @@ struct Transactions {
     /// Next offsets as last committed (what a rewind goes back to).
     committed: BTreeMap<Partition, i64>,
     blocked: HashMap<Partition, Blocked>,
+    failures: HashMap<Partition, Failures>,
+    retry: RetryPolicy,
+    /// Where a message goes once its retries are spent; without one its partition waits.
+    dead_letter_topic: Option<String>,
 }
 
 pub(crate) struct KafkaModeContext {
@@ -107,6 +119,7 @@ impl ConsumerContext for KafkaModeContext {
                     let key = (element.topic().to_owned(), element.partition());
                     txn.committed.remove(&key);
                     txn.blocked.remove(&key);
+                    txn.failures.remove(&key);
                 }
                 if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
             }
@@ -166,7 +179,9 @@ impl Transactions {
     }
 
     /// Handles one message: the handler's output and the message's offset join the open
-    /// transaction; a failure blocks the partition at this message.
+    /// transaction. A failure blocks the partition at this message until its retry is due;
+    /// when the retries are spent (or the failure is permanent) the message goes to the
+    /// dead-letter topic in the open transaction, or, without one, keeps being retried.
     fn handle<H: Handler<Mode = Kafka>>(
         &mut self,
         consumer: &BaseConsumer<KafkaModeContext>,
@@ -182,27 +197,56 @@ impl Transactions {
         }
         let failure = match decode::<H>(message) {
             Decoded::Failed { part, error } => {
-                Some(Error::Decode { location: self.location(&key, offset), part, source: error })
+                Some((Error::Decode { location: self.location(&key, offset), part, source: error }, true))
             }
-            Decoded::Message(message) => {
+            Decoded::Message(decoded) => {
                 outputs.clear();
                 let mut cx = Context::for_kafka(outputs);
-                match shared.handle.block_on(handler.handle(&message, &mut cx)) {
-                    Ok(()) => self.undeclared(outputs).map(|topic| Error::Handler {
-                        location: self.location(&key, offset),
-                        source: format!(
+                match panics::catch_blocking(|| shared.handle.block_on(handler.handle(&decoded, &mut cx))) {
+                    Ok(Ok(())) => self.undeclared(outputs).map(|topic| {
+                        let source = format!(
                             "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
                             self.outputs
-                        )
-                        .into(),
+                        );
+                        (Error::Handler { location: self.location(&key, offset), source: source.into() }, false)
                     }),
-                    Err(e) => Some(Error::Handler { location: self.location(&key, offset), source: e.into_inner() }),
+                    Ok(Err(e)) => {
+                        let permanent = e.is_permanent();
+                        Some((
+                            Error::Handler { location: self.location(&key, offset), source: e.into_inner() },
+                            permanent,
+                        ))
+                    }
+                    Err(panic) => {
+                        Some((Error::Handler { location: self.location(&key, offset), source: panic.into() }, false))
+                    }
                 }
             }
         };
-        if let Some(error) = failure {
+        if let Some((error, permanent)) = failure {
             shared.report(&error);
-            self.block(consumer, key, offset);
+            let count = match self.failures.get(&key) {
+                Some(failed) if failed.offset == offset => failed.count + 1,
+                _ => 1,
+            };
+            self.failures.insert(key.clone(), Failures { offset, count });
+            let spent = permanent || count >= self.retry.max_attempts;
+            match &self.dead_letter_topic {
+                Some(topic) if spent => {
+                    let (location, reason) = (self.location(&key, offset), error.to_string());
+                    let letter = Letter { at: &location, raw: &raw(message), error: &reason, attempts: count };
+                    *outputs = vec![dead_letters::record(topic, &letter)];
+                    if let Err(error) = self.produce(outputs) {
+                        shared.report(&error);
+                        self.abort(consumer, shared, true);
+                        return;
+                    }
+                    shared.report(&Error::DeadLettered { location, attempts: count, reason });
+                    self.pending.insert(key, offset + 1);
+                    self.records_in_txn += 1;
+                }
+                _ => self.block(consumer, key, offset, count),
+            }
             return;
         }
         if let Err(error) = self.produce(outputs) {
@@ -335,18 +379,12 @@ impl Transactions {
         }
     }
 
-    /// Stops a partition at `offset` until its retry is due.
-    fn block(&mut self, consumer: &BaseConsumer<KafkaModeContext>, key: Partition, offset: i64) {
+    /// Stops a partition at `offset`, after `failures` failures, until its retry is due.
+    fn block(&mut self, consumer: &BaseConsumer<KafkaModeContext>, key: Partition, offset: i64, failures: u32) {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&key.0, key.1);
         let _ = consumer.pause(&tpl);
-        let entry = self.blocked.entry(key).or_insert_with(|| Blocked {
-            offset,
-            retry_at: Instant::now(),
-            backoff: Backoff::new(),
-        });
-        entry.offset = offset;
-        entry.retry_at = Instant::now() + entry.backoff.next_delay();
+        self.blocked.insert(key, Blocked { offset, retry_at: Instant::now() + self.retry.delay(failures) });
     }
 
     /// Seeks blocked partitions whose retry is due back to their failed message, and resumes them.
@@ -360,10 +398,6 @@ impl Transactions {
             let seek = consumer.seek(&topic, partition, Offset::Offset(offset), CALL_TIMEOUT);
             match seek.and_then(|()| consumer.resume(&tpl)) {
                 Ok(()) => {
-                    // Keep the backoff growing if it fails again; forget it once it passes.
-                    if let Some(blocked) = self.blocked.get_mut(&(topic.clone(), partition)) {
-                        blocked.retry_at = Instant::now() + Duration::from_secs(3600);
-                    }
                     self.blocked.remove(&(topic, partition));
                 }
                 Err(e) => shared.report(&Error::Kafka(e)),
@@ -405,6 +439,9 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             records_in_txn: 0,
             committed: BTreeMap::new(),
             blocked: HashMap::new(),
+            failures: HashMap::new(),
+            retry: subscription.retry().unwrap_or(shared.retry),
+            dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
         }),
     };
     let consumer: BaseConsumer<KafkaModeContext> = consumer_config.create_with_context(context)?;

@@ -4,6 +4,8 @@
 pub(crate) mod decode;
 mod group;
 mod kafka_mode;
+pub(crate) mod panics;
+mod parking;
 mod partition_worker;
 mod shared;
 
@@ -216,6 +218,13 @@ impl RuntimeBuilder {
         for spec in &self.groups {
             let subscription = spec.subscription();
             subscription.validate()?;
+            if spec.kind() == ModeKind::Kafka && subscription.key_parking() {
+                return Err(Error::Config(format!(
+                    "group {}: key parking keeps parked messages in PostgreSQL, so it needs Database mode; a \
+                     Kafka-mode handler retries at the failing message, then dead-letters it",
+                    subscription.group()
+                )));
+            }
             if !seen.insert(subscription.group().to_owned()) {
                 return Err(Error::Config(format!(
                     "two handlers use group `{}`: a group has one handler per runtime, and its \
@@ -245,6 +254,7 @@ impl RuntimeBuilder {
         {
             crate::offsets::migrate(pool).await?;
         }
+        panics::install_hook();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             pool,

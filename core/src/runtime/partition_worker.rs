@@ -2,13 +2,13 @@
 //! effects and the new position in one PostgreSQL transaction.
 //!
 //! Order is kept because one worker owns a partition and handles its messages one after
-//! another; partitions run concurrently, bounded by the runtime's batch permits.
+//! another; partitions run concurrently, bounded by the runtime's batch permits. With key
+//! parking, a failing message and the later messages of its key are parked and retried
+//! per key (see [`super::parking`]), so order is kept per key.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
@@ -17,15 +17,19 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::decode::{Decoded, Raw, decode, raw};
+use super::decode::{Coordinates, Decoded, Raw, decode, decode_parts, raw};
 use super::group::WorkerStart;
+use super::panics;
+use super::parking::{self, KeyBytes, ParkedKeys};
 use super::shared::{Backoff, Shared};
 use crate::codec::DecodeError;
-use crate::error::{Error, Result};
+use crate::dead_letters::{self, Letter};
+use crate::error::{Error, ErrorClass, Result};
 use crate::handler::{Context, Handler};
 use crate::message::Message;
 use crate::mode::Database;
 use crate::offsets::{self, Advance};
+use crate::settings::RetryPolicy;
 
 /// One message of a batch: its raw bytes (for the dead letters) and what decoding gave.
 struct Item<K, P> {
@@ -64,6 +68,8 @@ enum Gathered {
     Batch,
     /// Stop requested and nothing pending.
     Stopped,
+    /// Nothing gathered, but a parked key is due for its retry.
+    ParkedDue,
     /// The partition can no longer be read.
     Broken(Error),
 }
@@ -83,27 +89,53 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     limit: usize,
     /// The message that failed last.
     failures: Option<Failed>,
+    /// The handler's retry policy, or the runtime's.
+    retry: RetryPolicy,
+    /// Where dead letters go: this Kafka topic (through the outbox), or the table.
+    dead_letter_topic: Option<String>,
+    /// The parked keys, when key parking is on.
+    parked: Option<ParkedKeys>,
 }
 
 impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, start: WorkerStart) -> Self {
         let next = start.claim.next_offset;
-        let outputs = handler.subscription().outputs().to_vec();
+        let subscription = handler.subscription();
         let limit = shared.batch.max_records;
-        Self { handler, shared, start, next, batch: Vec::new(), commit_unknown: false, outputs, limit, failures: None }
+        Self {
+            outputs: subscription.outputs().to_vec(),
+            retry: subscription.retry().unwrap_or(shared.retry),
+            dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
+            parked: subscription.key_parking().then(ParkedKeys::default),
+            handler,
+            shared,
+            start,
+            next,
+            batch: Vec::new(),
+            commit_unknown: false,
+            limit,
+            failures: None,
+        }
     }
 
     pub(crate) async fn run(mut self) {
         let span = tracing::info_span!("partition", group = %self.start.key.group, topic = %self.start.key.topic,
             partition = self.start.key.partition, epoch = self.start.claim.epoch);
         async move {
+            if self.parked.is_some() && !self.load_parked().await {
+                return;
+            }
             loop {
+                if !self.retry_parked().await {
+                    return;
+                }
                 match self.gather().await {
                     Gathered::Stopped => return,
                     Gathered::Broken(error) => {
                         self.shared.report(&error);
                         return;
                     }
+                    Gathered::ParkedDue => continue,
                     Gathered::Batch => {}
                 }
                 if !self.commit_with_retries().await {
@@ -141,7 +173,12 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             }
             let notified = self.start.notify.notified();
             let mut stop = self.start.stop.clone();
-            match deadline {
+            let parked_due = self.parked.as_ref().and_then(ParkedKeys::next_due);
+            let wake = match (deadline, parked_due) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match wake {
                 None => tokio::select! {
                     () = notified => {}
                     _ = stop.changed() => {}
@@ -149,7 +186,9 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 Some(at) => tokio::select! {
                     () = notified => {}
                     _ = stop.changed() => {}
-                    () = tokio::time::sleep_until(at) => return Gathered::Batch,
+                    () = tokio::time::sleep_until(at) => {
+                        return if self.batch.is_empty() { Gathered::ParkedDue } else { Gathered::Batch };
+                    }
                 },
             }
         }
@@ -211,21 +250,38 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                         self.limit = index;
                         continue;
                     }
-                    if permanent || count >= self.shared.retry.max_attempts {
-                        if let Err(error) = self.dead_letter(error.to_string()).await {
-                            self.shared.report(&error);
-                            if matches!(error, Error::Fenced { .. }) {
+                    if permanent || count >= self.retry.max_attempts {
+                        match self.dead_letter(error.to_string()).await {
+                            Ok(()) => continue,
+                            Err(error) if error.class() == ErrorClass::Fatal => {
+                                self.shared.report(&error);
                                 return false;
                             }
+                            Err(error) => {
+                                self.shared.report(&error);
+                                infrastructure.next_delay()
+                            }
                         }
-                        continue;
-                    }
-                    if self.limit > 1 {
+                    } else if self.limit > 1 {
                         // Alone it may pass (its failure may come from a neighbour): try now.
                         self.limit = 1;
                         continue;
+                    } else if self.parked.is_some() {
+                        // Park it (and later its key's next messages); the other keys go on.
+                        match self.park_head(count, error.to_string()).await {
+                            Ok(()) => continue,
+                            Err(error) if error.class() == ErrorClass::Fatal => {
+                                self.shared.report(&error);
+                                return false;
+                            }
+                            Err(error) => {
+                                self.shared.report(&error);
+                                infrastructure.next_delay()
+                            }
+                        }
+                    } else {
+                        self.retry.delay(count)
                     }
-                    self.shared.retry.delay(count)
                 }
             };
             if self.stopping() {
@@ -242,7 +298,19 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
 
     /// One attempt: up to `limit` messages in one transaction with the new position.
     async fn attempt(&mut self) -> std::result::Result<(), Failure> {
-        let undecodable = self.batch.iter().position(|item| item.decoded.is_err()).unwrap_or(self.batch.len());
+        if self.commit_unknown {
+            // The last COMMIT failed on the wire: it may have committed. Never redo it.
+            self.resolve_unknown_commit().await.map_err(classify)?;
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+        }
+        let parked = self.parked.as_ref();
+        let undecodable = self
+            .batch
+            .iter()
+            .position(|item| item.decoded.is_err() && !parked.is_some_and(|p| p.contains(&item.raw.key)))
+            .unwrap_or(self.batch.len());
         if undecodable == 0 {
             // Decoding cannot succeed later: straight to the dead letters.
             let reason = match &self.batch[0].decoded {
@@ -269,20 +337,18 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             shared.batch_permits.acquire().await.map_err(|_| Failure::Fatal(Error::Config("runtime closed".into())))?;
         let key = &self.start.key;
         let pool = self.shared.pool().map_err(Failure::Fatal)?;
-        if self.commit_unknown {
-            // The last COMMIT failed on the wire: it may have committed. Never redo it.
-            let stored = offsets::position(pool, &key.group, &key.topic, key.partition).await.map_err(classify)?;
-            self.commit_unknown = false;
-            if stored == Some(new_next) {
-                self.committed(first, new_next, end);
-                return Ok(());
-            }
-        }
         let mut tx = pool.begin().await.map_err(|e| classify(e.into()))?;
         let mut cx = Context::new(&mut tx, &self.outputs);
         for (index, item) in self.batch[..end].iter().enumerate() {
+            if let Some(parked) = &self.parked
+                && parked.contains(&item.raw.key)
+            {
+                // Its key waits: it joins the key's parked messages, in this transaction.
+                parking::park(cx.db(), key, item.offset, &item.raw, 0, None, Duration::ZERO).await.map_err(classify)?;
+                continue;
+            }
             let Ok(message) = &item.decoded else { continue };
-            let outcome = AssertUnwindSafe(self.handler.handle(message, &mut cx)).catch_unwind().await;
+            let outcome = panics::catch(self.handler.handle(message, &mut cx)).await;
             let failure = match outcome {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) if e.is_transient() => {
@@ -295,13 +361,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     let permanent = e.is_permanent();
                     (Error::Handler { location: key.location(item.offset), source: e.into_inner() }, permanent)
                 }
-                Err(panic) => (
-                    Error::Handler {
-                        location: key.location(item.offset),
-                        source: panic_message(panic.as_ref()).into(),
-                    },
-                    false,
-                ),
+                Err(panic) => (Error::Handler { location: key.location(item.offset), source: panic.into() }, false),
             };
             return Err(Failure::Message { index, error: failure.0, permanent: failure.1 });
         }
@@ -320,44 +380,191 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         Ok(())
     }
 
+    /// After a COMMIT whose outcome is unknown: reads the stored position and, if that
+    /// commit did happen, takes its messages off the batch.
+    async fn resolve_unknown_commit(&mut self) -> Result<()> {
+        let key = &self.start.key;
+        let pool = self.shared.pool()?;
+        let stored = offsets::position(pool, &key.group, &key.topic, key.partition).await?;
+        if self.parked.is_some() {
+            // It may have parked a key.
+            self.parked = Some(ParkedKeys::load(pool, key).await?);
+        }
+        self.commit_unknown = false;
+        if let Some(stored) = stored
+            && stored > self.next
+        {
+            let count = self.batch.iter().take_while(|item| item.offset() < stored).count();
+            let first = self.batch.first().map_or(self.next, Item::offset);
+            self.committed(first, stored, count);
+        }
+        Ok(())
+    }
+
+    /// Commits `tx` after it moved the position past the head message; an error on the
+    /// wire leaves the outcome unknown, resolved before the next attempt.
+    async fn commit_single(&mut self, mut tx: sqlx::Transaction<'static, sqlx::Postgres>, offset: i64) -> Result<()> {
+        match offsets::advance(&mut tx, &self.start.key, self.start.claim.epoch, self.next, offset + 1).await? {
+            Advance::Advanced => {
+                if let Err(e) = tx.commit().await {
+                    self.commit_unknown = true;
+                    return Err(e.into());
+                }
+            }
+            Advance::AlreadyCommitted => tx.rollback().await?,
+        }
+        Ok(())
+    }
+
     /// Moves the head message to the dead letters, in the transaction that moves the
     /// position past it.
     async fn dead_letter(&mut self, reason: String) -> Result<()> {
         let Some(item) = self.batch.first() else { return Ok(()) };
-        let key = &self.start.key;
         let offset = item.offset();
         let attempts = match &self.failures {
             Some(failed) if failed.offset == offset => failed.count,
             _ => 1,
         };
+        let location = self.start.key.location(offset);
         let mut tx = self.shared.pool()?.begin().await?;
-        let (names, values): (Vec<&str>, Vec<Option<&[u8]>>) =
-            item.raw.headers.iter().map(|(name, value)| (name.as_str(), value.as_deref())).unzip();
-        sqlx::query(
-            "INSERT INTO exactly.dead_letters
-                 (group_id, topic, partition, message_offset, key, payload, header_names, header_values, error, attempts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (group_id, topic, partition, message_offset) DO NOTHING",
-        )
-        .bind(&key.group)
-        .bind(&key.topic)
-        .bind(key.partition)
-        .bind(offset)
-        .bind(item.raw.key.as_deref())
-        .bind(item.raw.payload.as_deref())
-        .bind(&names)
-        .bind(&values)
-        .bind(&reason)
-        .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
-        .execute(&mut *tx)
-        .await?;
-        match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, offset + 1).await? {
-            Advance::Advanced => tx.commit().await?,
-            Advance::AlreadyCommitted => tx.rollback().await?,
-        }
-        self.shared.report(&Error::DeadLettered { location: key.location(offset), attempts, reason });
+        let letter = Letter { at: &location, raw: &item.raw, error: &reason, attempts };
+        dead_letters::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
+        self.commit_single(tx, offset).await?;
+        self.shared.report(&Error::DeadLettered { location, attempts, reason });
         self.committed(offset, offset + 1, 1);
         Ok(())
+    }
+
+    /// Parks the head message, after `count` failures, in the transaction that moves the
+    /// position past it; its key's later messages will follow it into the table.
+    async fn park_head(&mut self, count: u32, reason: String) -> Result<()> {
+        let Some(item) = self.batch.first() else { return Ok(()) };
+        let offset = item.offset();
+        let delay = self.retry.delay(count);
+        let mut tx = self.shared.pool()?.begin().await?;
+        parking::park(&mut tx, &self.start.key, offset, &item.raw, count, Some(&reason), delay).await?;
+        let message_key = item.raw.key.clone();
+        self.commit_single(tx, offset).await?;
+        tracing::info!(offset, attempts = count, retry_in = ?delay, "message parked; its key waits, the others go on");
+        if let Some(parked) = &mut self.parked {
+            parked.set_due(message_key, Instant::now() + delay);
+        }
+        self.committed(offset, offset + 1, 1);
+        Ok(())
+    }
+
+    /// Reads the partition's parked keys at start, retrying while the database is away.
+    async fn load_parked(&mut self) -> bool {
+        let mut backoff = Backoff::new();
+        loop {
+            let loaded = match self.shared.pool() {
+                Ok(pool) => ParkedKeys::load(pool, &self.start.key).await,
+                Err(error) => Err(error),
+            };
+            match loaded {
+                Ok(parked) => {
+                    self.parked = Some(parked);
+                    return true;
+                }
+                Err(error) => {
+                    self.shared.report(&error);
+                    if error.class() == ErrorClass::Fatal || self.stopping() {
+                        return false;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+            }
+        }
+    }
+
+    /// Retries every parked key that is due. Returns `false` when the worker must end.
+    async fn retry_parked(&mut self) -> bool {
+        let due = match &self.parked {
+            Some(parked) if !parked.is_empty() => parked.due_now(),
+            _ => return true,
+        };
+        for message_key in due {
+            if self.stopping() {
+                return false;
+            }
+            if let Err(error) = self.retry_parked_key(&message_key).await {
+                self.shared.report(&error);
+                if error.class() == ErrorClass::Fatal {
+                    return false;
+                }
+                if let Some(parked) = &mut self.parked {
+                    parked.set_due(message_key, Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+        true
+    }
+
+    /// Handles the parked messages of `message_key` oldest first, each in a transaction that
+    /// also removes it, until one fails (rescheduled, or dead-lettered when out of retries)
+    /// or none is left (the key is free again).
+    async fn retry_parked_key(&mut self, message_key: &KeyBytes) -> Result<()> {
+        let shared = Arc::clone(&self.shared);
+        let pool = shared.pool()?;
+        let key = &self.start.key;
+        let epoch = self.start.claim.epoch;
+        loop {
+            let _permit = shared.batch_permits.acquire().await.map_err(|_| Error::Config("runtime closed".into()))?;
+            let mut tx = pool.begin().await?;
+            offsets::hold(&mut tx, key, epoch, self.next).await?;
+            let Some(message) = parking::oldest(&mut tx, key, message_key).await? else {
+                tx.rollback().await?;
+                if let Some(parked) = &mut self.parked {
+                    parked.release(message_key);
+                }
+                return Ok(());
+            };
+            let location = key.location(message.offset);
+            let attempts = message.attempts + 1;
+            let at =
+                Coordinates { topic: &key.topic, partition: key.partition, offset: message.offset, timestamp: None };
+            let headers = message.raw.headers.clone();
+            let failure =
+                match decode_parts::<H>(message.raw.key.as_deref(), message.raw.payload.as_deref(), headers, &at) {
+                    Decoded::Failed { part, error } => Some((format!("cannot decode the {part}: {error}"), true)),
+                    Decoded::Message(decoded) => {
+                        let mut cx = Context::new(&mut tx, &self.outputs);
+                        match panics::catch(self.handler.handle(&decoded, &mut cx)).await {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) if e.is_transient() => {
+                                // The database, not the message: try again later without counting.
+                                return Err(Error::Handler { location, source: e.into_inner() });
+                            }
+                            Ok(Err(e)) => Some((e.to_string(), e.is_permanent())),
+                            Err(panic) => Some((panic, false)),
+                        }
+                    }
+                };
+            let Some((reason, permanent)) = failure else {
+                parking::remove(&mut tx, key, message.offset).await?;
+                tx.commit().await?;
+                continue;
+            };
+            tx.rollback().await?;
+            self.shared.report(&Error::Handler { location: location.clone(), source: reason.clone().into() });
+            let mut tx = pool.begin().await?;
+            offsets::hold(&mut tx, key, epoch, self.next).await?;
+            if permanent || attempts >= self.retry.max_attempts {
+                let letter = Letter { at: &location, raw: &message.raw, error: &reason, attempts };
+                dead_letters::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
+                parking::remove(&mut tx, key, message.offset).await?;
+                tx.commit().await?;
+                self.shared.report(&Error::DeadLettered { location, attempts, reason });
+                continue;
+            }
+            let delay = self.retry.delay(attempts);
+            parking::reschedule(&mut tx, key, message.offset, attempts, &reason, delay).await?;
+            tx.commit().await?;
+            if let Some(parked) = &mut self.parked {
+                parked.set_due(message_key.clone(), Instant::now() + delay);
+            }
+            return Ok(());
+        }
     }
 
     fn committed(&mut self, first: i64, new_next: i64, count: usize) {
@@ -392,14 +599,4 @@ fn item<H: Handler>(message: &BorrowedMessage<'_>) -> Item<H::Key, H::Payload> {
 /// Sorts an error into what to do about it.
 fn classify(error: Error) -> Failure {
     if error.is_retriable() { Failure::Transient(error) } else { Failure::Fatal(error) }
-}
-
-/// The text a panic carried.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    let text = panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned());
-    format!("the handler panicked: {text}")
 }
