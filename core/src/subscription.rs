@@ -174,5 +174,9 @@ mod tests {
         assert!(Subscription::new(Vec::<String>::new(), "g", Delivery::PointToPoint).validate().is_err());
         assert!(Subscription::new([".."], "g", Delivery::PointToPoint).validate().is_err());
         assert!(Subscription::new(["a"], "", Delivery::PointToPoint).validate().is_err());
+        let looping = Subscription::new(["a"], "g", Delivery::PointToPoint).with_dead_letter_topic("a");
+        assert!(looping.validate().is_err_and(|e| e.to_string().contains("consumed again")));
+        let bad = Subscription::new(["a"], "g", Delivery::PointToPoint).with_dead_letter_topic("a b");
+        assert!(bad.validate().is_err());
     }
 }

@@ -16,6 +16,8 @@ pub struct Copier {
     pub group: String,
     /// Payloads the handler refuses (to test failures).
     pub fail_on: Vec<Vec<u8>>,
+    /// Payloads on which the handler panics.
+    pub panic_on: Vec<Vec<u8>>,
     /// Time spent on each record (to keep a transaction open in tests).
     pub delay: std::time::Duration,
     /// The handler's own retry policy.
@@ -32,6 +34,7 @@ impl Copier {
             output: output.into(),
             group: group.into(),
             fail_on: Vec::new(),
+            panic_on: Vec::new(),
             delay: std::time::Duration::ZERO,
             retry: None,
             dead_letter_topic: None,
@@ -68,6 +71,7 @@ impl Handler for Copier {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
+        assert!(!self.panic_on.contains(&message.payload), "cannot stand this payload");
         if self.fail_on.contains(&message.payload) {
             return Err("refusing this payload".into());
         }

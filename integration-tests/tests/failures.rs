@@ -7,7 +7,7 @@ use std::time::Duration;
 use exactly::{Batch, RetryPolicy};
 use exactly_integration_tests::recorder::{Recorder, effect_counts};
 use exactly_integration_tests::support::{Running, builder, topic_and_database};
-use exactly_integration_tests::{Input, produce, unique, wait_until};
+use exactly_integration_tests::{Input, Isolation, produce, read_to_end, unique, wait_until};
 use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -77,7 +77,11 @@ async fn a_panicking_handler_is_caught_reported_and_the_runtime_goes_on() -> any
         reported.all().into_iter().filter(|e| e.starts_with("handler failed") && e.contains("panicked")).count();
     assert_eq!(panics, 3, "each attempt's panic reported: {:?}", reported.all());
     assert!(
-        reported.all().iter().any(|e| e.contains("partition 0 offset 10") && e.contains("cannot stand payload panic"))
+        reported.all().iter().any(|e| e.contains("partition 0 offset 10")
+            && e.contains("cannot stand payload panic")
+            && e.contains("panicked at integration-tests/src/recorder.rs:")),
+        "the report says where it panicked: {:?}",
+        reported.all()
     );
     let dead = dead_letters(&pool, &group).await?;
     assert_eq!((dead.len(), dead[0].0, dead[0].1), (1, 10, 3), "{dead:?}");
@@ -132,5 +136,38 @@ async fn dead_letters_are_redriven_exactly_once() -> anyhow::Result<()> {
     assert_eq!(first.gone.len() + second.gone.len(), 4, "{first:?} {second:?}");
     assert_eq!(effect_counts(&pool, &group).await?, (10, 10), "a re-driven letter was applied twice");
     assert!(exactly::dead_letters::list(&pool, &group).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_go_to_a_kafka_topic_through_the_outbox_with_the_handlers_retry_policy() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
+    let dead = kafka.unique_topic("dlt", 1).await?;
+    let records: Vec<Input> =
+        (0..20).map(|i| Input::to(0, "k", if i == 6 { "poison".to_owned() } else { format!("m-{i}") })).collect();
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("dlt");
+    let mut recorder = Recorder::new(&topic, &group, "a");
+    recorder.fail_on = vec!["poison".into()];
+    recorder.dead_letter_topic = Some(dead.clone());
+    // The handler's policy (2 attempts) wins over the runtime's (10).
+    recorder.retry = Some(quick_retries().max_attempts(2));
+    let runtime = builder(&url).retry(quick_retries().max_attempts(10)).outbox_relay(unique("relay"));
+    let running = Running::start(kafka, runtime.handler(recorder)).await?;
+    wait_for_position(&pool, &group, &topic, 20).await?;
+    let letters = wait_until(WAIT, "the dead letter on its topic", || async {
+        let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+        Ok((!letters.is_empty()).then_some(letters))
+    })
+    .await?;
+    running.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (19, 19));
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].payload.as_deref(), Some(&b"poison"[..]));
+    assert_eq!(letters[0].header("exactly.attempts").as_deref(), Some("2"), "{letters:?}");
+    assert_eq!(letters[0].header("exactly.offset").as_deref(), Some("6"));
+    assert_eq!(letters[0].header("exactly.group").as_deref(), Some(group.as_str()));
+    assert!(dead_letters(&pool, &group).await?.is_empty(), "not in the table as well");
     Ok(())
 }

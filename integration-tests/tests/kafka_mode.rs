@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use exactly::{Error, Runtime};
+use exactly::{Error, RetryPolicy, Runtime};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::support::{Running, assert_refused};
@@ -37,6 +37,22 @@ async fn copies_each_record_exactly_once_in_order() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Key parking asked of a Kafka-mode handler: refused, there is no database to park in.
+#[derive(exactly::Handler)]
+#[exactly(topic = "a", group = "g", payload = Vec<u8>, codec = bytes, mode = kafka, key_parking)]
+struct ParkingCopier;
+
+#[exactly::async_trait]
+impl exactly::Handler for ParkingCopier {
+    async fn handle(
+        &self,
+        _: &exactly::Message<Vec<u8>, Vec<u8>>,
+        _: &mut exactly::Context<'_, exactly::mode::Kafka>,
+    ) -> Result<(), exactly::HandlerError> {
+        Ok(())
+    }
+}
+
 #[tokio::test]
 async fn unsafe_producer_settings_are_refused_with_a_reason() {
     for (key, value, reason) in [
@@ -64,6 +80,11 @@ async fn unsafe_producer_settings_are_refused_with_a_reason() {
     assert!(
         matches!(acks_everywhere, Err(Error::UnsafeSetting { .. })),
         "acks=0 through kafka_setting: {acks_everywhere:?}"
+    );
+    let parking = Runtime::builder().brokers("127.0.0.1:1").transactional_id("t").handler(ParkingCopier).build().await;
+    assert!(
+        matches!(parking, Err(Error::Config(ref m)) if m.contains("key parking") && m.contains("Database mode")),
+        "{parking:?}"
     );
     let no_id = Runtime::builder().brokers("127.0.0.1:1").handler(Copier::new("a", "b", "g")).build().await;
     assert!(matches!(no_id, Err(Error::Config(ref m)) if m.contains("transactional_id")), "{no_id:?}");
@@ -99,6 +120,59 @@ async fn a_failing_record_stops_its_partition_and_the_others_flow() -> anyhow::R
     );
     assert_eq!(payloads.iter().filter(|p| p.starts_with("p1-")).count(), 10, "{payloads:?}");
     assert!(reported.all().iter().any(|e| e.contains("refusing this payload")), "{:?}", reported.all());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spent_records_go_to_the_dead_letter_topic_in_the_offsets_transaction() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let input = kafka.unique_topic("a", 2).await?;
+    let (output, dead) = (kafka.unique_topic("b", 2).await?, kafka.unique_topic("dlt", 1).await?);
+    let poison = |i: usize| i % 40 == 7;
+    let records: Vec<Input> = (0..120)
+        .map(|i| {
+            Input::to((i % 2) as i32, format!("k{i}"), if poison(i) { format!("poison-{i}") } else { format!("m-{i}") })
+        })
+        .collect();
+    produce(&kafka.client_config(), &input, records).await?;
+    let mut copier = Copier::new(&input, &output, &unique("copy"));
+    copier.fail_on = (0..120).filter(|i| poison(*i)).map(|i| format!("poison-{i}").into_bytes()).collect();
+    // One of them panics instead: caught, and a failure like the others.
+    copier.fail_on.retain(|p| p != b"poison-87");
+    copier.panic_on = vec![b"poison-87".to_vec()];
+    copier.retry = Some(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(20)));
+    copier.dead_letter_topic = Some(dead.clone());
+    let running = Running::start(kafka, kafka_mode().handler(copier)).await?;
+    wait_until(WAIT, "117 copies and 3 dead letters", || async {
+        let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+        let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+        Ok((copies.len() >= 117 && letters.len() >= 3).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+
+    let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+    let mut copied: Vec<Vec<u8>> = copies.iter().filter_map(|r| r.payload.clone()).collect();
+    copied.sort();
+    copied.dedup();
+    assert_eq!((copies.len(), copied.len()), (117, 117), "every good record copied once");
+    let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+    assert_eq!(letters.len(), 3, "every poison record dead-lettered once: {letters:?}");
+    for letter in &letters {
+        let payload = String::from_utf8_lossy(letter.payload.as_deref().unwrap_or_default()).into_owned();
+        let i: usize = payload.trim_start_matches("poison-").parse()?;
+        assert!(poison(i), "{payload}");
+        assert_eq!(letter.key.as_deref(), Some(format!("k{i}").as_bytes()), "the original key");
+        assert_eq!(letter.header("exactly.attempts").as_deref(), Some("3"), "{letter:?}");
+        assert_eq!(letter.header("exactly.topic").as_deref(), Some(input.as_str()));
+        assert_eq!(letter.header("exactly.partition"), Some((i % 2).to_string()));
+        let error = letter.header("exactly.error").unwrap_or_default();
+        if i == 87 {
+            assert!(error.contains("panicked at integration-tests/src/copier.rs:"), "{error}");
+        } else {
+            assert!(error.contains("refusing this payload"), "{error}");
+        }
+    }
     Ok(())
 }
 

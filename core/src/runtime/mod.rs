@@ -126,10 +126,10 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How a failing message is retried before it goes to the dead letters (Database mode;
-    /// default: 5 attempts, 100 ms to 30 s apart, with jitter). Undecodable messages and
-    /// errors made with [`HandlerError::permanent`](crate::HandlerError::permanent) go
-    /// there at once.
+    /// How a failing message is retried before it goes to the dead letters, for every
+    /// handler without a policy of its own ([`Subscription::with_retry`]; default: 5
+    /// attempts, 100 ms to 30 s apart, with jitter). Undecodable messages and errors made
+    /// with [`HandlerError::permanent`](crate::HandlerError::permanent) go there at once.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
         self

@@ -14,6 +14,9 @@ struct Order {
     payload = Order,
     codec = json,
     key = String,
+    retry(attempts = 3, backoff_ms = 250, max_backoff_ms = 10_000),
+    key_parking,
+    dead_letter_topic = "orders.dead-letters",
 )]
 struct RecordOrders;
 
@@ -63,6 +66,15 @@ fn main() {
     assert_eq!(subscription.topics(), ["orders", "order-corrections"]);
     assert_eq!(subscription.group(), "order-recorder");
     assert_eq!(subscription.delivery(), Delivery::PublishSubscribe);
+    let policy = exactly::RetryPolicy::default()
+        .max_attempts(3)
+        .initial_backoff(std::time::Duration::from_millis(250))
+        .max_backoff(std::time::Duration::from_secs(10));
+    assert_eq!(subscription.retry(), Some(policy));
+    assert!(subscription.key_parking());
+    assert_eq!(subscription.dead_letter_topic(), Some("orders.dead-letters"));
+    assert_eq!(Sum.subscription().retry(), None);
+    assert!(!Sum.subscription().key_parking());
     let audit = Audit::<u8> { _marker: std::marker::PhantomData }.subscription();
     assert_eq!(audit.delivery(), Delivery::PointToPoint);
     assert_eq!(Sum.subscription().topics(), ["counts"]);
