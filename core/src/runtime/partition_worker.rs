@@ -240,10 +240,14 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 Err(Failure::Message { index, error, permanent }) => {
                     self.shared.report(&error);
                     let failed = self.batch[index].offset();
-                    let count = match &self.failures {
-                        Some(previous) if previous.offset == failed => previous.count + 1,
-                        _ => 1,
+                    // Only a failure of the message tried on its own counts as an attempt: in
+                    // a batch, a neighbour's effects may have caused it.
+                    let alone = index == 0 && (self.limit == 1 || self.batch.len() == 1);
+                    let before = match &self.failures {
+                        Some(previous) if previous.offset == failed => previous.count,
+                        _ => 0,
                     };
+                    let count = before + u32::from(alone);
                     self.failures = Some(Failed { offset: failed, count, permanent, reason: error.to_string() });
                     if index > 0 {
                         // The messages before it are fine: commit them first.
@@ -422,7 +426,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         let Some(item) = self.batch.first() else { return Ok(()) };
         let offset = item.offset();
         let attempts = match &self.failures {
-            Some(failed) if failed.offset == offset => failed.count,
+            Some(failed) if failed.offset == offset => failed.count.max(1),
             _ => 1,
         };
         let location = self.start.key.location(offset);

@@ -1,6 +1,7 @@
 //! A recording process for crash tests: `recorder-worker BROKERS DATABASE_URL TOPIC GROUP`.
 //! Records every message (Database mode), refusing payloads that start with `fail-`, with
-//! quick retries, until SIGTERM or until it is killed.
+//! quick retries, until SIGTERM or until it is killed. With `EXACTLY_TEST_KEY_PARKING=1`
+//! it parks failing keys.
 
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ async fn main() -> std::process::ExitCode {
         eprintln!("usage: recorder-worker BROKERS DATABASE_URL TOPIC GROUP");
         return std::process::ExitCode::FAILURE;
     };
+    let mut recorder = Recorder::new(topic, group, "worker");
+    recorder.key_parking = std::env::var("EXACTLY_TEST_KEY_PARKING").is_ok_and(|v| v == "1");
     let outcome = async {
         Runtime::builder()
             .brokers(brokers)
@@ -22,7 +25,7 @@ async fn main() -> std::process::ExitCode {
             .kafka_setting("session.timeout.ms", "6000")
             .retry(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(10)))
             .on_error(|e| eprintln!("worker error: {e}"))
-            .handler(Recorder::new(topic, group, "worker"))
+            .handler(recorder)
             .build()
             .await?
             .run()
