@@ -50,6 +50,7 @@
 pub mod codec;
 pub mod dead_letters;
 mod error;
+mod failpoint;
 mod handler;
 mod message;
 pub mod mode;

@@ -19,6 +19,7 @@
 pub mod copier;
 pub mod copy_check;
 pub mod engine;
+pub mod faults;
 pub mod images;
 pub mod kafka;
 pub mod names;

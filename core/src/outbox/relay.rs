@@ -250,7 +250,9 @@ impl Worker {
             producer,
             BaseRecord::to(&self.relay.positions_topic).key(self.relay.name.as_bytes()).payload(value.as_bytes()),
         )?;
+        crate::failpoint::hit("relay.after_produce");
         producer.commit_transaction(CALL_TIMEOUT)?;
+        crate::failpoint::hit("relay.after_commit");
         Ok(())
     }
 

@@ -254,6 +254,7 @@ impl Transactions {
             self.abort(consumer, shared, true);
             return;
         }
+        crate::failpoint::hit("kafka.after_produce");
         self.pending.insert(key, offset + 1);
         self.records_in_txn += 1;
     }
@@ -299,7 +300,9 @@ impl Transactions {
             let producer = self.producer()?;
             if offsets.count() > 0 {
                 producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+                crate::failpoint::hit("kafka.after_send_offsets");
             }
+            crate::failpoint::hit_soon("kafka.during_commit");
             commit_with_retries(producer)
         })();
         match outcome {
@@ -358,6 +361,38 @@ impl Transactions {
             }
         }
         Ok(())
+    }
+
+    /// When idle, with no transaction open: commits, in a transaction of its own, the
+    /// offsets of partitions whose consumer position passed records never delivered
+    /// (transaction markers, records of aborted transactions), so a partition whose log
+    /// ends with a marker is seen at its end. Every record delivered before was handled and
+    /// committed (or its partition is blocked, and left alone).
+    fn skip_control_records(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        if self.open.is_some() {
+            return;
+        }
+        let Ok(positions) = consumer.position() else { return };
+        let mut ahead = BTreeMap::new();
+        for element in positions.elements() {
+            let key = (element.topic().to_owned(), element.partition());
+            if let Offset::Offset(position) = element.offset()
+                && !self.blocked.contains_key(&key)
+                && self.committed.get(&key).is_some_and(|committed| position > *committed)
+            {
+                ahead.insert(key, position);
+            }
+        }
+        if ahead.is_empty() {
+            return;
+        }
+        if let Err(error) = self.produce(&[]) {
+            shared.report(&error);
+            self.abort(consumer, shared, true);
+            return;
+        }
+        self.pending = ahead;
+        self.commit(consumer, shared);
     }
 
     /// Seeks every partition to its last committed offset and resumes the blocked ones.
@@ -480,7 +515,7 @@ fn run<H: Handler<Mode = Kafka>>(
                 shared.report(&Error::Kafka(e));
             }
             Some(Err(e)) => tracing::warn!(group = %txn.group, "consumer: {e}"),
-            None => {}
+            None => txn.skip_control_records(consumer, shared),
         }
         if txn.due() {
             txn.commit(consumer, shared);

@@ -171,6 +171,9 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             if self.stopping() {
                 return if self.batch.is_empty() { Gathered::Stopped } else { Gathered::Batch };
             }
+            if self.batch.is_empty() {
+                self.skip_control_records().await;
+            }
             let notified = self.start.notify.notified();
             let mut stop = self.start.stop.clone();
             let parked_due = self.parked.as_ref().and_then(ParkedKeys::next_due);
@@ -216,6 +219,45 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             }
         }
         None
+    }
+
+    /// Moves the stored position past records the consumer skipped without delivering them
+    /// (transaction markers, records of aborted transactions), so a partition whose log
+    /// ends with a marker is seen at its end. Safe: the consumer's position only passes a
+    /// deliverable record once it was delivered to this worker. Called only when idle.
+    async fn skip_control_records(&mut self) {
+        let Ok(positions) = self.start.consumer.position() else { return };
+        let key = &self.start.key;
+        let Some(Offset::Offset(position)) =
+            positions.find_partition(&key.topic, key.partition).map(|element| element.offset())
+        else {
+            return;
+        };
+        if position <= self.next {
+            return;
+        }
+        let outcome = async {
+            let mut tx = self.shared.pool()?.begin().await?;
+            match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, position).await? {
+                Advance::Advanced => tx.commit().await?,
+                Advance::AlreadyCommitted => tx.rollback().await?,
+            }
+            Ok::<(), Error>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                tracing::debug!(from = self.next, to = position, "position moved past records not delivered");
+                self.next = position;
+                self.mirror_to_kafka();
+            }
+            Err(error) => {
+                // Harmless: the position stays where the last message left it, or the COMMIT
+                // happened after all; the next attempt first finds out which.
+                tracing::debug!("moving past control records failed: {error}");
+                self.commit_unknown = true;
+            }
+        }
     }
 
     /// Commits the gathered batch, message failures isolated and retried as the retry policy
@@ -373,10 +415,12 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         // stale epoch fails here and the whole transaction rolls back.
         match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, new_next).await.map_err(classify)? {
             Advance::Advanced => {
+                crate::failpoint::hit("db.before_commit");
                 if let Err(e) = tx.commit().await {
                     self.commit_unknown = true;
                     return Err(Failure::Transient(e.into()));
                 }
+                crate::failpoint::hit("db.after_commit");
             }
             Advance::AlreadyCommitted => tx.rollback().await.map_err(|e| classify(e.into()))?,
         }

@@ -1,0 +1,376 @@
+//! The fault-injection suite: each test injects one kind of fault into a run over unique
+//! input values, then applies the same check (each value exactly once, per-partition order
+//! where promised, stored positions at the end of the input, no transaction left open on
+//! the output) and prints a row of the fault table. `EXACTLY_FAULT_PROFILE=full` (see
+//! `scripts/faults`) runs many more iterations.
+
+use std::time::Duration;
+
+use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
+use exactly_integration_tests::faults::{
+    Profile, Row, check_effects, high_watermarks, kill_loop, kill_plan, wait_for_stable_end,
+};
+use exactly_integration_tests::recorder::{Recorder, create_effects_table};
+use exactly_integration_tests::support::{Running, builder, spawn_logged};
+use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+const WAIT: Duration = Duration::from_secs(240);
+
+/// Produces `inputs` in slices of 100, one slice every `pace`, in the background.
+fn feed(
+    kafka_config: rdkafka::ClientConfig,
+    topic: String,
+    inputs: Vec<Input>,
+    pace: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        for slice in inputs.chunks(100) {
+            produce(&kafka_config, &topic, slice.to_vec()).await?;
+            tokio::time::sleep(pace).await;
+        }
+        Ok(())
+    })
+}
+
+fn values(count: usize, partitions: i32) -> Vec<Input> {
+    (0..count).map(|i| Input::to(i as i32 % partitions, format!("k{}", i % 97), format!("v-{i}"))).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let partitions = 4;
+    let topic = kafka.unique_topic("faults-db", partitions).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    exactly::migrate(&pool).await?;
+    let count = profile.pick(4_000, 40_000);
+    let inputs = values(count, partitions);
+    let expected: Vec<String> = (0..count).map(|i| format!("v-{i}")).collect();
+    let feeder = feed(kafka.client_config(), topic.clone(), inputs, Duration::from_millis(400));
+
+    let group = unique("faults-db");
+    let log = std::env::temp_dir().join(format!("{group}.log"));
+    let plan = kill_plan(profile.pick(6, 60), &["db.before_commit", "db.after_commit"], profile.pick(1, 10));
+    let brokers = kafka.bootstrap_servers();
+    let spawn = |env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &database.url, &topic, &group], &env, &log)
+    };
+    let progress = || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
+            .bind(&group)
+            .fetch_one(&pool)
+            .await?;
+        Ok(rows as u64)
+    };
+    let outcome = kill_loop(&plan, spawn, progress, count as u64, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\nworker output in {}", log.display()))?;
+    feeder.await??;
+
+    let verdict = check_effects(kafka, &pool, &group, &topic, &expected).await?;
+    let row = Row {
+        fault: format!("SIGKILL at random points and failpoints ({} fired)", outcome.fired),
+        mode: "Database",
+        iterations: outcome.kills,
+        messages: count,
+        duplicates: verdict.duplicates,
+        missing: verdict.missing,
+        recovery: outcome.recovery,
+    };
+    row.report_and_check()?;
+    assert_eq!((verdict.out_of_order, verdict.positions_behind), (0, 0), "{verdict:?}");
+    assert!(outcome.kills >= plan.len() / 2, "only {} of {} kills happened", outcome.kills, plan.len());
+    Ok(())
+}
+
+/// Reads the committed offsets of `group` on `topic` (without joining the group).
+struct CommittedOffsets {
+    consumer: BaseConsumer,
+    partitions: TopicPartitionList,
+}
+
+impl CommittedOffsets {
+    fn new(kafka: &Kafka, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Self> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(topic, partition);
+        }
+        // read_uncommitted: do not wait for offsets inside a transaction a killed copier left
+        // open (require_stable would, until the next copier aborts it).
+        let consumer =
+            kafka.client_config().set("group.id", group).set("isolation.level", "read_uncommitted").create()?;
+        Ok(Self { consumer, partitions: list })
+    }
+
+    /// Their sum: how many input offsets the group committed.
+    fn sum(&self) -> anyhow::Result<u64> {
+        let committed = self.consumer.committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(next) => next as u64,
+                _ => 0,
+            })
+            .sum())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let partitions = 4;
+    let input = kafka.unique_topic("faults-in", partitions).await?;
+    let output = kafka.unique_topic("faults-out", partitions).await?;
+    let count = profile.pick(4_000, 40_000);
+    let inputs = keyed_inputs(count, 40);
+    let feeder = feed(kafka.client_config(), input.clone(), inputs.clone(), Duration::from_millis(400));
+
+    let group = unique("faults-kafka");
+    let transactional_id = unique("faults-tx");
+    let log = std::env::temp_dir().join(format!("{group}.log"));
+    let failpoints = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
+    let plan = kill_plan(profile.pick(5, 50), &failpoints, profile.pick(1, 10));
+    let brokers = kafka.bootstrap_servers();
+    let spawn = |env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        spawn_logged(
+            env!("CARGO_BIN_EXE_copier"),
+            &[&brokers, &input, &output, &group, &transactional_id, "copier-1"],
+            &env,
+            &log,
+        )
+    };
+    let committed = CommittedOffsets::new(kafka, &group, &input, partitions)?;
+    let progress = || async { committed.sum() };
+    let outcome = kill_loop(&plan, spawn, progress, count as u64, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
+    feeder.await??;
+
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    let row = Row {
+        fault: format!("SIGKILL at random points and failpoints ({} fired)", outcome.fired),
+        mode: "Kafka",
+        iterations: outcome.kills,
+        messages: count,
+        duplicates: verdict.duplicates + verdict.records.saturating_sub(count),
+        missing: verdict.missing,
+        recovery: outcome.recovery,
+    };
+    row.report_and_check()?;
+    assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
+    wait_for_stable_end(kafka, &output, Duration::from_secs(70)).await?;
+    assert!(outcome.kills >= plan.len() / 2, "only {} of {} kills happened", outcome.kills, plan.len());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_relay_killed_at_random_points_and_failpoints() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let (input, output) = (kafka.unique_topic("faults-in", 3).await?, kafka.unique_topic("faults-out", 3).await?);
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    let count = profile.pick(3_000, 30_000);
+    let inputs = keyed_inputs(count, 30);
+    let feeder = feed(kafka.client_config(), input.clone(), inputs.clone(), Duration::from_millis(300));
+
+    // The handler runs in this process (not killed); the relay process is.
+    let group = unique("faults-outbox");
+    let mut recorder = Recorder::new(&input, &group, "a");
+    recorder.emit_to = Some(output.clone());
+    let running = Running::start(kafka, builder(&database.url).handler(recorder)).await?;
+    let (name, positions) = (unique("relay"), kafka.unique_topic("positions", 1).await?);
+    let log = std::env::temp_dir().join(format!("{name}.log"));
+    let plan = kill_plan(profile.pick(5, 50), &["relay.after_produce", "relay.after_commit"], profile.pick(1, 10));
+    let brokers = kafka.bootstrap_servers();
+    let spawn = |env: &[(&str, String)]| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        spawn_logged(env!("CARGO_BIN_EXE_relay"), &[&brokers, &database.url, &name, &positions], &env, &log)
+    };
+    // Published rows are deleted: rows written minus rows waiting only grows.
+    let progress = || async {
+        let published: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM effects WHERE group_id = $1) - (SELECT count(*) FROM exactly.outbox)",
+        )
+        .bind(&group)
+        .fetch_one(&pool)
+        .await?;
+        Ok(published.max(0) as u64)
+    };
+    let outcome = kill_loop(&plan, spawn, progress, count as u64, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\nrelay output in {}", log.display()))?;
+    feeder.await??;
+    running.stop().await?;
+
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    let row = Row {
+        fault: format!("relay SIGKILL at random points and failpoints ({} fired)", outcome.fired),
+        mode: "outbox",
+        iterations: outcome.kills,
+        messages: count,
+        duplicates: verdict.duplicates + verdict.records.saturating_sub(count),
+        missing: verdict.missing,
+        recovery: outcome.recovery,
+    };
+    row.report_and_check()?;
+    assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
+    wait_for_stable_end(kafka, &output, Duration::from_secs(70)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_stable_offset_is_what_read_committed_watermarks_report() -> anyhow::Result<()> {
+    // The suite's "no transaction left open" check rests on this: prove it can fail.
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("lso", 1).await?;
+    let producer: BaseProducer = kafka.client_config().set("transactional.id", unique("lso")).create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    producer.begin_transaction()?;
+    producer.send(BaseRecord::<str, str>::to(&topic).payload("open")).map_err(|(e, _)| e)?;
+    producer.flush(Duration::from_secs(30))?;
+    let open = wait_for_stable_end(kafka, &topic, Duration::from_secs(2)).await;
+    assert!(open.is_err(), "an open transaction must hold the last stable offset back");
+    producer.commit_transaction(Duration::from_secs(30))?;
+    wait_for_stable_end(kafka, &topic, Duration::from_secs(30)).await?;
+    let ends = high_watermarks(kafka.client_config(), &topic, "read_committed")?;
+    assert_eq!(ends, vec![(0, 2)], "the record and its commit marker");
+    Ok(())
+}
+
+/// Writes `transactions` transactions of `per_transaction` values each to partition 0..P,
+/// committing the even ones and aborting the odd ones; returns the committed values.
+fn transactional_input(
+    kafka: &Kafka,
+    topic: &str,
+    transactions: usize,
+    per_transaction: usize,
+) -> anyhow::Result<Vec<String>> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = kafka.client_config().set("transactional.id", unique("input")).create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    let mut committed = Vec::new();
+    for t in 0..transactions {
+        producer.begin_transaction()?;
+        for i in 0..per_transaction {
+            let value = format!("v-{t}-{i}");
+            let key = format!("k{i}");
+            producer.send(BaseRecord::to(topic).key(&key).payload(&value)).map_err(|(e, _)| e)?;
+            if t % 2 == 0 {
+                committed.push(value);
+            }
+        }
+        producer.flush(Duration::from_secs(30))?;
+        if t % 2 == 0 {
+            producer.commit_transaction(Duration::from_secs(30))?;
+        } else {
+            producer.abort_transaction(Duration::from_secs(30))?;
+        }
+    }
+    Ok(committed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_input_with_aborted_records_and_markers_database_mode() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("faults-txn-in", 2).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    // Ends with an aborted transaction and its marker: nothing to handle at the tail.
+    let committed = transactional_input(kafka, &topic, 10, 30)?;
+    let group = unique("faults-txn");
+    let running = Running::start(kafka, builder(&database.url).handler(Recorder::new(&topic, &group, "a"))).await?;
+    let reported = running.reported.clone();
+    let ends = high_watermarks(kafka.client_config(), &topic, "read_uncommitted")?;
+    let pool_ref = &pool;
+    let group_ref = &group;
+    let topic_ref = &topic;
+    let at_end = exactly_integration_tests::wait_until(Duration::from_secs(60), "stored positions at the end", || {
+        let ends = ends.clone();
+        async move {
+            for (partition, end) in ends {
+                if exactly::offsets::position(pool_ref, group_ref, topic_ref, partition).await? != Some(end) {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(()))
+        }
+    })
+    .await;
+    running.stop().await?;
+    let verdict = check_effects(kafka, &pool, &group, &topic, &committed).await?;
+    Row {
+        fault: "transactional input: aborted records and control markers".into(),
+        mode: "Database",
+        iterations: 5,
+        messages: committed.len(),
+        duplicates: verdict.duplicates + verdict.rows.saturating_sub(committed.len()),
+        missing: verdict.missing,
+        recovery: Vec::new(),
+    }
+    .report_and_check()?;
+    at_end?;
+    assert!(reported.all().is_empty(), "no false alarm: {:?}", reported.all());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_input_with_aborted_records_and_markers_kafka_mode() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let (input, output) =
+        (kafka.unique_topic("faults-txn-in", 2).await?, kafka.unique_topic("faults-txn-out", 2).await?);
+    let committed = transactional_input(kafka, &input, 10, 30)?;
+    let group = unique("faults-txn");
+    let runtime = exactly::Runtime::builder()
+        .transactional_id(unique("tx"))
+        .handler(exactly_integration_tests::copier::Copier::new(&input, &output, &group));
+    let running = Running::start(kafka, runtime).await?;
+    let reported = running.reported.clone();
+    let end: i64 = high_watermarks(kafka.client_config(), &input, "read_uncommitted")?.iter().map(|(_, e)| e).sum();
+    let offsets = CommittedOffsets::new(kafka, &group, &input, 2)?;
+    let at_end =
+        exactly_integration_tests::wait_until(Duration::from_secs(60), "committed offsets at the end", || async {
+            Ok((offsets.sum()? == end as u64).then_some(()))
+        })
+        .await;
+    running.stop().await?;
+    let copies = exactly_integration_tests::read_to_end(
+        kafka.client_config(),
+        &output,
+        exactly_integration_tests::Isolation::ReadCommitted,
+        WAIT,
+    )
+    .await?;
+    let mut payloads: Vec<String> =
+        copies.iter().map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned()).collect();
+    let total = payloads.len();
+    payloads.sort();
+    payloads.dedup();
+    let missing = committed.iter().filter(|v| payloads.binary_search(v).is_err()).count();
+    Row {
+        fault: "transactional input: aborted records and control markers".into(),
+        mode: "Kafka",
+        iterations: 5,
+        messages: committed.len(),
+        duplicates: total - payloads.len() + payloads.len().saturating_sub(committed.len()),
+        missing,
+        recovery: Vec::new(),
+    }
+    .report_and_check()?;
+    at_end?;
+    assert!(reported.all().is_empty(), "no false alarm: {:?}", reported.all());
+    wait_for_stable_end(kafka, &output, Duration::from_secs(30)).await?;
+    Ok(())
+}
