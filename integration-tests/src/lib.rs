@@ -24,6 +24,7 @@ pub mod images;
 pub mod kafka;
 pub mod names;
 pub mod node;
+pub mod pg_proxy;
 pub mod postgres;
 pub mod produce;
 pub mod read;

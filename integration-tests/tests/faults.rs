@@ -374,3 +374,76 @@ async fn transactional_input_with_aborted_records_and_markers_kafka_mode() -> an
     wait_for_stable_end(kafka, &output, Duration::from_secs(30)).await?;
     Ok(())
 }
+
+/// The host:port a database URL points at.
+fn address(url: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let (_, tail) = url.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+    let (host, _) = tail.split_once('/').ok_or_else(|| anyhow::anyhow!("no database in {url}"))?;
+    Ok(host.parse()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connection_cut_during_commit_outcome_unknown() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let partitions = 2;
+    let topic = kafka.unique_topic("faults-cut", partitions).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    exactly::migrate(&pool).await?;
+    let count = profile.pick(2_000, 10_000);
+    let cuts = profile.pick(10, 50);
+    let expected: Vec<String> = (0..count).map(|i| format!("v-{i}")).collect();
+    let feeder = feed(kafka.client_config(), topic.clone(), values(count, partitions), Duration::from_millis(500));
+
+    let proxy = exactly_integration_tests::pg_proxy::PgProxy::start(address(&database.url)?).await?;
+    let group = unique("faults-cut");
+    // Small batches: many commits to cut.
+    let batch = exactly::Batch::default().max_records(20).max_wait(Duration::from_millis(20));
+    let runtime = builder(&proxy.url(&database.url)?).batch(batch).handler(Recorder::new(&topic, &group, "a"));
+    let running = Running::start(kafka, runtime).await?;
+    let rows = || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
+            .bind(&group)
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok(rows)
+    };
+    let mut recovery = Vec::new();
+    for cut in 1..=cuts {
+        proxy.cut_next_commits(1);
+        exactly_integration_tests::wait_until(WAIT, "a commit to cut", || async {
+            Ok((proxy.cuts() >= cut).then_some(()))
+        })
+        .await?;
+        let (at, before) = (std::time::Instant::now(), rows().await?);
+        exactly_integration_tests::wait_until(WAIT, "progress after the cut", || async {
+            Ok((rows().await? > before || rows().await? >= count as i64).then_some(()))
+        })
+        .await?;
+        recovery.push(at.elapsed());
+    }
+    feeder.await??;
+    exactly_integration_tests::wait_until(WAIT, "every value applied", || async {
+        Ok((rows().await? >= count as i64).then_some(()))
+    })
+    .await?;
+    let reported = running.reported.clone();
+    running.stop().await?;
+
+    let verdict = check_effects(kafka, &pool, &group, &topic, &expected).await?;
+    Row {
+        fault: "PostgreSQL connection cut after COMMIT, before its answer".into(),
+        mode: "Database",
+        iterations: proxy.cuts(),
+        messages: count,
+        duplicates: verdict.duplicates,
+        missing: verdict.missing,
+        recovery,
+    }
+    .report_and_check()?;
+    assert_eq!((verdict.out_of_order, verdict.positions_behind), (0, 0), "{verdict:?}");
+    assert!(reported.count("database") >= cuts, "each cut seen as a database error: {:?}", reported.all());
+    Ok(())
+}
