@@ -36,10 +36,15 @@ pub struct Running {
 impl Running {
     /// Builds `builder` (brokers of `kafka`, error hook added) and runs it in the background.
     pub async fn start(kafka: &Kafka, builder: RuntimeBuilder) -> anyhow::Result<Running> {
+        Self::start_on(&kafka.bootstrap_servers(), builder).await
+    }
+
+    /// Like [`Running::start`], with the brokers given (a mock cluster, a proxy).
+    pub async fn start_on(brokers: &str, builder: RuntimeBuilder) -> anyhow::Result<Running> {
         let reported = Reported::default();
         let sink = reported.clone();
         let runtime = builder
-            .brokers(kafka.bootstrap_servers())
+            .brokers(brokers)
             .on_error(move |e: &Error| {
                 if let Ok(mut v) = sink.0.lock() {
                     v.push(e.to_string());

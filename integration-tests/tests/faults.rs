@@ -447,3 +447,152 @@ async fn database_connection_cut_during_commit_outcome_unknown() -> anyhow::Resu
     assert!(reported.count("database") >= cuts, "each cut seen as a database error: {:?}", reported.all());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> anyhow::Result<()> {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey as Api, RDKafkaRespErr as Err};
+    let profile = Profile::current();
+    let mock = MockCluster::new(3)?;
+    let (input, output, group) = ("mock-in", "mock-out", unique("mock"));
+    mock.create_topic(input, 2, 3)?;
+    mock.create_topic(output, 2, 3)?;
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", mock.bootstrap_servers());
+    let rounds = profile.pick(1, 4);
+    // One slice of input before each injection, so there is always work in flight.
+    let slice = 100;
+    let count = slice * (rounds * 15 + 2); // 15 injections a round, a broker bounce, the rest
+    let inputs = keyed_inputs(count, 20);
+    let mut slices = inputs.chunks(slice);
+    let transactional_id = unique("mock-tx");
+    let runtime = exactly::Runtime::builder()
+        .transactional_id(&transactional_id)
+        .revoke_grace(Duration::from_secs(5))
+        .handler(exactly_integration_tests::copier::Copier::new(input, output, &group));
+    let running = Running::start_on(&mock.bootstrap_servers(), runtime).await?;
+
+    // The mock cluster keeps no offsets committed in transactions where OffsetFetch sees
+    // them, so progress is measured on the output: its last stable offsets only grow.
+    let committed = || -> u64 {
+        high_watermarks(config.clone(), output, "read_committed")
+            .map_or(0, |ends| ends.iter().map(|(_, end)| *end as u64).sum())
+    };
+    let copied = || async {
+        let copies = exactly_integration_tests::read_to_end(
+            config.clone(),
+            output,
+            exactly_integration_tests::Isolation::ReadCommitted,
+            WAIT,
+        )
+        .await?;
+        anyhow::Ok(copies.len())
+    };
+    // Errors whose outcome is definite: the call failed and the transaction is still open
+    // (or must be aborted). An unknown commit outcome (EndTxn timing out, a fenced producer,
+    // a coordinator moved mid-commit) is resolved by reading the committed offsets back,
+    // which the mock cluster does not keep for transactions (its TxnOffsetCommit only
+    // answers); those faults run against the real broker instead (broker paused, killed).
+    let errors = [
+        Err::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        Err::RD_KAFKA_RESP_ERR_CONCURRENT_TRANSACTIONS,
+        Err::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+        Err::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+    ];
+    let apis = [Api::AddPartitionsToTxn, Api::AddOffsetsToTxn, Api::TxnOffsetCommit, Api::EndTxn];
+    let mut injections: Vec<(String, Box<dyn Fn()>)> = Vec::new();
+    for api in apis {
+        for error in errors {
+            if api == Api::EndTxn && error == Err::RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT {
+                continue;
+            }
+            let mock = &mock;
+            injections.push((format!("{api:?} {error:?}"), Box::new(move || mock.request_errors(api, &[error; 2]))));
+        }
+    }
+    let mut recovery = Vec::new();
+    let mut iterations = 0;
+    for _ in 0..rounds {
+        for (what, inject) in &injections {
+            let before = committed();
+            if let Some(next) = slices.next() {
+                produce(&config, input, next.to_vec()).await?;
+            }
+            let at = std::time::Instant::now();
+            inject();
+            exactly_integration_tests::wait_until(
+                Duration::from_secs(60),
+                &format!("progress after {what}"),
+                || async { Ok((committed() > before).then_some(())) },
+            )
+            .await
+            .map_err(|e| {
+                let reported = running.reported.all();
+                anyhow::anyhow!("{e:#}; last reports: {:?}", &reported[reported.len().saturating_sub(5)..])
+            })?;
+            recovery.push(at.elapsed());
+            iterations += 1;
+            if std::env::var("EXACTLY_FAULT_TRACE").is_ok() {
+                let copies = exactly_integration_tests::read_to_end(
+                    config.clone(),
+                    output,
+                    exactly_integration_tests::Isolation::ReadCommitted,
+                    WAIT,
+                )
+                .await?;
+                let mut payloads: Vec<_> = copies.iter().map(|r| r.payload.clone()).collect();
+                let total = payloads.len();
+                payloads.sort();
+                payloads.dedup();
+                eprintln!("after {what}: {} copies, {} duplicates", total, total - payloads.len());
+            }
+        }
+    }
+    // A broker down and up again.
+    let before = committed();
+    if let Some(next) = slices.next() {
+        produce(&config, input, next.to_vec()).await?;
+    }
+    let at = std::time::Instant::now();
+    mock.broker_down(2)?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    mock.broker_up(2)?;
+    exactly_integration_tests::wait_until(WAIT, "progress after a broker came back", || async {
+        Ok((committed() > before || copied().await? >= count).then_some(()))
+    })
+    .await?;
+    recovery.push(at.elapsed());
+    iterations += 1;
+    for rest in slices {
+        produce(&config, input, rest.to_vec()).await?;
+    }
+    exactly_integration_tests::wait_until(WAIT, "every input copied", || async {
+        Ok((copied().await? >= count).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+
+    let copies = exactly_integration_tests::read_to_end(
+        config.clone(),
+        output,
+        exactly_integration_tests::Isolation::ReadCommitted,
+        WAIT,
+    )
+    .await?;
+    let mut payloads: Vec<Vec<u8>> = copies.iter().filter_map(|r| r.payload.clone()).collect();
+    let total = payloads.len();
+    payloads.sort();
+    payloads.dedup();
+    let missing = inputs.iter().filter(|i| payloads.binary_search(&i.payload).is_err()).count();
+    Row {
+        fault: "mock cluster: errors on every transactional call, broker down".into(),
+        mode: "Kafka",
+        iterations,
+        messages: count,
+        duplicates: total - payloads.len(),
+        missing,
+        recovery,
+    }
+    .report_and_check()?;
+    Ok(())
+}

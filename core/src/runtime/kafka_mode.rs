@@ -26,7 +26,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::decode::{Decoded, decode, raw};
 use super::panics;
-use super::shared::Shared;
+use super::shared::{Backoff, Shared};
 use crate::dead_letters::{self, Letter};
 use crate::error::{Error, Location, Result};
 use crate::handler::{Context, Handler};
@@ -316,14 +316,25 @@ impl Transactions {
                 shared.report(&error);
                 let indefinite = matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
                 if indefinite {
-                    // The commit may or may not have happened: start a new producer (which
-                    // completes or aborts it) and ask Kafka where each partition stands.
+                    // The commit may or may not have happened. A new producer fences the old
+                    // one, and its initialisation waits until the coordinator completed or
+                    // aborted what the old one left; only then do the committed offsets (read
+                    // with require_stable) say where each partition stands. Going on from
+                    // the offsets remembered here could redo a transaction that committed.
                     self.producer = None;
                     self.open = None;
                     self.pending.clear();
                     self.records_in_txn = 0;
-                    if let Err(e) = self.reload_committed(consumer) {
-                        shared.report(&e);
+                    let mut backoff = Backoff::new();
+                    loop {
+                        match self.producer().map(|_| ()).and_then(|()| self.reload_committed(consumer)) {
+                            Ok(()) => break,
+                            Err(e) => shared.report(&e),
+                        }
+                        if shared.shutting_down() {
+                            break;
+                        }
+                        std::thread::sleep(backoff.next_delay());
                     }
                     self.rewind(consumer, shared);
                 } else {
