@@ -596,3 +596,177 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
     .report_and_check()?;
     Ok(())
 }
+
+/// A broker fault in the cluster: what is done to the broker, and how it comes back.
+#[derive(Debug, Clone, Copy)]
+enum BrokerFault {
+    /// SIGKILL, then started again.
+    Kill,
+    /// SIGTERM (a controlled shutdown), then started again.
+    Stop,
+    /// Frozen for longer than a commit may take, then thawed.
+    Pause,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let cluster = Kafka::cluster().await?;
+    let kafka = &cluster;
+    let (input, output) = (kafka.unique_topic("faults-in", 3).await?, kafka.unique_topic("faults-out", 3).await?);
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    let rounds = profile.pick(1, 5);
+    let faults: Vec<(BrokerFault, usize)> = (0..rounds)
+        .flat_map(|round| {
+            [
+                (BrokerFault::Kill, 1 + round % 3),
+                (BrokerFault::Stop, 1 + (round + 1) % 3),
+                (BrokerFault::Pause, 1 + (round + 2) % 3),
+            ]
+        })
+        .collect();
+    let slice = 200;
+    let count = slice * (faults.len() + 1);
+    let inputs = keyed_inputs(count, 30);
+    let mut slices = inputs.chunks(slice);
+
+    // Both modes on the same input: a copier (Kafka mode) and a recorder (Database mode).
+    let copy_group = unique("faults-copy");
+    let copier = exactly::Runtime::builder()
+        .transactional_id(unique("faults-tx"))
+        .revoke_grace(Duration::from_secs(5))
+        .handler(exactly_integration_tests::copier::Copier::new(&input, &output, &copy_group));
+    let copying = Running::start(kafka, copier).await?;
+    let record_group = unique("faults-record");
+    let recording =
+        Running::start(kafka, builder(&database.url).handler(Recorder::new(&input, &record_group, "a"))).await?;
+
+    // A read_committed reader runs throughout and must see each copy once.
+    let reader_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let config = kafka.client_config();
+        let (output, stop) = (output.clone(), std::sync::Arc::clone(&reader_stop));
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Vec<u8>>> {
+            use rdkafka::message::Message as _;
+            let consumer: BaseConsumer = config
+                .clone()
+                .set("group.id", unique("reader"))
+                .set("isolation.level", "read_committed")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .create()?;
+            consumer.subscribe(&[&output])?;
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                    seen.push(message.payload().unwrap_or_default().to_vec());
+                }
+            }
+            Ok(seen)
+        })
+    };
+
+    let copied = || {
+        high_watermarks(kafka.client_config(), &output, "read_committed")
+            .map_or(0, |e| e.iter().map(|(_, o)| *o).sum::<i64>())
+    };
+    let recorded = || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
+            .bind(&record_group)
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok(rows)
+    };
+    let (mut kafka_recovery, mut database_recovery) = (Vec::new(), Vec::new());
+    for (fault, broker) in &faults {
+        let (copied_before, recorded_before) = (copied(), recorded().await?);
+        let node = kafka.broker(*broker);
+        match fault {
+            BrokerFault::Kill => node.kill().await?,
+            BrokerFault::Stop => node.stop(30).await?,
+            BrokerFault::Pause => node.pause().await?,
+        }
+        // Input arrives while the broker is away (through the two others).
+        let slice: Vec<Input> = slices.next().map(<[Input]>::to_vec).unwrap_or_default();
+        let config = kafka.client_config();
+        let topic = input.clone();
+        let producing = tokio::spawn(async move { produce(&config, &topic, slice).await });
+        tokio::time::sleep(Duration::from_secs(profile.pick(5, 8))).await;
+        let back = std::time::Instant::now();
+        match fault {
+            BrokerFault::Kill | BrokerFault::Stop => node.start_again().await?,
+            BrokerFault::Pause => node.unpause().await?,
+        }
+        kafka.wait_ready(3, WAIT).await?;
+        producing.await??;
+        let (mut kafka_moved, mut database_moved) = (false, false);
+        while !(kafka_moved && database_moved) {
+            anyhow::ensure!(back.elapsed() < WAIT, "no progress within {WAIT:?} after {fault:?} of broker {broker}");
+            if !kafka_moved && copied() > copied_before {
+                kafka_moved = true;
+                kafka_recovery.push(back.elapsed());
+            }
+            if !database_moved && recorded().await? > recorded_before {
+                database_moved = true;
+                database_recovery.push(back.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for rest in slices {
+        produce(&kafka.client_config(), &input, rest.to_vec()).await?;
+    }
+    exactly_integration_tests::wait_until(WAIT, "every input copied and recorded", || async {
+        let copies = exactly_integration_tests::read_to_end(
+            kafka.client_config(),
+            &output,
+            exactly_integration_tests::Isolation::ReadCommitted,
+            WAIT,
+        )
+        .await?;
+        Ok((copies.len() >= count && recorded().await? >= count as i64).then_some(()))
+    })
+    .await?;
+    wait_for_stable_end(kafka, &output, Duration::from_secs(70)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    reader_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await??;
+    copying.stop().await?;
+    recording.stop().await?;
+
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    let names = faults.iter().map(|(f, _)| format!("{f:?}").to_lowercase()).collect::<Vec<_>>();
+    let mut distinct = seen.clone();
+    distinct.sort();
+    distinct.dedup();
+    Row {
+        fault: format!(
+            "broker {} in a 3-broker cluster, read_committed reader running",
+            names[..3.min(names.len())].join("/")
+        ),
+        mode: "Kafka",
+        iterations: faults.len(),
+        messages: count,
+        duplicates: verdict.duplicates + verdict.records.saturating_sub(count) + (seen.len() - distinct.len()),
+        missing: verdict.missing.max(count.saturating_sub(distinct.len())),
+        recovery: kafka_recovery,
+    }
+    .report_and_check()?;
+    assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
+    let expected: Vec<String> = inputs.iter().map(|i| String::from_utf8_lossy(&i.payload).into_owned()).collect();
+    let effects = check_effects(kafka, &pool, &record_group, &input, &expected).await?;
+    Row {
+        fault: format!("broker {} in a 3-broker cluster", names[..3.min(names.len())].join("/")),
+        mode: "Database",
+        iterations: faults.len(),
+        messages: count,
+        duplicates: effects.duplicates,
+        missing: effects.missing,
+        recovery: database_recovery,
+    }
+    .report_and_check()?;
+    assert_eq!((effects.out_of_order, effects.positions_behind), (0, 0), "{effects:?}");
+    Ok(())
+}

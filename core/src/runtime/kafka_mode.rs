@@ -159,9 +159,39 @@ impl Transactions {
         shared: &Shared,
         cooperative: bool,
     ) -> std::result::Result<(), KafkaError> {
-        // Committed offsets are read with require_stable (read_committed), so an offset
-        // commit still inside a pending transaction is waited for, never read half-way.
+        // Where each partition starts. A transient failure (a leader election, a coordinator
+        // moving) is retried: giving up here would leave the partitions unassigned.
+        let mut backoff = Backoff::new();
+        let starts = loop {
+            match self.starts(consumer, tpl, shared) {
+                Ok(starts) => break starts,
+                Err(error) if shared.shutting_down() => return Err(error),
+                Err(error) => {
+                    shared.report(&Error::Kafka(error));
+                    std::thread::sleep(backoff.next_delay());
+                }
+            }
+        };
+        for ((topic, partition), next) in starts {
+            tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
+            tracing::info!(group = %self.group, %topic, partition, next_offset = next, "partition assigned");
+            self.committed.insert((topic, partition), next);
+        }
+        if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+    }
+
+    /// The committed offset of each partition of `tpl`, or where the start policy says for
+    /// a partition without one. Committed offsets are read with require_stable
+    /// (read_committed), so an offset commit still inside a pending transaction is waited
+    /// for, never read half-way.
+    fn starts(
+        &self,
+        consumer: &BaseConsumer<KafkaModeContext>,
+        tpl: &TopicPartitionList,
+        shared: &Shared,
+    ) -> std::result::Result<Vec<(Partition, i64)>, KafkaError> {
         let committed = consumer.committed_offsets(tpl.clone(), CALL_TIMEOUT)?;
+        let mut starts = Vec::new();
         for element in committed.elements() {
             let (topic, partition) = (element.topic().to_owned(), element.partition());
             let next = match element.offset() {
@@ -171,11 +201,9 @@ impl Transactions {
                     if shared.start_from == StartFrom::Earliest { low } else { high }
                 }
             };
-            tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
-            tracing::info!(group = %self.group, %topic, partition, next_offset = next, "partition assigned");
-            self.committed.insert((topic, partition), next);
+            starts.push(((topic, partition), next));
         }
-        if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+        Ok(starts)
     }
 
     /// Handles one message: the handler's output and the message's offset join the open
