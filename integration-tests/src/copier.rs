@@ -20,6 +20,8 @@ pub struct Copier {
     pub panic_on: Vec<Vec<u8>>,
     /// Time spent on each record (to keep a transaction open in tests).
     pub delay: std::time::Duration,
+    /// Stall once, for this long, on this payload (to outlive a transaction timeout).
+    pub stall_once: Option<(Vec<u8>, std::time::Duration, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
     /// The handler's own retry policy.
     pub retry: Option<exactly::RetryPolicy>,
     /// Where spent messages go.
@@ -36,6 +38,7 @@ impl Copier {
             fail_on: Vec::new(),
             panic_on: Vec::new(),
             delay: std::time::Duration::ZERO,
+            stall_once: None,
             retry: None,
             dead_letter_topic: None,
         }
@@ -72,6 +75,12 @@ impl Handler for Copier {
             tokio::time::sleep(self.delay).await;
         }
         assert!(!self.panic_on.contains(&message.payload), "cannot stand this payload");
+        if let Some((payload, stall, done)) = &self.stall_once
+            && *payload == message.payload
+            && !done.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(*stall).await;
+        }
         if self.fail_on.contains(&message.payload) {
             return Err("refusing this payload".into());
         }

@@ -164,6 +164,27 @@ pub fn kill_plan(random: usize, failpoints: &[&'static str], per_failpoint: usiz
     plan
 }
 
+/// A row for a copy (Kafka mode, outbox) checked with [`verify_copy`](crate::copy_check::verify_copy):
+/// records beyond the input count as duplicates too.
+pub fn copy_row(
+    fault: String,
+    mode: &'static str,
+    iterations: usize,
+    messages: usize,
+    verdict: &crate::copy_check::CopyVerdict,
+    recovery: Vec<Duration>,
+) -> Row {
+    Row {
+        fault,
+        mode,
+        iterations,
+        messages,
+        duplicates: verdict.duplicates + verdict.records.saturating_sub(messages),
+        missing: verdict.missing,
+        recovery,
+    }
+}
+
 /// What a kill loop did.
 #[derive(Debug, Default)]
 pub struct KillOutcome {
@@ -186,7 +207,7 @@ pub async fn kill_loop<S, P, F>(
     timeout: Duration,
 ) -> anyhow::Result<KillOutcome>
 where
-    S: FnMut(&[(&str, String)]) -> anyhow::Result<Child>,
+    S: FnMut(&[(&str, &str)]) -> anyhow::Result<Child>,
     P: FnMut() -> F,
     F: Future<Output = anyhow::Result<u64>>,
 {
@@ -197,7 +218,9 @@ where
             break; // nothing left to interrupt
         }
         let started = Instant::now();
-        let mut child = spawn(&kill.env())?;
+        let env = kill.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut child = spawn(&env)?;
         let moved = wait_for_progress(&mut child, &mut progress, before, timeout).await?;
         if moved {
             outcome.recovery.push(started.elapsed());
@@ -231,7 +254,7 @@ where
     }
     let started = Instant::now();
     let before = progress().await?;
-    let mut child = spawn(&[("EXACTLY_FAILPOINT", String::new())])?;
+    let mut child = spawn(&[("EXACTLY_FAILPOINT", "")])?;
     let finished = async {
         if before < target && wait_for_progress(&mut child, &mut progress, before, timeout).await? {
             outcome.recovery.push(started.elapsed());

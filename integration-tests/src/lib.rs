@@ -35,5 +35,5 @@ pub use kafka::Kafka;
 pub use names::unique;
 pub use node::Node;
 pub use postgres::{Postgres, TestDatabase};
-pub use produce::{Input, produce, wait_until};
+pub use produce::{Input, feed, produce, wait_until};
 pub use read::{Isolation, ReadRecord, read_to_end};

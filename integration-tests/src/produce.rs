@@ -55,6 +55,22 @@ pub async fn produce(
     Ok(())
 }
 
+/// Produces `inputs` in slices of 100, one slice every `pace`, in the background.
+pub fn feed(
+    config: ClientConfig,
+    topic: String,
+    inputs: Vec<Input>,
+    pace: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(async move {
+        for slice in inputs.chunks(100) {
+            produce(&config, &topic, slice.to_vec()).await?;
+            tokio::time::sleep(pace).await;
+        }
+        Ok(())
+    })
+}
+
 /// Polls `condition` every 100 ms until it holds or `timeout` passes.
 ///
 /// # Errors

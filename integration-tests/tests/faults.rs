@@ -8,31 +8,15 @@ use std::time::Duration;
 
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::faults::{
-    Profile, Row, check_effects, high_watermarks, kill_loop, kill_plan, wait_for_stable_end,
+    Profile, Row, check_effects, copy_row, high_watermarks, kill_loop, kill_plan, wait_for_stable_end,
 };
 use exactly_integration_tests::recorder::{Recorder, create_effects_table};
-use exactly_integration_tests::support::{Running, builder, spawn_logged};
-use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique};
+use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
+use exactly_integration_tests::{Input, Kafka, Postgres, feed, produce, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(240);
-
-/// Produces `inputs` in slices of 100, one slice every `pace`, in the background.
-fn feed(
-    kafka_config: rdkafka::ClientConfig,
-    topic: String,
-    inputs: Vec<Input>,
-    pace: Duration,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(async move {
-        for slice in inputs.chunks(100) {
-            produce(&kafka_config, &topic, slice.to_vec()).await?;
-            tokio::time::sleep(pace).await;
-        }
-        Ok(())
-    })
-}
 
 fn values(count: usize, partitions: i32) -> Vec<Input> {
     (0..count).map(|i| Input::to(i as i32 % partitions, format!("k{}", i % 97), format!("v-{i}"))).collect()
@@ -57,9 +41,8 @@ async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Resul
     let log = std::env::temp_dir().join(format!("{group}.log"));
     let plan = kill_plan(profile.pick(6, 60), &["db.before_commit", "db.after_commit"], profile.pick(1, 10));
     let brokers = kafka.bootstrap_servers();
-    let spawn = |env: &[(&str, String)]| {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &database.url, &topic, &group], &env, &log)
+    let spawn = |env: &[(&str, &str)]| {
+        spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &database.url, &topic, &group], env, &log)
     };
     let progress = || async {
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
@@ -139,12 +122,11 @@ async fn kafka_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<(
     let failpoints = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
     let plan = kill_plan(profile.pick(5, 50), &failpoints, profile.pick(1, 10));
     let brokers = kafka.bootstrap_servers();
-    let spawn = |env: &[(&str, String)]| {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let spawn = |env: &[(&str, &str)]| {
         spawn_logged(
             env!("CARGO_BIN_EXE_copier"),
             &[&brokers, &input, &output, &group, &transactional_id, "copier-1"],
-            &env,
+            env,
             &log,
         )
     };
@@ -156,16 +138,8 @@ async fn kafka_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<(
     feeder.await??;
 
     let verdict = verify_copy(kafka, &output, &inputs).await?;
-    let row = Row {
-        fault: format!("SIGKILL at random points and failpoints ({} fired)", outcome.fired),
-        mode: "Kafka",
-        iterations: outcome.kills,
-        messages: count,
-        duplicates: verdict.duplicates + verdict.records.saturating_sub(count),
-        missing: verdict.missing,
-        recovery: outcome.recovery,
-    };
-    row.report_and_check()?;
+    let fault = format!("SIGKILL at random points and failpoints ({} fired)", outcome.fired);
+    copy_row(fault, "Kafka", outcome.kills, count, &verdict, outcome.recovery).report_and_check()?;
     assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
     wait_for_stable_end(kafka, &output, Duration::from_secs(70)).await?;
     assert!(outcome.kills >= plan.len() / 2, "only {} of {} kills happened", outcome.kills, plan.len());
@@ -193,9 +167,8 @@ async fn outbox_relay_killed_at_random_points_and_failpoints() -> anyhow::Result
     let log = std::env::temp_dir().join(format!("{name}.log"));
     let plan = kill_plan(profile.pick(5, 50), &["relay.after_produce", "relay.after_commit"], profile.pick(1, 10));
     let brokers = kafka.bootstrap_servers();
-    let spawn = |env: &[(&str, String)]| {
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        spawn_logged(env!("CARGO_BIN_EXE_relay"), &[&brokers, &database.url, &name, &positions], &env, &log)
+    let spawn = |env: &[(&str, &str)]| {
+        spawn_logged(env!("CARGO_BIN_EXE_relay"), &[&brokers, &database.url, &name, &positions], env, &log)
     };
     // Published rows are deleted: rows written minus rows waiting only grows.
     let progress = || async {
@@ -214,16 +187,8 @@ async fn outbox_relay_killed_at_random_points_and_failpoints() -> anyhow::Result
     running.stop().await?;
 
     let verdict = verify_copy(kafka, &output, &inputs).await?;
-    let row = Row {
-        fault: format!("relay SIGKILL at random points and failpoints ({} fired)", outcome.fired),
-        mode: "outbox",
-        iterations: outcome.kills,
-        messages: count,
-        duplicates: verdict.duplicates + verdict.records.saturating_sub(count),
-        missing: verdict.missing,
-        recovery: outcome.recovery,
-    };
-    row.report_and_check()?;
+    let fault = format!("relay SIGKILL at random points and failpoints ({} fired)", outcome.fired);
+    copy_row(fault, "outbox", outcome.kills, count, &verdict, outcome.recovery).report_and_check()?;
     assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
     wait_for_stable_end(kafka, &output, Duration::from_secs(70)).await?;
     Ok(())
@@ -597,6 +562,15 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
     Ok(())
 }
 
+/// Sets the flag when dropped.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A broker fault in the cluster: what is done to the broker, and how it comes back.
 #[derive(Debug, Clone, Copy)]
 enum BrokerFault {
@@ -609,6 +583,8 @@ enum BrokerFault {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not yet reliable: after a clean stop and restart of a broker, progress sometimes does not \
+            resume within minutes (under investigation, see issue 6); run with --include-ignored"]
 async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Result<()> {
     let profile = Profile::current();
     let cluster = Kafka::cluster().await?;
@@ -667,6 +643,9 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
             Ok(seen)
         })
     };
+    // Whatever way the test ends, the reader stops (a blocking task left running would keep
+    // the test's runtime from shutting down).
+    let _stop_reader = StopOnDrop(std::sync::Arc::clone(&reader_stop));
 
     let copied = || {
         high_watermarks(kafka.client_config(), &output, "read_committed")
@@ -703,7 +682,14 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
         producing.await??;
         let (mut kafka_moved, mut database_moved) = (false, false);
         while !(kafka_moved && database_moved) {
-            anyhow::ensure!(back.elapsed() < WAIT, "no progress within {WAIT:?} after {fault:?} of broker {broker}");
+            if back.elapsed() > WAIT {
+                anyhow::bail!(
+                    "no progress within {WAIT:?} after {fault:?} of broker {broker}: Kafka mode moved {kafka_moved}, \
+                     Database mode moved {database_moved}; copier reported {:?}; recorder reported {:?}",
+                    copying.reported.all(),
+                    recording.reported.all()
+                );
+            }
             if !kafka_moved && copied() > copied_before {
                 kafka_moved = true;
                 kafka_recovery.push(back.elapsed());
@@ -768,5 +754,175 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
     }
     .report_and_check()?;
     assert_eq!((effects.out_of_order, effects.positions_behind), (0, 0), "{effects:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_open_by_a_killed_instance_is_aborted_and_readers_go_on() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let (input, output) = (kafka.unique_topic("faults-in", 4).await?, kafka.unique_topic("faults-out", 4).await?);
+    let group = unique("faults-leftover");
+    let rounds = profile.pick(1, 3);
+    let count = 1_000 * (rounds + 1);
+    let inputs = keyed_inputs(count, 40);
+    let timeout_ms = 15_000;
+    let brokers = kafka.bootstrap_servers();
+    let spawn = |name: &str, log: &std::path::Path| {
+        spawn_logged(
+            env!("CARGO_BIN_EXE_copier"),
+            &[&brokers, &input, &output, &group, &format!("{group}-{name}"), name],
+            &[("COPIER_DELAY_MS", "10"), ("COPIER_TRANSACTION_TIMEOUT_MS", "15000")],
+            log,
+        )
+    };
+    let mut recovery = Vec::new();
+    let mut slices = inputs.chunks(1_000);
+    let log = std::env::temp_dir().join(format!("{group}.log"));
+    let mut a = spawn("a", &log)?;
+    for round in 0..rounds {
+        // Two instances share the input; B is killed mid-transaction and never comes back.
+        let log_b = std::env::temp_dir().join(format!("{group}-b{round}.log"));
+        let mut b = spawn(&format!("b{round}"), &log_b)?;
+        if let Some(slice) = slices.next() {
+            produce(&kafka.client_config(), &input, slice.to_vec()).await?;
+        }
+        exactly_integration_tests::wait_until(WAIT, "B to own partitions", || async {
+            Ok(std::fs::read_to_string(&log_b).unwrap_or_default().contains("partition assigned").then_some(()))
+        })
+        .await?;
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        b.kill()?;
+        b.wait()?;
+        let killed = std::time::Instant::now();
+        // A alone finishes; B's open transaction must be aborted, not left to block readers.
+        wait_for_stable_end(kafka, &output, Duration::from_millis(timeout_ms + 60_000)).await?;
+        recovery.push(killed.elapsed());
+    }
+    for rest in slices {
+        produce(&kafka.client_config(), &input, rest.to_vec()).await?;
+    }
+    let committed = CommittedOffsets::new(kafka, &group, &input, 4)?;
+    exactly_integration_tests::wait_until(WAIT, "A copying everything", || async {
+        Ok((committed.sum()? >= count as u64).then_some(()))
+    })
+    .await?;
+    signal(&a, "TERM")?;
+    a.wait()?;
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    let fault = "instance killed mid-transaction, never restarted (fewer instances)".to_owned();
+    copy_row(fault, "Kafka", rounds, count, &verdict, recovery).report_and_check()?;
+    assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
+    wait_for_stable_end(kafka, &output, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_stalled_past_the_transaction_timeout_is_aborted_and_redone() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let (input, output) = (kafka.unique_topic("faults-in", 2).await?, kafka.unique_topic("faults-out", 2).await?);
+    let inputs = keyed_inputs(400, 20);
+    produce(&kafka.client_config(), &input, inputs.clone()).await?;
+    let mut copier = exactly_integration_tests::copier::Copier::new(&input, &output, &unique("faults-stall"));
+    // One record takes 20 s, past the 12 s transaction timeout.
+    let stalled = inputs[150].payload.clone();
+    copier.stall_once = Some((stalled, Duration::from_secs(20), std::sync::Arc::default()));
+    let runtime = exactly::Runtime::builder()
+        .transactional_id(unique("tx"))
+        .producer_setting("transaction.timeout.ms", "12000")
+        .kafka_setting("max.poll.interval.ms", "60000")
+        .handler(copier);
+    let running = Running::start(kafka, runtime).await?;
+    let started = std::time::Instant::now();
+    exactly_integration_tests::wait_until(WAIT, "400 copies", || async {
+        let copies = exactly_integration_tests::read_to_end(
+            kafka.client_config(),
+            &output,
+            exactly_integration_tests::Isolation::ReadCommitted,
+            WAIT,
+        )
+        .await?;
+        Ok((copies.len() >= 400).then_some(()))
+    })
+    .await?;
+    let took = started.elapsed();
+    let reported = running.reported.all();
+    running.stop().await?;
+    let verdict = verify_copy(kafka, &output, &inputs).await?;
+    copy_row("handler stalled past transaction.timeout.ms".into(), "Kafka", 1, 400, &verdict, vec![took])
+        .report_and_check()?;
+    assert_eq!(verdict.out_of_order, 0, "{verdict:?}");
+    assert!(!reported.is_empty(), "the timed-out transaction is reported");
+    wait_for_stable_end(kafka, &output, Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_and_killed_mid_batch() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let partitions = 3;
+    let topic = kafka.unique_topic("faults-pg", partitions).await?;
+    let server = Postgres::dedicated().await?;
+    let database = server.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    let rounds = profile.pick(2, 10);
+    let count = 500 * (rounds + 1);
+    let inputs = values(count, partitions);
+    let expected: Vec<String> = (0..count).map(|i| format!("v-{i}")).collect();
+    let group = unique("faults-pg");
+    let batch = exactly::Batch::default().max_records(50).max_wait(Duration::from_millis(20));
+    let running =
+        Running::start(kafka, builder(&database.url).batch(batch).handler(Recorder::new(&topic, &group, "a"))).await?;
+    let rows = || async {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
+            .bind(&group)
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok(rows)
+    };
+    let mut slices = inputs.chunks(500);
+    let mut recovery = Vec::new();
+    for round in 0..rounds {
+        if let Some(slice) = slices.next() {
+            produce(&kafka.client_config(), &topic, slice.to_vec()).await?;
+        }
+        // Batches are in flight: restart (clean) or kill the server.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if round % 2 == 0 {
+            server.node().stop(10).await?
+        } else {
+            server.node().kill().await?
+        }
+        server.node().start_again().await?;
+        server.wait_ready(WAIT).await?;
+        let (back, before) = (std::time::Instant::now(), rows().await?);
+        exactly_integration_tests::wait_until(WAIT, "progress after the restart", || async {
+            Ok((rows().await? > before || rows().await? >= 500 * (round as i64 + 1)).then_some(()))
+        })
+        .await?;
+        recovery.push(back.elapsed());
+    }
+    for rest in slices {
+        produce(&kafka.client_config(), &topic, rest.to_vec()).await?;
+    }
+    exactly_integration_tests::wait_until(WAIT, "every value applied", || async {
+        Ok((rows().await? >= count as i64).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+    let verdict = check_effects(kafka, &pool, &group, &topic, &expected).await?;
+    Row {
+        fault: "PostgreSQL restarted (clean) and killed, batches in flight".into(),
+        mode: "Database",
+        iterations: rounds,
+        messages: count,
+        duplicates: verdict.duplicates,
+        missing: verdict.missing,
+        recovery,
+    }
+    .report_and_check()?;
+    assert_eq!((verdict.out_of_order, verdict.positions_behind), (0, 0), "{verdict:?}");
     Ok(())
 }

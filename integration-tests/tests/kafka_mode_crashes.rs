@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::support::{signal, spawn_logged};
-use exactly_integration_tests::{Input, Isolation, Kafka, produce, read_to_end, unique, wait_until};
+use exactly_integration_tests::{Isolation, Kafka, feed, read_to_end, unique, wait_until};
 use rand::Rng;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -59,22 +59,6 @@ fn terminate(child: &mut Child) -> anyhow::Result<()> {
     signal(child, "TERM")?;
     child.wait()?;
     Ok(())
-}
-
-/// Produces `inputs` in slices, one slice every `pace`, in the background.
-fn feed(
-    kafka_config: rdkafka::ClientConfig,
-    topic: String,
-    inputs: Vec<Input>,
-    pace: Duration,
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(async move {
-        for slice in inputs.chunks(100) {
-            produce(&kafka_config, &topic, slice.to_vec()).await?;
-            tokio::time::sleep(pace).await;
-        }
-        Ok(())
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

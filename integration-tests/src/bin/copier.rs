@@ -1,6 +1,7 @@
 //! A copy process for crash tests: `copier BROKERS INPUT OUTPUT GROUP TRANSACTIONAL_ID [INSTANCE_ID]`.
 //! Copies INPUT to OUTPUT exactly once (Kafka mode) until SIGTERM, or until it is killed.
-//! `COPIER_DELAY_MS` makes each record take that long (to keep transactions open).
+//! `COPIER_DELAY_MS` makes each record take that long (to keep transactions open);
+//! `COPIER_TRANSACTION_TIMEOUT_MS` sets the producer's `transaction.timeout.ms`.
 
 use exactly::Runtime;
 use exactly_integration_tests::copier::Copier;
@@ -25,6 +26,9 @@ async fn main() -> std::process::ExitCode {
         .kafka_setting("heartbeat.interval.ms", "1000")
         .on_error(|e| eprintln!("copier error: {e}"))
         .handler(copier);
+    if let Ok(timeout) = std::env::var("COPIER_TRANSACTION_TIMEOUT_MS") {
+        builder = builder.producer_setting("transaction.timeout.ms", timeout);
+    }
     if let Some(instance) = rest.first() {
         builder = builder.kafka_setting("group.instance.id", instance);
     }

@@ -1,0 +1,125 @@
+//! Fault 12 of the fault suite, in a test binary of its own (so no other test's threads or
+//! sockets are counted): runtimes started, fenced and stopped over and over in one process
+//! leave no producer, thread, file descriptor or database connection behind.
+
+use std::time::Duration;
+
+use exactly_integration_tests::copier::Copier;
+use exactly_integration_tests::faults::{Profile, Row};
+use exactly_integration_tests::recorder::{Recorder, create_effects_table};
+use exactly_integration_tests::support::{Running, builder};
+use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use rdkafka::producer::{BaseProducer, Producer};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn count_entries(dir: &str) -> anyhow::Result<usize> {
+    Ok(std::fs::read_dir(dir)?.count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fence_and_restart_cycles_leak_nothing() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let cycles = profile.pick(8, 50);
+    let kafka = Kafka::shared().await?;
+    let (input, output) = (kafka.unique_topic("leak-in", 2).await?, kafka.unique_topic("leak-out", 2).await?);
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    let name = database.url.rsplit('/').next().unwrap_or_default().to_owned();
+    let (copy_group, record_group, transactional_id) = (unique("leak-copy"), unique("leak-record"), unique("leak-tx"));
+    let connections = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&name)
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok(n)
+    };
+    let (mut baseline, mut last) = (None, None);
+    let mut recovery = Vec::new();
+    for cycle in 1..=cycles {
+        let runtime = builder(&database.url)
+            .transactional_id(&transactional_id)
+            .handler(Copier::new(&input, &output, &copy_group))
+            .handler(Recorder::new(&input, &record_group, "a"));
+        let running = Running::start(kafka, runtime).await?;
+        let records: Vec<Input> = (0..50).map(|i| Input::to(i % 2, format!("k{i}"), format!("c{cycle}-{i}"))).collect();
+        produce(&kafka.client_config(), &input, records).await?;
+        let target = 50 * cycle as i64;
+        let rows = || async {
+            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
+                .bind(&record_group)
+                .fetch_one(&pool)
+                .await?;
+            anyhow::Ok(n)
+        };
+        wait_until(WAIT, "the cycle's records recorded", || async { Ok((rows().await? >= target).then_some(())) })
+            .await?;
+        // Fence the copier's producer: another one takes its transactional id.
+        let fenced = std::time::Instant::now();
+        let fencer: BaseProducer = kafka.client_config().set("transactional.id", &transactional_id).create()?;
+        fencer.init_transactions(Duration::from_secs(30))?;
+        drop(fencer);
+        let more: Vec<Input> = (0..10).map(|i| Input::to(i % 2, format!("k{i}"), format!("d{cycle}-{i}"))).collect();
+        produce(&kafka.client_config(), &input, more).await?;
+        let target = target + 10;
+        let copies = || async {
+            let copies = exactly_integration_tests::read_to_end(
+                kafka.client_config(),
+                &output,
+                exactly_integration_tests::Isolation::ReadCommitted,
+                WAIT,
+            )
+            .await?;
+            anyhow::Ok(copies.len() as i64)
+        };
+        wait_until(WAIT, "copying again after the fence", || async {
+            Ok((copies().await? >= target && rows().await? >= target).then_some(()))
+        })
+        .await?;
+        recovery.push(fenced.elapsed());
+        running.stop().await?;
+        // Closing is asynchronous on the server side: give it a moment.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = (count_entries("/proc/self/task")?, count_entries("/proc/self/fd")?, connections().await?);
+        if cycle == 3 {
+            baseline = Some(now);
+        }
+        if cycle == cycles {
+            last = Some(now);
+        }
+    }
+    let (Some((threads, fds, conns)), Some(now)) = (baseline, last) else {
+        anyhow::bail!("fewer than 3 cycles ran");
+    };
+    let report = format!(
+        "after {cycles} cycles: threads {} (cycle 3: {threads}), fds {} (cycle 3: {fds}), connections {} (cycle 3: {conns})",
+        now.0, now.1, now.2
+    );
+    let copies = exactly_integration_tests::read_to_end(
+        kafka.client_config(),
+        &output,
+        exactly_integration_tests::Isolation::ReadCommitted,
+        WAIT,
+    )
+    .await?;
+    let mut payloads: Vec<_> = copies.iter().map(|r| r.payload.clone()).collect();
+    payloads.sort();
+    payloads.dedup();
+    let expected = 60 * cycles;
+    let (rows, distinct) = exactly_integration_tests::recorder::effect_counts(&pool, &record_group).await?;
+    Row {
+        fault: format!("fence-and-restart cycles in one process ({report})"),
+        mode: "both",
+        iterations: cycles,
+        messages: expected,
+        duplicates: (copies.len() - payloads.len()) + (rows - distinct) as usize,
+        missing: expected.saturating_sub(payloads.len()) + expected.saturating_sub(distinct as usize),
+        recovery,
+    }
+    .report_and_check()?;
+    assert!(now.0 <= threads + 4, "threads leak: {report}");
+    assert!(now.1 <= fds + 8, "file descriptors leak: {report}");
+    assert!(now.2 <= conns, "database connections leak: {report}");
+    Ok(())
+}
