@@ -36,4 +36,4 @@ pub use names::unique;
 pub use node::Node;
 pub use postgres::{Postgres, TestDatabase};
 pub use produce::{Input, feed, produce, wait_until};
-pub use read::{Isolation, ReadRecord, read_to_end};
+pub use read::{Isolation, ReadRecord, committed_records, read_to_end};

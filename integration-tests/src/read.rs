@@ -111,3 +111,8 @@ pub async fn read_to_end(
     })
     .await?
 }
+
+/// Every record of `topic` a `read_committed` reader sees, read to the end.
+pub async fn committed_records(config: ClientConfig, topic: &str) -> anyhow::Result<Vec<ReadRecord>> {
+    read_to_end(config, topic, Isolation::ReadCommitted, Duration::from_secs(120)).await
+}

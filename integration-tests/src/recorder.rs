@@ -36,6 +36,11 @@ pub async fn create_blocked_keys_table(pool: &PgPool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many `effects` rows a group wrote (duplicates included).
+pub async fn effect_rows(pool: &PgPool, group: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1").bind(group).fetch_one(pool).await?)
+}
+
 /// Counts of `effects` for a group: all rows, and distinct (topic, partition, offset).
 pub async fn effect_counts(pool: &PgPool, group: &str) -> anyhow::Result<(i64, i64)> {
     Ok(sqlx::query_as(

@@ -45,10 +45,7 @@ async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Resul
         spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &database.url, &topic, &group], env, &log)
     };
     let progress = || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
-            .bind(&group)
-            .fetch_one(&pool)
-            .await?;
+        let rows: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &group).await?;
         Ok(rows as u64)
     };
     let outcome = kill_loop(&plan, spawn, progress, count as u64, WAIT)
@@ -311,13 +308,7 @@ async fn transactional_input_with_aborted_records_and_markers_kafka_mode() -> an
         })
         .await;
     running.stop().await?;
-    let copies = exactly_integration_tests::read_to_end(
-        kafka.client_config(),
-        &output,
-        exactly_integration_tests::Isolation::ReadCommitted,
-        WAIT,
-    )
-    .await?;
+    let copies = exactly_integration_tests::committed_records(kafka.client_config(), &output).await?;
     let mut payloads: Vec<String> =
         copies.iter().map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned()).collect();
     let total = payloads.len();
@@ -369,10 +360,7 @@ async fn database_connection_cut_during_commit_outcome_unknown() -> anyhow::Resu
     let runtime = builder(&proxy.url(&database.url)?).batch(batch).handler(Recorder::new(&topic, &group, "a"));
     let running = Running::start(kafka, runtime).await?;
     let rows = || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
-            .bind(&group)
-            .fetch_one(&pool)
-            .await?;
+        let rows: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &group).await?;
         anyhow::Ok(rows)
     };
     let mut recovery = Vec::new();
@@ -444,13 +432,7 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
             .map_or(0, |ends| ends.iter().map(|(_, end)| *end as u64).sum())
     };
     let copied = || async {
-        let copies = exactly_integration_tests::read_to_end(
-            config.clone(),
-            output,
-            exactly_integration_tests::Isolation::ReadCommitted,
-            WAIT,
-        )
-        .await?;
+        let copies = exactly_integration_tests::committed_records(config.clone(), output).await?;
         anyhow::Ok(copies.len())
     };
     // Errors whose outcome is definite: the call failed and the transaction is still open
@@ -498,13 +480,7 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
             recovery.push(at.elapsed());
             iterations += 1;
             if std::env::var("EXACTLY_FAULT_TRACE").is_ok() {
-                let copies = exactly_integration_tests::read_to_end(
-                    config.clone(),
-                    output,
-                    exactly_integration_tests::Isolation::ReadCommitted,
-                    WAIT,
-                )
-                .await?;
+                let copies = exactly_integration_tests::committed_records(config.clone(), output).await?;
                 let mut payloads: Vec<_> = copies.iter().map(|r| r.payload.clone()).collect();
                 let total = payloads.len();
                 payloads.sort();
@@ -537,13 +513,7 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
     .await?;
     running.stop().await?;
 
-    let copies = exactly_integration_tests::read_to_end(
-        config.clone(),
-        output,
-        exactly_integration_tests::Isolation::ReadCommitted,
-        WAIT,
-    )
-    .await?;
+    let copies = exactly_integration_tests::committed_records(config.clone(), output).await?;
     let mut payloads: Vec<Vec<u8>> = copies.iter().filter_map(|r| r.payload.clone()).collect();
     let total = payloads.len();
     payloads.sort();
@@ -652,10 +622,7 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
             .map_or(0, |e| e.iter().map(|(_, o)| *o).sum::<i64>())
     };
     let recorded = || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
-            .bind(&record_group)
-            .fetch_one(&pool)
-            .await?;
+        let rows: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &record_group).await?;
         anyhow::Ok(rows)
     };
     let (mut kafka_recovery, mut database_recovery) = (Vec::new(), Vec::new());
@@ -705,13 +672,7 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
         produce(&kafka.client_config(), &input, rest.to_vec()).await?;
     }
     exactly_integration_tests::wait_until(WAIT, "every input copied and recorded", || async {
-        let copies = exactly_integration_tests::read_to_end(
-            kafka.client_config(),
-            &output,
-            exactly_integration_tests::Isolation::ReadCommitted,
-            WAIT,
-        )
-        .await?;
+        let copies = exactly_integration_tests::committed_records(kafka.client_config(), &output).await?;
         Ok((copies.len() >= count && recorded().await? >= count as i64).then_some(()))
     })
     .await?;
@@ -835,13 +796,7 @@ async fn a_handler_stalled_past_the_transaction_timeout_is_aborted_and_redone() 
     let running = Running::start(kafka, runtime).await?;
     let started = std::time::Instant::now();
     exactly_integration_tests::wait_until(WAIT, "400 copies", || async {
-        let copies = exactly_integration_tests::read_to_end(
-            kafka.client_config(),
-            &output,
-            exactly_integration_tests::Isolation::ReadCommitted,
-            WAIT,
-        )
-        .await?;
+        let copies = exactly_integration_tests::committed_records(kafka.client_config(), &output).await?;
         Ok((copies.len() >= 400).then_some(()))
     })
     .await?;
@@ -876,10 +831,7 @@ async fn postgres_restarted_and_killed_mid_batch() -> anyhow::Result<()> {
     let running =
         Running::start(kafka, builder(&database.url).batch(batch).handler(Recorder::new(&topic, &group, "a"))).await?;
     let rows = || async {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
-            .bind(&group)
-            .fetch_one(&pool)
-            .await?;
+        let rows: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &group).await?;
         anyhow::Ok(rows)
     };
     let mut slices = inputs.chunks(500);

@@ -47,10 +47,7 @@ async fn fence_and_restart_cycles_leak_nothing() -> anyhow::Result<()> {
         produce(&kafka.client_config(), &input, records).await?;
         let target = 50 * cycle as i64;
         let rows = || async {
-            let n: i64 = sqlx::query_scalar("SELECT count(*) FROM effects WHERE group_id = $1")
-                .bind(&record_group)
-                .fetch_one(&pool)
-                .await?;
+            let n: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &record_group).await?;
             anyhow::Ok(n)
         };
         wait_until(WAIT, "the cycle's records recorded", || async { Ok((rows().await? >= target).then_some(())) })
@@ -64,13 +61,7 @@ async fn fence_and_restart_cycles_leak_nothing() -> anyhow::Result<()> {
         produce(&kafka.client_config(), &input, more).await?;
         let target = target + 10;
         let copies = || async {
-            let copies = exactly_integration_tests::read_to_end(
-                kafka.client_config(),
-                &output,
-                exactly_integration_tests::Isolation::ReadCommitted,
-                WAIT,
-            )
-            .await?;
+            let copies = exactly_integration_tests::committed_records(kafka.client_config(), &output).await?;
             anyhow::Ok(copies.len() as i64)
         };
         wait_until(WAIT, "copying again after the fence", || async {
@@ -96,13 +87,7 @@ async fn fence_and_restart_cycles_leak_nothing() -> anyhow::Result<()> {
         "after {cycles} cycles: threads {} (cycle 3: {threads}), fds {} (cycle 3: {fds}), connections {} (cycle 3: {conns})",
         now.0, now.1, now.2
     );
-    let copies = exactly_integration_tests::read_to_end(
-        kafka.client_config(),
-        &output,
-        exactly_integration_tests::Isolation::ReadCommitted,
-        WAIT,
-    )
-    .await?;
+    let copies = exactly_integration_tests::committed_records(kafka.client_config(), &output).await?;
     let mut payloads: Vec<_> = copies.iter().map(|r| r.payload.clone()).collect();
     payloads.sort();
     payloads.dedup();
