@@ -11,7 +11,7 @@ use exactly_integration_tests::faults::{
     Profile, Row, check_effects, copy_row, high_watermarks, kill_loop, kill_plan, wait_for_stable_end,
 };
 use exactly_integration_tests::recorder::{Recorder, create_effects_table};
-use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
+use exactly_integration_tests::support::{Running, builder, signal, spawn_logged, topic_and_database};
 use exactly_integration_tests::{Input, Kafka, Postgres, feed, produce, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -25,12 +25,8 @@ fn values(count: usize, partitions: i32) -> Vec<Input> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<()> {
     let profile = Profile::current();
-    let kafka = Kafka::shared().await?;
     let partitions = 4;
-    let topic = kafka.unique_topic("faults-db", partitions).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    create_effects_table(&pool).await?;
+    let (kafka, topic, url, pool) = topic_and_database(partitions).await?;
     exactly::migrate(&pool).await?;
     let count = profile.pick(4_000, 40_000);
     let inputs = values(count, partitions);
@@ -42,7 +38,7 @@ async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Resul
     let plan = kill_plan(profile.pick(6, 60), &["db.before_commit", "db.after_commit"], profile.pick(1, 10));
     let brokers = kafka.bootstrap_servers();
     let spawn = |env: &[(&str, &str)]| {
-        spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &database.url, &topic, &group], env, &log)
+        spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &url, &topic, &group], env, &log)
     };
     let progress = || async {
         let rows: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &group).await?;
@@ -245,15 +241,11 @@ fn transactional_input(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_input_with_aborted_records_and_markers_database_mode() -> anyhow::Result<()> {
-    let kafka = Kafka::shared().await?;
-    let topic = kafka.unique_topic("faults-txn-in", 2).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    create_effects_table(&pool).await?;
+    let (kafka, topic, url, pool) = topic_and_database(2).await?;
     // Ends with an aborted transaction and its marker: nothing to handle at the tail.
     let committed = transactional_input(kafka, &topic, 10, 30)?;
     let group = unique("faults-txn");
-    let running = Running::start(kafka, builder(&database.url).handler(Recorder::new(&topic, &group, "a"))).await?;
+    let running = Running::start(kafka, builder(&url).handler(Recorder::new(&topic, &group, "a"))).await?;
     let reported = running.reported.clone();
     let ends = high_watermarks(kafka.client_config(), &topic, "read_uncommitted")?;
     let pool_ref = &pool;
@@ -341,23 +333,19 @@ fn address(url: &str) -> anyhow::Result<std::net::SocketAddr> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_connection_cut_during_commit_outcome_unknown() -> anyhow::Result<()> {
     let profile = Profile::current();
-    let kafka = Kafka::shared().await?;
     let partitions = 2;
-    let topic = kafka.unique_topic("faults-cut", partitions).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    create_effects_table(&pool).await?;
+    let (kafka, topic, url, pool) = topic_and_database(partitions).await?;
     exactly::migrate(&pool).await?;
     let count = profile.pick(2_000, 10_000);
     let cuts = profile.pick(10, 50);
     let expected: Vec<String> = (0..count).map(|i| format!("v-{i}")).collect();
     let feeder = feed(kafka.client_config(), topic.clone(), values(count, partitions), Duration::from_millis(500));
 
-    let proxy = exactly_integration_tests::pg_proxy::PgProxy::start(address(&database.url)?).await?;
+    let proxy = exactly_integration_tests::pg_proxy::PgProxy::start(address(&url)?).await?;
     let group = unique("faults-cut");
     // Small batches: many commits to cut.
     let batch = exactly::Batch::default().max_records(20).max_wait(Duration::from_millis(20));
-    let runtime = builder(&proxy.url(&database.url)?).batch(batch).handler(Recorder::new(&topic, &group, "a"));
+    let runtime = builder(&proxy.url(&url)?).batch(batch).handler(Recorder::new(&topic, &group, "a"));
     let running = Running::start(kafka, runtime).await?;
     let rows = || async {
         let rows: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &group).await?;

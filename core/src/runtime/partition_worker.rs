@@ -296,37 +296,30 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                         self.limit = index;
                         continue;
                     }
-                    if permanent || count >= self.retry.max_attempts {
-                        match self.dead_letter(error.to_string()).await {
-                            Ok(()) => continue,
-                            Err(error) if error.class() == ErrorClass::Fatal => {
-                                self.shared.report(&error);
-                                return false;
-                            }
-                            Err(error) => {
-                                self.shared.report(&error);
-                                infrastructure.next_delay()
-                            }
-                        }
+                    // Settle it for good (dead letter), try it alone now, park it (its key
+                    // waits, the other keys go on), or retry it after the policy's backoff.
+                    let settled = if permanent || count >= self.retry.max_attempts {
+                        Some(self.dead_letter(error.to_string()).await)
                     } else if self.limit > 1 {
                         // Alone it may pass (its failure may come from a neighbour): try now.
                         self.limit = 1;
                         continue;
                     } else if self.parked.is_some() {
-                        // Park it (and later its key's next messages); the other keys go on.
-                        match self.park_head(count, error.to_string()).await {
-                            Ok(()) => continue,
-                            Err(error) if error.class() == ErrorClass::Fatal => {
-                                self.shared.report(&error);
-                                return false;
-                            }
-                            Err(error) => {
-                                self.shared.report(&error);
-                                infrastructure.next_delay()
-                            }
-                        }
+                        Some(self.park_head(count, error.to_string()).await)
                     } else {
-                        self.retry.delay(count)
+                        None
+                    };
+                    match settled {
+                        None => self.retry.delay(count),
+                        Some(Ok(())) => continue,
+                        Some(Err(error)) if error.class() == ErrorClass::Fatal => {
+                            self.shared.report(&error);
+                            return false;
+                        }
+                        Some(Err(error)) => {
+                            self.shared.report(&error);
+                            infrastructure.next_delay()
+                        }
                     }
                 }
             };
