@@ -45,7 +45,8 @@ async fn fence_and_restart_cycles_leak_nothing() -> anyhow::Result<()> {
         let running = Running::start(kafka, runtime).await?;
         let records: Vec<Input> = (0..50).map(|i| Input::to(i % 2, format!("k{i}"), format!("c{cycle}-{i}"))).collect();
         produce(&kafka.client_config(), &input, records).await?;
-        let target = 50 * cycle as i64;
+        // Every earlier cycle recorded 60 records (50, then 10 after the fence).
+        let target = 60 * (cycle as i64 - 1) + 50;
         let rows = || async {
             let n: i64 = exactly_integration_tests::recorder::effect_rows(&pool, &record_group).await?;
             anyhow::Ok(n)
