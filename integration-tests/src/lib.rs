@@ -27,6 +27,7 @@ pub mod node;
 pub mod pg_proxy;
 pub mod postgres;
 pub mod produce;
+pub mod progress;
 pub mod read;
 pub mod recorder;
 pub mod support;

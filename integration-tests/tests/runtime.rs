@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use exactly::{Batch, Error, RetryPolicy, Runtime, StartFrom};
+use exactly_integration_tests::progress::wait_group_settled;
 use exactly_integration_tests::recorder::{Recorder, effect_counts};
 use exactly_integration_tests::support::{Running, assert_refused, builder, topic_and_database};
 use exactly_integration_tests::{Input, produce, unique, wait_until};
@@ -261,4 +262,51 @@ async fn bad_input_is_reported_with_its_location_and_dead_lettered_never_skipped
     assert_eq!((dead[1].0, dead[1].1, dead[1].2.as_deref(), dead[1].3), (1, 3, Some(&b"poison"[..]), 4));
     assert!(dead[1].4.contains("refusing payload poison"), "{dead:?}");
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_run_future_stops_the_consumers() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = topic_and_database(2).await?;
+    exactly::migrate(&pool).await?;
+    let output = kafka.unique_topic("out", 2).await?;
+    let (record_group, copy_group) = (unique("dropped-record"), unique("dropped-copy"));
+    let relay_locks = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            .fetch_one(&pool)
+            .await?;
+        anyhow::Ok(n)
+    };
+    let runtime = builder(&url)
+        .brokers(kafka.bootstrap_servers())
+        .transactional_id(unique("dropped-tx"))
+        .outbox_relay(unique("dropped-relay"))
+        .handler(Recorder::new(&topic, &record_group, "a"))
+        .handler(exactly_integration_tests::copier::Copier::new(&topic, &output, &copy_group));
+    // A tokio runtime of its own, shut down in the background at the end: were the
+    // consumers left running, the test's own runtime would wait for them forever.
+    let tokio = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let task = tokio.spawn(async move { runtime.build().await?.run_until(std::future::pending()).await });
+    let outcome = async {
+        for group in [&record_group, &copy_group] {
+            wait_group_settled(kafka, group, 1, WAIT).await?;
+        }
+        wait_until(WAIT, "the outbox relay to take its lock", || async {
+            Ok((relay_locks().await? == 1).then_some(()))
+        })
+        .await?;
+        // Nobody calls shutdown: the future is dropped. Its consumers (on threads of their
+        // own) must stop and leave their groups rather than run on unowned.
+        task.abort();
+        for group in [&record_group, &copy_group] {
+            wait_group_settled(kafka, group, 0, WAIT).await?;
+        }
+        wait_until(WAIT, "the outbox relay to let go of its lock", || async {
+            Ok((relay_locks().await? == 0).then_some(()))
+        })
+        .await?;
+        anyhow::Ok(())
+    }
+    .await;
+    tokio.shutdown_background();
+    outcome
 }

@@ -62,7 +62,8 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// A running relay.
+/// A running relay. Dropping the handle stops the relay after its batch in flight, as
+/// [`RelayHandle::stop`] does, without waiting for it.
 #[derive(Debug)]
 pub struct RelayHandle {
     stop: watch::Sender<bool>,
@@ -152,8 +153,9 @@ struct Worker {
 }
 
 impl Worker {
+    /// Asked to stop, or its [`RelayHandle`] was dropped (nobody would wait for it).
     fn stopping(&self) -> bool {
-        *self.stopped.borrow()
+        *self.stopped.borrow() || self.stopped.has_changed().is_err()
     }
 
     fn report(&self, error: &Error) {

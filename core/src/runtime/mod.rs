@@ -342,9 +342,15 @@ impl Runtime {
 
     /// Runs until `signal` completes or [`ShutdownHandle::shutdown`] is called.
     ///
+    /// Dropping the returned future (a `select!` that took another branch, a task aborted,
+    /// a tokio runtime shut down) stops the runtime as [`ShutdownHandle::shutdown`] does:
+    /// the consumers run on threads of their own, and would otherwise go on without anyone
+    /// waiting for them.
+    ///
     /// # Errors
     /// When a consumer cannot be created or stops on a fatal error.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
+        let _stop_when_dropped = StopOnDrop(self.shutdown.clone());
         let mut groups = Vec::with_capacity(self.groups.len());
         for spec in self.groups {
             let subscription = spec.subscription();
@@ -402,6 +408,16 @@ impl ShutdownHandle {
     /// Asks the runtime to stop: in-flight batches finish, then `run` returns.
     pub fn shutdown(&self) {
         self.sender.send_replace(true);
+    }
+}
+
+/// Asks the runtime to stop when dropped: `run_until` holds one, so that dropping its
+/// future stops the consumer threads too.
+struct StopOnDrop(ShutdownHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
     }
 }
 

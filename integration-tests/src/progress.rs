@@ -1,0 +1,166 @@
+//! Watching a run move while faults hit it: a steady feed of input, the positions of a group
+//! per partition (stored in PostgreSQL, or committed to Kafka), and the wait until every
+//! partition has moved past where it stood.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+use crate::{Input, Kafka, produce};
+
+/// Produces inputs in chunks at a steady pace until [`SteadyFeed::finish`] (or until they
+/// run out), so that every partition keeps receiving input while faults are injected.
+pub struct SteadyFeed {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<anyhow::Result<usize>>,
+}
+
+impl std::fmt::Debug for SteadyFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SteadyFeed").field("stopped", &self.stop.load(Ordering::SeqCst)).finish_non_exhaustive()
+    }
+}
+
+impl SteadyFeed {
+    /// Starts producing `inputs` to `topic`, `chunk` records every `pace`.
+    pub fn start(config: ClientConfig, topic: String, inputs: Vec<Input>, chunk: usize, pace: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let task = tokio::spawn(async move {
+            let mut produced = 0;
+            for slice in inputs.chunks(chunk) {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                produce(&config, &topic, slice.to_vec()).await?;
+                produced += slice.len();
+                tokio::time::sleep(pace).await;
+            }
+            Ok(produced)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the feed; returns how many inputs (the first ones) were produced.
+    pub async fn finish(self) -> anyhow::Result<usize> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await?
+    }
+}
+
+/// Reads the offsets a group committed to Kafka for a topic, without joining the group.
+pub struct CommittedOffsets {
+    consumer: BaseConsumer,
+    partitions: TopicPartitionList,
+}
+
+impl std::fmt::Debug for CommittedOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommittedOffsets").field("partitions", &self.partitions).finish_non_exhaustive()
+    }
+}
+
+impl CommittedOffsets {
+    /// For `group` on partitions `0..partitions` of `topic`.
+    pub fn new(kafka: &Kafka, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Self> {
+        let mut list = TopicPartitionList::new();
+        for partition in 0..partitions {
+            list.add_partition(topic, partition);
+        }
+        // read_uncommitted: do not wait for offsets inside a transaction a killed copier left
+        // open (require_stable would, until the next copier aborts it).
+        let consumer =
+            kafka.client_config().set("group.id", group).set("isolation.level", "read_uncommitted").create()?;
+        Ok(Self { consumer, partitions: list })
+    }
+
+    /// The committed offset of each partition, in partition order (0 where none).
+    pub fn per_partition(&self) -> anyhow::Result<Vec<i64>> {
+        let committed = self.consumer.committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(next) => next,
+                _ => 0,
+            })
+            .collect())
+    }
+
+    /// Their sum: how many input offsets the group committed.
+    pub fn sum(&self) -> anyhow::Result<u64> {
+        Ok(self.per_partition()?.iter().map(|o| *o as u64).sum())
+    }
+}
+
+/// The positions `group` stored in PostgreSQL for partitions `0..partitions` of `topic`
+/// (0 where none).
+pub async fn stored_positions(pool: &PgPool, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    let mut positions = Vec::new();
+    for partition in 0..partitions {
+        positions.push(exactly::offsets::position(pool, group, topic, partition).await?.unwrap_or(0));
+    }
+    Ok(positions)
+}
+
+/// Waits until every partition's position (from `now`) is past where it stood in `before`,
+/// and returns how long that took: with a [`SteadyFeed`] running, the time until the whole
+/// group works again.
+pub async fn wait_every_partition_moved<N, F>(
+    what: &str,
+    before: &[i64],
+    mut now: N,
+    timeout: Duration,
+) -> anyhow::Result<Duration>
+where
+    N: FnMut() -> F,
+    F: Future<Output = anyhow::Result<Vec<i64>>>,
+{
+    let started = Instant::now();
+    loop {
+        let positions = now().await?;
+        let stuck: Vec<usize> =
+            before.iter().zip(&positions).enumerate().filter(|(_, (b, n))| n <= b).map(|(p, _)| p).collect();
+        if stuck.is_empty() {
+            return Ok(started.elapsed());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "{what}: partitions {stuck:?} did not move within {timeout:?} (positions {positions:?}, before {before:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The state of consumer group `group` (`Stable`, `Empty`, `PreparingRebalance`, ...; `Dead`
+/// when it does not exist) and how many members it has, as the group coordinator reports.
+pub fn group_state(kafka: &Kafka, group: &str) -> anyhow::Result<(String, usize)> {
+    let client: BaseConsumer = kafka.client_config().set("group.id", crate::unique("observer")).create()?;
+    let list = client.fetch_group_list(Some(group), Duration::from_secs(10))?;
+    Ok(list.groups().first().map_or_else(|| ("Dead".to_owned(), 0), |g| (g.state().to_owned(), g.members().len())))
+}
+
+/// Waits until consumer group `group` is `Stable` with exactly `members` members (`Empty`
+/// when `members` is 0): a rebalance after a member joined or left (or was fenced) has
+/// completed.
+pub async fn wait_group_settled(kafka: &Kafka, group: &str, members: usize, timeout: Duration) -> anyhow::Result<()> {
+    let settled = if members == 0 { "Empty" } else { "Stable" };
+    let started = Instant::now();
+    loop {
+        let (state, count) = tokio::task::block_in_place(|| group_state(kafka, group))?;
+        if state == settled && count == members {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < timeout,
+            "group {group} did not settle with {members} members within {timeout:?}: {state}, {count} members"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
