@@ -21,6 +21,16 @@ pub fn keyed_inputs(count: usize, keys: usize) -> Vec<Input> {
         .collect()
 }
 
+/// Like [`keyed_inputs`], with key `k{j}` on partition `j % partitions`: every partition
+/// gets input (hashing 40 keys over 6 partitions could leave one empty).
+pub fn keyed_inputs_on(count: usize, keys: usize, partitions: i32) -> Vec<Input> {
+    let mut inputs = keyed_inputs(count, keys);
+    for (i, input) in inputs.iter_mut().enumerate() {
+        input.partition = Some((i % keys) as i32 % partitions);
+    }
+    inputs
+}
+
 /// What the output holds against `expected` inputs made by [`keyed_inputs`].
 #[derive(Debug, PartialEq, Eq)]
 pub struct CopyVerdict {

@@ -10,11 +10,11 @@ use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::faults::{
     Profile, Row, check_effects, copy_row, high_watermarks, kill_loop, kill_plan, wait_for_stable_end,
 };
+use exactly_integration_tests::progress::CommittedOffsets;
 use exactly_integration_tests::recorder::{Recorder, create_effects_table};
 use exactly_integration_tests::support::{Running, builder, signal, spawn_logged, topic_and_database};
 use exactly_integration_tests::{Input, Kafka, Postgres, feed, produce, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 
 const WAIT: Duration = Duration::from_secs(240);
 
@@ -63,39 +63,6 @@ async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Resul
     assert_eq!((verdict.out_of_order, verdict.positions_behind), (0, 0), "{verdict:?}");
     assert!(outcome.kills >= plan.len() / 2, "only {} of {} kills happened", outcome.kills, plan.len());
     Ok(())
-}
-
-/// Reads the committed offsets of `group` on `topic` (without joining the group).
-struct CommittedOffsets {
-    consumer: BaseConsumer,
-    partitions: TopicPartitionList,
-}
-
-impl CommittedOffsets {
-    fn new(kafka: &Kafka, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Self> {
-        let mut list = TopicPartitionList::new();
-        for partition in 0..partitions {
-            list.add_partition(topic, partition);
-        }
-        // read_uncommitted: do not wait for offsets inside a transaction a killed copier left
-        // open (require_stable would, until the next copier aborts it).
-        let consumer =
-            kafka.client_config().set("group.id", group).set("isolation.level", "read_uncommitted").create()?;
-        Ok(Self { consumer, partitions: list })
-    }
-
-    /// Their sum: how many input offsets the group committed.
-    fn sum(&self) -> anyhow::Result<u64> {
-        let committed = self.consumer.committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(next) => next as u64,
-                _ => 0,
-            })
-            .sum())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

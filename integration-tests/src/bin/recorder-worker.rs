@@ -1,7 +1,8 @@
 //! A recording process for crash tests: `recorder-worker BROKERS DATABASE_URL TOPIC GROUP`.
 //! Records every message (Database mode), refusing payloads that start with `fail-`, with
 //! quick retries, until SIGTERM or until it is killed. With `EXACTLY_TEST_KEY_PARKING=1`
-//! it parks failing keys.
+//! it parks failing keys. `EXACTLY_TEST_INSTANCE` names its static group member (and its
+//! effects' instance column); the default is `recorder-worker`.
 
 use std::time::Duration;
 
@@ -15,13 +16,14 @@ async fn main() -> std::process::ExitCode {
         eprintln!("usage: recorder-worker BROKERS DATABASE_URL TOPIC GROUP");
         return std::process::ExitCode::FAILURE;
     };
-    let mut recorder = Recorder::new(topic, group, "worker");
+    let instance = std::env::var("EXACTLY_TEST_INSTANCE").unwrap_or_else(|_| "recorder-worker".to_owned());
+    let mut recorder = Recorder::new(topic, group, &instance);
     recorder.key_parking = std::env::var("EXACTLY_TEST_KEY_PARKING").is_ok_and(|v| v == "1");
     let outcome = async {
         Runtime::builder()
             .brokers(brokers)
             .database_url(database_url)
-            .kafka_setting("group.instance.id", "recorder-worker")
+            .kafka_setting("group.instance.id", &instance)
             .kafka_setting("session.timeout.ms", "6000")
             .retry(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(10)))
             .on_error(|e| eprintln!("worker error: {e}"))
