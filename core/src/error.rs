@@ -115,6 +115,21 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A Kafka call did not return within its timeout plus a grace period: librdkafka can
+    /// block in `send_offsets_to_transaction` past its timeout when the group coordinator
+    /// goes away (confluentinc/librdkafka#5456, #5511). The producer is abandoned (its call
+    /// may never return) and a new one fences it; the work is redone from the committed
+    /// offsets.
+    #[error(
+        "the Kafka call {call} did not return within {waited:?} (librdkafka ignores its timeout when the group \
+         coordinator goes away); the producer is abandoned and rebuilt"
+    )]
+    KafkaCallStuck {
+        /// The call.
+        call: &'static str,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
     /// The stored position of a partition is no longer in Kafka's log (deleted by retention):
     /// messages between it and the log's start were never processed.
     #[error("the stored position at {location} is out of range of the log: those messages are gone from Kafka")]
@@ -135,6 +150,7 @@ impl Error {
             | Error::Decode { .. }
             | Error::OffsetOutOfRange { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
+            Error::KafkaCallStuck { .. } => ErrorClass::Retriable,
             Error::Database(e) => database_class(e),
             Error::Handler { .. } | Error::AssignmentLost { .. } | Error::DeadLettered { .. } => ErrorClass::Abortable,
         }

@@ -1,17 +1,53 @@
 //! What the Kafka-mode runtime and the outbox relay share about their transactional producers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A transactional producer; its background thread serves delivery reports.
 pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
 /// How long a transactional call may take before its outcome counts as unknown.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long `send_offsets_to_transaction` may take: it only has to reach the group
+/// coordinator, and a failure (abortable) just redoes the transaction.
+const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long past its own timeout a call is waited for before it counts as stuck.
+const STUCK_GRACE: Duration = Duration::from_secs(5);
+
+/// Adds `offsets` (with the consumer's group `metadata`) to the open transaction, on a
+/// thread of its own: librdkafka's `send_offsets_to_transaction` can block past its
+/// timeout, for good, when the group coordinator goes away (confluentinc/librdkafka#5456,
+/// #5511). After its 15 s timeout plus a grace period the call counts as stuck
+/// ([`Error::KafkaCallStuck`]): the caller must abandon `producer` (the thread keeps it
+/// until the call returns, if ever) and fence it with a new one.
+pub(crate) fn send_offsets(
+    producer: &Arc<TxnProducer>,
+    offsets: TopicPartitionList,
+    metadata: ConsumerGroupMetadata,
+) -> Result<()> {
+    let (reply, outcome) = std::sync::mpsc::sync_channel(1);
+    let caller = Arc::clone(producer);
+    std::thread::Builder::new()
+        .name("exactly-send-offsets".into())
+        .spawn(move || {
+            let _ = reply.send(caller.send_offsets_to_transaction(&offsets, &metadata, SEND_OFFSETS_TIMEOUT));
+        })
+        .map_err(|e| Error::Config(format!("cannot start a thread for send_offsets_to_transaction: {e}")))?;
+    let waited = SEND_OFFSETS_TIMEOUT + STUCK_GRACE;
+    match outcome.recv_timeout(waited) {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(Error::KafkaCallStuck { call: "send_offsets_to_transaction", waited }),
+    }
+}
 
 /// Enqueues `record`, waiting while librdkafka's queue is full (never drops it).
 pub(crate) fn send(producer: &TxnProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {

@@ -508,8 +508,6 @@ enum BrokerFault {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet reliable: after a clean stop and restart of a broker, progress sometimes does not \
-            resume within minutes (under investigation, see issue 6); run with --include-ignored"]
 async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Result<()> {
     let profile = Profile::current();
     let cluster = Kafka::cluster().await?;

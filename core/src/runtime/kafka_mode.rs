@@ -32,7 +32,7 @@ use crate::error::{Error, Location, Result};
 use crate::handler::{Context, Handler};
 use crate::mode::Kafka;
 use crate::output::Output;
-use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
+use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, send_offsets, transactional};
 use crate::settings::{RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
 
@@ -67,7 +67,7 @@ struct Transactions {
     /// Declared output topics; empty when the handler declared none.
     outputs: Vec<String>,
     settings: KafkaModeSettings,
-    producer: Option<TxnProducer>,
+    producer: Option<Arc<TxnProducer>>,
     open: Option<Instant>,
     /// Next offsets of the messages handled in the open transaction.
     pending: BTreeMap<Partition, i64>,
@@ -142,9 +142,9 @@ impl Transactions {
     }
 
     /// The producer, made and initialised on first use and after a fatal error.
-    fn producer(&mut self) -> Result<&TxnProducer> {
+    fn producer(&mut self) -> Result<&Arc<TxnProducer>> {
         if self.producer.is_none() {
-            self.producer = Some(transactional(&self.settings.producer)?);
+            self.producer = Some(Arc::new(transactional(&self.settings.producer)?));
         }
         match &self.producer {
             Some(producer) => Ok(producer),
@@ -327,7 +327,7 @@ impl Transactions {
                 consumer.group_metadata().ok_or_else(|| Error::Config("no consumer group metadata".into()))?;
             let producer = self.producer()?;
             if offsets.count() > 0 {
-                producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+                send_offsets(producer, offsets, metadata)?;
                 crate::failpoint::hit("kafka.after_send_offsets");
             }
             crate::failpoint::hit_soon("kafka.during_commit");
@@ -342,7 +342,8 @@ impl Transactions {
             }
             Err(error) => {
                 shared.report(&error);
-                let indefinite = matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
+                let indefinite = matches!(&error, Error::KafkaCallStuck { .. })
+                    || matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
                 if indefinite {
                     // The commit may or may not have happened. A new producer fences the old
                     // one, and its initialisation waits until the coordinator completed or
