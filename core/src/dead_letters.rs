@@ -92,6 +92,10 @@ pub struct DeadLetter {
     pub error: String,
     /// How many times it was tried.
     pub attempts: i32,
+    /// Its original headers (a header without a value has `None`).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// When it became a dead letter, as PostgreSQL prints a `timestamptz`.
+    pub created_at: String,
 }
 
 /// What [`redrive`] did.
@@ -105,8 +109,8 @@ pub struct Redriven {
     pub gone: Vec<i64>,
 }
 
-const COLUMNS: &str =
-    "id, group_id, topic, partition, message_offset, key, payload, error, attempts, header_names, header_values";
+const COLUMNS: &str = "id, group_id, topic, partition, message_offset, key, payload, error, attempts, \
+                       header_names, header_values, created_at::text AS created_at";
 
 /// The dead letters of `group`, oldest first.
 ///
@@ -122,12 +126,89 @@ pub async fn list(pool: &PgPool, group: &str) -> Result<Vec<DeadLetter>> {
     rows.iter().map(|row| Ok(dead_letter(row)?.0)).collect()
 }
 
+/// Up to `limit` dead letters of `group` with ids above `after`, oldest first: a page of
+/// [`list`] for tools that show a few at a time.
+///
+/// # Errors
+/// When the query fails.
+pub async fn page(pool: &PgPool, group: &str, after: i64, limit: i64) -> Result<Vec<DeadLetter>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM exactly.dead_letters WHERE group_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    )))
+    .bind(group)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(|row| Ok(dead_letter(row)?.0)).collect()
+}
+
+/// The dead letter `id`, if it exists.
+///
+/// # Errors
+/// When the query fails.
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM exactly.dead_letters WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.as_ref().map(dead_letter).transpose()?.map(|(letter, _)| letter))
+}
+
+/// What [`replay`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct Replayed {
+    /// Dead letters moved to the outbox (and deleted), in id order.
+    pub moved: Vec<i64>,
+    /// Ids asked for that were not dead letters of the group (replayed meanwhile, or
+    /// never there).
+    pub missing: Vec<i64>,
+}
+
+/// Moves the dead letters `ids` of `group` back into processing without running any
+/// handler: in one transaction, each is deleted and its original record (key, payload,
+/// headers, plus `exactly.replayed-from: topic/partition/offset`) is written to the
+/// outbox, addressed to its original topic or to `to`. The outbox relay then publishes it
+/// once, and the group consumes it again as a new message. Two replays of the same dead
+/// letter at once move it once.
+///
+/// Unlike [`redrive`] this needs no handler code (it is what `exactly dead-letters replay`
+/// runs), but it needs an outbox relay running on this database to publish.
+///
+/// # Errors
+/// When the database fails; then nothing moved.
+pub async fn replay(pool: &PgPool, group: &str, ids: &[i64], to: Option<&str>) -> Result<Replayed> {
+    let moved: Vec<i64> = sqlx::query_scalar(
+        "WITH moved AS (
+             DELETE FROM exactly.dead_letters WHERE group_id = $1 AND id = ANY($2)
+             RETURNING id, topic, partition, message_offset, key, payload, header_names, header_values
+         ), published AS (
+             INSERT INTO exactly.outbox (topic, key, payload, header_names, header_values)
+             SELECT coalesce($3, topic), key, payload,
+                    header_names || 'exactly.replayed-from'::text,
+                    ARRAY(SELECT coalesce(v, ''::bytea) FROM unnest(header_values) WITH ORDINALITY AS u(v, n) ORDER BY n)
+                        || convert_to(topic || '/' || partition || '/' || message_offset, 'UTF8')
+             FROM moved ORDER BY id
+         )
+         SELECT id FROM moved ORDER BY id",
+    )
+    .bind(group)
+    .bind(ids)
+    .bind(to)
+    .fetch_all(pool)
+    .await?;
+    let missing = ids.iter().filter(|id| !moved.contains(id)).copied().collect();
+    Ok(Replayed { moved, missing })
+}
+
 /// A record's headers, as Kafka gave them.
 type Headers = Vec<(String, Option<Vec<u8>>)>;
 
 fn dead_letter(row: &sqlx::postgres::PgRow) -> sqlx::Result<(DeadLetter, Headers)> {
     let names: Vec<String> = row.try_get("header_names")?;
     let values: Vec<Option<Vec<u8>>> = row.try_get("header_values")?;
+    let headers: Headers = names.into_iter().zip(values).collect();
     Ok((
         DeadLetter {
             id: row.try_get("id")?,
@@ -139,8 +220,10 @@ fn dead_letter(row: &sqlx::postgres::PgRow) -> sqlx::Result<(DeadLetter, Headers
             payload: row.try_get("payload")?,
             error: row.try_get("error")?,
             attempts: row.try_get("attempts")?,
+            headers: headers.clone(),
+            created_at: row.try_get("created_at")?,
         },
-        names.into_iter().zip(values).collect(),
+        headers,
     ))
 }
 

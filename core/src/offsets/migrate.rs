@@ -36,3 +36,32 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     migrator().run(pool).await?;
     Ok(())
 }
+
+/// One of exactly's migrations, and whether a database has it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct MigrationState {
+    /// Its version (1, 2, ...).
+    pub version: i64,
+    /// What it creates.
+    pub name: &'static str,
+    /// Whether it has been applied.
+    pub applied: bool,
+}
+
+/// exactly's migrations and which of them the database behind `pool` has.
+///
+/// # Errors
+/// When the query fails.
+pub async fn migration_status(pool: &PgPool) -> Result<Vec<MigrationState>> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('exactly._migrations') IS NOT NULL").fetch_one(pool).await?;
+    let applied: Vec<i64> = if exists {
+        sqlx::query_scalar("SELECT version FROM exactly._migrations WHERE success").fetch_all(pool).await?
+    } else {
+        Vec::new()
+    };
+    Ok(MIGRATIONS
+        .iter()
+        .map(|(version, name, _)| MigrationState { version: *version, name, applied: applied.contains(version) })
+        .collect())
+}

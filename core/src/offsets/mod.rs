@@ -8,7 +8,7 @@
 
 mod migrate;
 
-pub use migrate::migrate;
+pub use migrate::{MigrationState, migrate, migration_status};
 
 use sqlx::{PgConnection, PgPool};
 
@@ -140,6 +140,87 @@ pub async fn position(pool: &PgPool, group: &str, topic: &str, partition: i32) -
     .bind(partition)
     .fetch_optional(pool)
     .await?)
+}
+
+/// A stored position, as tools show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct StoredPosition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The next offset to process.
+    pub next_offset: i64,
+    /// The claim epoch: raised by every assignment, and by [`set`].
+    pub epoch: i64,
+    /// When it last moved or was claimed, as PostgreSQL prints a `timestamptz`.
+    pub updated_at: String,
+}
+
+/// Every stored position of `group`, by topic and partition.
+///
+/// # Errors
+/// When the query fails.
+pub async fn list(pool: &PgPool, group: &str) -> Result<Vec<StoredPosition>> {
+    let rows: Vec<(String, i32, i64, i64, String)> = sqlx::query_as(
+        "SELECT topic, partition, next_offset, epoch, updated_at::text FROM exactly.offsets \
+         WHERE group_id = $1 ORDER BY topic, partition",
+    )
+    .bind(group)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(topic, partition, next_offset, epoch, updated_at)| StoredPosition {
+            topic,
+            partition,
+            next_offset,
+            epoch,
+            updated_at,
+        })
+        .collect())
+}
+
+/// Sets the position of `group` in `topic`/`partition` to `next_offset` and raises its
+/// epoch, so that an instance still holding the partition is fenced: its next commit
+/// fails instead of overwriting the new position. Returns the position before.
+///
+/// This is an operator's tool (`exactly offsets set|reset`): run it while the group has no
+/// live members, or accept that the fenced owners stop processing the partition until
+/// the next rebalance.
+///
+/// # Errors
+/// When `next_offset` is negative or the query fails.
+pub async fn set(pool: &PgPool, group: &str, topic: &str, partition: i32, next_offset: i64) -> Result<Option<i64>> {
+    if next_offset < 0 || partition < 0 {
+        return Err(Error::Config(format!(
+            "cannot set the position of {group} in {topic}/{partition} to {next_offset}: \
+             partitions and offsets are never negative"
+        )));
+    }
+    let mut tx = pool.begin().await?;
+    let before: Option<i64> = sqlx::query_scalar(
+        "SELECT next_offset FROM exactly.offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO exactly.offsets (group_id, topic, partition, next_offset, epoch) VALUES ($1, $2, $3, $4, 1) \
+         ON CONFLICT (group_id, topic, partition) \
+         DO UPDATE SET next_offset = $4, epoch = exactly.offsets.epoch + 1, updated_at = now()",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partition)
+    .bind(next_offset)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(before)
 }
 
 /// Locks the position row of `key` in the caller's transaction, if and only if the caller

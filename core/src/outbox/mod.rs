@@ -50,3 +50,29 @@ pub async fn enqueue(tx: &mut PgConnection, record: &Output) -> sqlx::Result<()>
 pub async fn backlog(pool: &sqlx::PgPool) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM exactly.outbox").fetch_one(pool).await
 }
+
+/// What waits in the outbox.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct OutboxStatus {
+    /// Rows waiting to be published.
+    pub rows: i64,
+    /// Age of the oldest waiting row, in seconds (none when empty).
+    pub oldest_age_seconds: Option<f64>,
+    /// Rows waiting per topic, by topic.
+    pub per_topic: Vec<(String, i64)>,
+}
+
+/// The outbox's backlog: rows, the age of the oldest, and rows per topic.
+///
+/// # Errors
+/// When the query fails.
+pub async fn status(pool: &sqlx::PgPool) -> sqlx::Result<OutboxStatus> {
+    let per_topic: Vec<(String, i64)> =
+        sqlx::query_as("SELECT topic, count(*) FROM exactly.outbox GROUP BY topic ORDER BY topic").fetch_all(pool).await?;
+    let oldest: Option<f64> =
+        sqlx::query_scalar("SELECT extract(epoch FROM now() - min(created_at))::float8 FROM exactly.outbox")
+            .fetch_one(pool)
+            .await?;
+    Ok(OutboxStatus { rows: per_topic.iter().map(|(_, n)| n).sum(), oldest_age_seconds: oldest, per_topic })
+}

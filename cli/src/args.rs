@@ -1,0 +1,217 @@
+//! The command line: commands, their arguments and the connection settings they share.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operate exactly's consumer groups: positions, lag, outbox, dead letters, transactions.
+#[derive(Debug, Parser)]
+#[command(name = "exactly", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Where PostgreSQL and Kafka are.
+    #[command(flatten)]
+    pub(crate) connection: Connection,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Connection settings, from flags or the environment.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct Connection {
+    /// PostgreSQL URL of the database that holds exactly's tables.
+    #[arg(long, env = "EXACTLY_DATABASE_URL", global = true, hide_env_values = true)]
+    pub(crate) database_url: Option<String>,
+    /// Kafka bootstrap servers, `host:port[,host:port...]`.
+    #[arg(long, env = "EXACTLY_BROKERS", global = true)]
+    pub(crate) brokers: Option<String>,
+    /// A librdkafka setting `key=value` for every Kafka client the tool makes (TLS, SASL,
+    /// timeouts); repeat it for several.
+    #[arg(short = 'X', long = "kafka-setting", global = true, value_parser = parse_setting)]
+    pub(crate) kafka_settings: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not a `key=value` setting")),
+    }
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create exactly's tables, or upgrade them; safe to run while instances run.
+    Migrate,
+    /// Show or change where a group stands in each partition.
+    #[command(subcommand)]
+    Offsets(OffsetsCommand),
+    /// How far a group is behind the end (last stable offset) of each partition.
+    Lag(LagArgs),
+    /// The transactional outbox.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Messages a group could not process.
+    #[command(subcommand, name = "dead-letters")]
+    DeadLetters(DeadLettersCommand),
+    /// Transactions left open on a topic, which stop every read_committed reader.
+    #[command(subcommand)]
+    Transactions(TransactionsCommand),
+}
+
+/// Which store holds a group's positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Mode {
+    /// PostgreSQL if it holds positions of the group, Kafka otherwise.
+    Auto,
+    /// `exactly.offsets` in PostgreSQL (Database-mode handlers).
+    Database,
+    /// The group's committed offsets in Kafka (Kafka-mode handlers).
+    Kafka,
+}
+
+/// A group, and where to find its positions.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct GroupArgs {
+    /// The consumer group.
+    #[arg(long, short)]
+    pub(crate) group: String,
+    /// Topics to look at (required for a Kafka-mode group: Kafka is asked per topic).
+    #[arg(long = "topic", short)]
+    pub(crate) topics: Vec<String>,
+    /// Where the positions are.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub(crate) mode: Mode,
+}
+
+/// `offsets ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum OffsetsCommand {
+    /// Each partition's position (the next offset to process).
+    Show(GroupArgs),
+    /// Set one partition's position.
+    Set(SetArgs),
+    /// Move every partition of a topic (or the ones named) to the earliest or latest
+    /// offset, an offset, or the first offset at or after a time.
+    Reset(ResetArgs),
+}
+
+/// `offsets set`
+#[derive(Debug, Args)]
+pub(crate) struct SetArgs {
+    /// The group, and the one topic.
+    #[command(flatten)]
+    pub(crate) group: GroupArgs,
+    /// The partition.
+    #[arg(long, short)]
+    pub(crate) partition: i32,
+    /// The new position: the next offset the group will process.
+    #[arg(long)]
+    pub(crate) offset: i64,
+    /// Change it even though the group has live members. Database mode: they are fenced
+    /// and stop processing the partition until the next rebalance.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `offsets reset`
+#[derive(Debug, Args)]
+pub(crate) struct ResetArgs {
+    /// The group, and the one topic.
+    #[command(flatten)]
+    pub(crate) group: GroupArgs,
+    /// `earliest`, `latest`, an offset, or a time (`2026-11-26T10:00:00Z`, RFC 3339).
+    #[arg(long)]
+    pub(crate) to: String,
+    /// Only these partitions (default: all of the topic).
+    #[arg(long = "partition", short)]
+    pub(crate) partitions: Vec<i32>,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Change it even though the group has live members (see `offsets set --force`).
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+/// `lag`
+#[derive(Debug, Args)]
+pub(crate) struct LagArgs {
+    /// The group and its topics.
+    #[command(flatten)]
+    pub(crate) group: GroupArgs,
+}
+
+/// `outbox ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum OutboxCommand {
+    /// Rows waiting to be published: how many, how old, per topic.
+    Status,
+}
+
+/// `dead-letters ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeadLettersCommand {
+    /// A group's dead letters, oldest first.
+    List {
+        /// The consumer group.
+        #[arg(long, short)]
+        group: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Only ids above this one (to page on).
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+    /// One dead letter in full: key, payload, headers, error.
+    Show {
+        /// Its id.
+        id: i64,
+    },
+    /// Move dead letters back into processing, exactly once: each is deleted and its
+    /// original record written to the outbox in one transaction; the outbox relay
+    /// publishes it to its topic and the group consumes it again.
+    Replay {
+        /// The consumer group.
+        #[arg(long, short)]
+        group: String,
+        /// The dead letters to replay.
+        #[arg(long = "id", required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<i64>,
+        /// Every dead letter of the group.
+        #[arg(long)]
+        all: bool,
+        /// Publish to this topic instead of each one's original topic.
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// `transactions ...`
+#[derive(Debug, Subcommand)]
+pub(crate) enum TransactionsCommand {
+    /// Partitions of the topics where a transaction is open: where it starts (the last
+    /// stable offset) and since when.
+    List {
+        /// The topics to look at.
+        #[arg(long = "topic", short, required = true)]
+        topics: Vec<String>,
+    },
+    /// Fence a transactional id: whatever transaction it left open is aborted, and its
+    /// current owner (if any) can no longer commit; an exactly instance rebuilds its
+    /// producer and redoes the work from the committed offsets.
+    Abort {
+        /// The transactional id (for exactly's Kafka mode: the runtime's `transactional_id`,
+        /// suffixed with `-{group}` when it runs several Kafka-mode handlers).
+        #[arg(long)]
+        transactional_id: String,
+        /// Wait until no transaction is open on these topics any more.
+        #[arg(long = "topic", short)]
+        topics: Vec<String>,
+        /// How long to wait for that, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
+}

@@ -1,0 +1,54 @@
+//! Connecting to PostgreSQL and configuring Kafka clients from the connection settings.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::args::Connection;
+use crate::error::{Context, Error};
+
+impl Connection {
+    /// A small pool on the database; fails fast (10 s) when it does not answer.
+    pub(crate) async fn pool(&self) -> Result<PgPool, Error> {
+        let url = self.database_url.as_deref().ok_or_else(|| {
+            Error::Usage("no database given: pass --database-url or set EXACTLY_DATABASE_URL".into())
+        })?;
+        let options: PgConnectOptions =
+            url.parse().map_err(|_| Error::Usage("the database URL is not a valid PostgreSQL URL".into()))?;
+        let place = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .context(|| format!("cannot connect to PostgreSQL at {place}"))
+    }
+
+    /// Whether brokers were given.
+    pub(crate) fn has_brokers(&self) -> bool {
+        self.brokers.is_some()
+    }
+
+    /// A Kafka client configuration: the brokers, then every `-X` setting.
+    pub(crate) fn kafka(&self) -> Result<ClientConfig, Error> {
+        let brokers = self
+            .brokers
+            .as_deref()
+            .ok_or_else(|| Error::Usage("no Kafka brokers given: pass --brokers or set EXACTLY_BROKERS".into()))?;
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        // An unreachable cluster is reported, not waited on for minutes.
+        config.set("socket.timeout.ms", "10000");
+        for (key, value) in &self.kafka_settings {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+}
