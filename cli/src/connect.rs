@@ -12,17 +12,14 @@ use crate::error::{Context, Error};
 impl Connection {
     /// A small pool on the database; fails fast (10 s) when it does not answer.
     pub(crate) async fn pool(&self) -> Result<PgPool, Error> {
-        let url = self.database_url.as_deref().ok_or_else(|| {
-            Error::Usage("no database given: pass --database-url or set EXACTLY_DATABASE_URL".into())
-        })?;
+        let url = self
+            .database_url
+            .as_deref()
+            .ok_or_else(|| Error::Usage("no database given: pass --database-url or set EXACTLY_DATABASE_URL".into()))?;
         let options: PgConnectOptions =
             url.parse().map_err(|_| Error::Usage("the database URL is not a valid PostgreSQL URL".into()))?;
-        let place = format!(
-            "{}:{}/{}",
-            options.get_host(),
-            options.get_port(),
-            options.get_database().unwrap_or_default()
-        );
+        let place =
+            format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
         PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(Duration::from_secs(10))

@@ -128,7 +128,8 @@ pub(crate) fn offsets_for_time(
         list.add_partition_offset(topic, *partition, Offset::Offset(millis))
             .context(|| format!("cannot look up {topic}/{partition}"))?;
     }
-    let found = client.offsets_for_times(list, TIMEOUT).context(|| format!("cannot look up offsets by time in {topic}"))?;
+    let found =
+        client.offsets_for_times(list, TIMEOUT).context(|| format!("cannot look up offsets by time in {topic}"))?;
     found
         .elements()
         .iter()
@@ -146,7 +147,12 @@ pub(crate) fn offsets_for_time(
 
 /// The timestamp (ms since the epoch) of the record at `offset`, read uncommitted: where
 /// an open transaction starts, the last stable offset, it is that transaction's first.
-pub(crate) fn timestamp_at(config: &ClientConfig, topic: &str, partition: i32, offset: i64) -> Result<Option<i64>, Error> {
+pub(crate) fn timestamp_at(
+    config: &ClientConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Option<i64>, Error> {
     let client = observer(config, "exactly-cli", "read_uncommitted")?;
     let mut list = TopicPartitionList::new();
     list.add_partition_offset(topic, partition, Offset::Offset(offset))

@@ -93,7 +93,9 @@ async fn lag_and_offsets_show_read_the_stored_positions_against_the_end() -> any
         .as_array()
         .into_iter()
         .flatten()
-        .map(|p| (p["position"].as_i64().unwrap_or(-1), p["end"].as_i64().unwrap_or(-1), p["lag"].as_i64().unwrap_or(-1)))
+        .map(|p| {
+            (p["position"].as_i64().unwrap_or(-1), p["end"].as_i64().unwrap_or(-1), p["lag"].as_i64().unwrap_or(-1))
+        })
         .collect();
     assert_eq!(per_partition, [(10, 13, 3), (10, 12, 2), (10, 12, 2)], "{lag}");
 
@@ -115,7 +117,8 @@ async fn offsets_set_and_reset_refuse_a_live_group_and_fence_when_forced() -> an
     wait_until(WAIT, "20 effects", || async { Ok((effect_rows(&pool, &group).await? == 20).then_some(())) }).await?;
     exactly_integration_tests::progress::wait_group_settled(kafka, &group, 1, WAIT).await?;
 
-    let refused = exactly(kafka, &url, &["offsets", "set", "--group", &group, "--topic", &topic, "-p", "0", "--offset", "3"])?;
+    let refused =
+        exactly(kafka, &url, &["offsets", "set", "--group", &group, "--topic", &topic, "-p", "0", "--offset", "3"])?;
     assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
     assert!(stderr(&refused).contains("live member"), "{}", stderr(&refused));
     assert_eq!(stored(&pool, &group, &topic).await?.iter().map(|r| r.1).collect::<Vec<_>>(), [10, 10]);
@@ -134,7 +137,11 @@ async fn offsets_set_and_reset_refuse_a_live_group_and_fence_when_forced() -> an
     running.stop().await?;
 
     // Stopped: a dry run changes nothing, then reset to earliest, latest and an offset.
-    let dry = json(kafka, &url, &["offsets", "reset", "--group", &group, "--topic", &topic, "--to", "earliest", "--dry-run"])?;
+    let dry = json(
+        kafka,
+        &url,
+        &["offsets", "reset", "--group", &group, "--topic", &topic, "--to", "earliest", "--dry-run"],
+    )?;
     assert_eq!(dry["dry_run"], true);
     assert_eq!(stored(&pool, &group, &topic).await?.iter().map(|r| r.1).collect::<Vec<_>>(), [3, 10]);
     json(kafka, &url, &["offsets", "reset", "--group", &group, "--topic", &topic, "--to", "earliest"])?;
@@ -172,14 +179,30 @@ async fn offsets_reset_to_a_time_finds_the_first_offset_at_or_after_it() -> anyh
     for (i, minutes) in [-2i64, -1, 0, 1, 2].into_iter().enumerate() {
         let payload = format!("t{i}");
         producer
-            .send(BaseRecord::<str, str>::to(&topic).key("k").payload(&payload).timestamp(1_795_687_200_000 + minutes * 60_000))
+            .send(
+                BaseRecord::<str, str>::to(&topic)
+                    .key("k")
+                    .payload(&payload)
+                    .timestamp(1_795_687_200_000 + minutes * 60_000),
+            )
             .map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
     let changed = json(
         kafka,
         &url,
-        &["offsets", "reset", "--group", &group, "--topic", &topic, "--mode", "database", "--to", "2026-11-26T10:00:00Z"],
+        &[
+            "offsets",
+            "reset",
+            "--group",
+            &group,
+            "--topic",
+            &topic,
+            "--mode",
+            "database",
+            "--to",
+            "2026-11-26T10:00:00Z",
+        ],
     )?;
     assert_eq!(changed["changes"][0]["after"], 2, "{changed}");
     assert_eq!(stored(&pool, &group, &topic).await?[0].1, 2);
@@ -206,7 +229,8 @@ async fn a_kafka_mode_group_is_shown_and_reset_through_its_committed_offsets() -
     })
     .await?;
     // Live: a reset is refused.
-    let refused = exactly(kafka, &database.url, &["offsets", "reset", "--group", &group, "--topic", &input, "--to", "earliest"])?;
+    let refused =
+        exactly(kafka, &database.url, &["offsets", "reset", "--group", &group, "--topic", &input, "--to", "earliest"])?;
     assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
     running.stop().await?;
     wait_until(WAIT, "the group to empty", || async {
@@ -259,7 +283,13 @@ async fn outbox_status_counts_waiting_rows_per_topic() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn insert_dead_letter(pool: &PgPool, group: &str, topic: &str, offset: i64, payload: &[u8]) -> anyhow::Result<i64> {
+async fn insert_dead_letter(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    offset: i64,
+    payload: &[u8],
+) -> anyhow::Result<i64> {
     Ok(sqlx::query_scalar(
         "INSERT INTO exactly.dead_letters
              (group_id, topic, partition, message_offset, key, payload, header_names, header_values, error, attempts)
@@ -299,7 +329,10 @@ async fn dead_letters_are_listed_shown_and_replayed_once_through_the_outbox() ->
     assert_eq!(replayed["moved"], serde_json::json!([first]), "{replayed}");
     assert_eq!(replayed["outbox_rows_waiting"], 1, "{replayed}");
     let again = json(kafka, &url, &["dead-letters", "replay", "--group", &group, "--id", &first.to_string()])?;
-    assert_eq!((again["moved"].as_array().map(Vec::len), again["missing"].clone()), (Some(0), serde_json::json!([first])));
+    assert_eq!(
+        (again["moved"].as_array().map(Vec::len), again["missing"].clone()),
+        (Some(0), serde_json::json!([first]))
+    );
     let all = json(kafka, &url, &["dead-letters", "replay", "--group", &group, "--all"])?;
     assert_eq!(all["moved"], serde_json::json!([second]), "{all}");
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM exactly.dead_letters WHERE group_id = $1")
@@ -309,7 +342,8 @@ async fn dead_letters_are_listed_shown_and_replayed_once_through_the_outbox() ->
     assert_eq!(left, 0);
 
     // A relay publishes the replayed records to their topic, once each, with their headers.
-    let relay = exactly::outbox::Relay::new(unique("cli-relay"), kafka.bootstrap_servers(), pool.clone()).start().await?;
+    let relay =
+        exactly::outbox::Relay::new(unique("cli-relay"), kafka.bootstrap_servers(), pool.clone()).start().await?;
     let records = wait_until(WAIT, "the replayed records published", || async {
         let records = committed_records(kafka.client_config(), &topic).await?;
         Ok((records.len() >= 2).then_some(records))
@@ -351,11 +385,16 @@ async fn a_hanging_transaction_is_listed_then_aborted_by_fencing_its_id() -> any
     assert!(open[0]["open_for_seconds"].as_f64().is_some(), "{open:?}");
 
     // Fencing another id leaves it open: the tool says so and fails.
-    let wrong = exactly(kafka, url, &["transactions", "abort", "--transactional-id", "not-it", "--topic", &topic, "--wait", "2"])?;
+    let wrong = exactly(
+        kafka,
+        url,
+        &["transactions", "abort", "--transactional-id", "not-it", "--topic", &topic, "--wait", "2"],
+    )?;
     assert_eq!(wrong.status.code(), Some(5), "{}", stderr(&wrong));
     assert!(stderr(&wrong).contains("still open"), "{}", stderr(&wrong));
 
-    let aborted = exactly(kafka, url, &["transactions", "abort", "--transactional-id", &transactional_id, "--topic", &topic])?;
+    let aborted =
+        exactly(kafka, url, &["transactions", "abort", "--transactional-id", &transactional_id, "--topic", &topic])?;
     assert!(aborted.status.success(), "{}", stderr(&aborted));
     assert!(stdout(&aborted).contains("no transaction is open"), "{}", stdout(&aborted));
     // The old producer is fenced: it can no longer commit.
@@ -380,9 +419,14 @@ async fn errors_are_one_sentence_with_the_cause_and_no_password() -> anyhow::Res
         .env_remove("EXACTLY_DATABASE_URL")
         .output()?;
     assert_eq!(no_database.status.code(), Some(2));
-    assert!(stderr(&no_database).contains("pass --database-url or set EXACTLY_DATABASE_URL"), "{}", stderr(&no_database));
+    assert!(
+        stderr(&no_database).contains("pass --database-url or set EXACTLY_DATABASE_URL"),
+        "{}",
+        stderr(&no_database)
+    );
 
-    let unknown = exactly(kafka, url, &["lag", "--group", "g", "--topic", "t", "--mode", "kafka", "--brokers", "127.0.0.1:1"])?;
+    let unknown =
+        exactly(kafka, url, &["lag", "--group", "g", "--topic", "t", "--mode", "kafka", "--brokers", "127.0.0.1:1"])?;
     assert_ne!(unknown.status.code(), Some(0));
     assert_eq!(stderr(&unknown).trim_end().lines().count(), 1, "{}", stderr(&unknown));
     Ok(())

@@ -28,7 +28,11 @@ impl From<exactly::dead_letters::DeadLetter> for Shown {
             id: letter.id,
             key: render::bytes(letter.key.as_deref()),
             payload: render::bytes(letter.payload.as_deref()),
-            headers: letter.headers.iter().map(|(name, value)| (name.clone(), render::bytes(value.as_deref()))).collect(),
+            headers: letter
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), render::bytes(value.as_deref())))
+                .collect(),
             group: letter.group,
             topic: letter.topic,
             partition: letter.partition,
@@ -50,7 +54,13 @@ fn short(text: &str, width: usize) -> String {
     }
 }
 
-pub(crate) async fn list(connection: &Connection, group: &str, limit: i64, after: i64, json: bool) -> Result<(), Error> {
+pub(crate) async fn list(
+    connection: &Connection,
+    group: &str,
+    limit: i64,
+    after: i64,
+    json: bool,
+) -> Result<(), Error> {
     let pool = connection.pool().await?;
     let letters = exactly::dead_letters::page(&pool, group, after, limit.max(1))
         .await
@@ -138,7 +148,8 @@ pub(crate) async fn replay(
         ids
     };
     let bar = render::progress(ids.len() as u64, "replaying", json);
-    let mut summary = ReplaySummary { group: group.to_owned(), moved: Vec::new(), missing: Vec::new(), outbox_rows_waiting: 0 };
+    let mut summary =
+        ReplaySummary { group: group.to_owned(), moved: Vec::new(), missing: Vec::new(), outbox_rows_waiting: 0 };
     for chunk in ids.chunks(CHUNK as usize) {
         let replayed = exactly::dead_letters::replay(&pool, group, chunk, to)
             .await

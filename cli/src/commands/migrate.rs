@@ -18,7 +18,9 @@ pub(crate) async fn run(connection: &Connection, json: bool) -> Result<(), Error
     let before = exactly::offsets::migration_status(&pool)
         .await
         .context(|| "cannot read which of exactly's migrations the database has".to_owned())?;
-    exactly::migrate(&pool).await.context(|| "cannot create or upgrade exactly's tables (schema `exactly`)".to_owned())?;
+    exactly::migrate(&pool)
+        .await
+        .context(|| "cannot create or upgrade exactly's tables (schema `exactly`)".to_owned())?;
     let steps: Vec<Step> = before
         .iter()
         .map(|m| Step {

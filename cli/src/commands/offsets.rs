@@ -22,20 +22,26 @@ async fn positions<'a>(connection: &Connection, group: &'a GroupArgs) -> Result<
     Ok(Positions { group: &group.group, mode: store.name(), partitions, total_lag })
 }
 
+/// The cells every positions table starts with: topic, partition, position, end, lag.
+fn position_cells(row: &PartitionRow) -> Vec<String> {
+    vec![
+        row.topic.clone(),
+        row.partition.to_string(),
+        render::or_dash(row.position),
+        render::or_dash(row.end),
+        render::or_dash(row.lag),
+    ]
+}
+
 pub(crate) async fn show(connection: &Connection, group: &GroupArgs, json: bool) -> Result<(), Error> {
     let shown = positions(connection, group).await?;
     render::print(json, &shown, |shown| {
         let mut table = render::table(&["topic", ">partition", ">position", ">end", ">lag", ">epoch", "updated"]);
         for row in &shown.partitions {
-            table.add_row(vec![
-                row.topic.clone(),
-                row.partition.to_string(),
-                render::or_dash(row.position),
-                render::or_dash(row.end),
-                render::or_dash(row.lag),
-                render::or_dash(row.epoch),
-                row.updated_at.clone().unwrap_or_else(|| "-".into()),
-            ]);
+            let mut cells = position_cells(row);
+            cells.push(render::or_dash(row.epoch));
+            cells.push(row.updated_at.clone().unwrap_or_else(|| "-".into()));
+            table.add_row(cells);
         }
         table
     });
@@ -50,15 +56,15 @@ pub(crate) async fn lag(connection: &Connection, group: &GroupArgs, json: bool) 
     render::print(json, &shown, |shown| {
         let mut table = render::table(&["topic", ">partition", ">position", ">end", ">lag"]);
         for row in &shown.partitions {
-            table.add_row(vec![
-                row.topic.clone(),
-                row.partition.to_string(),
-                render::or_dash(row.position),
-                render::or_dash(row.end),
-                render::or_dash(row.lag),
-            ]);
+            table.add_row(position_cells(row));
         }
-        table.add_row(vec!["total".into(), String::new(), String::new(), String::new(), render::or_dash(shown.total_lag)]);
+        table.add_row(vec![
+            "total".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            render::or_dash(shown.total_lag),
+        ]);
         table
     });
     Ok(())
@@ -127,9 +133,9 @@ async fn apply(
             Store::Database(pool) => {
                 let bar = render::progress(changes.len() as u64, "setting positions", json);
                 for change in &changes {
-                    exactly::offsets::set(pool, &group.group, topic, change.partition, change.after)
-                        .await
-                        .context(|| format!("cannot set the position of {} in {topic}/{}", group.group, change.partition))?;
+                    exactly::offsets::set(pool, &group.group, topic, change.partition, change.after).await.context(
+                        || format!("cannot set the position of {} in {topic}/{}", group.group, change.partition),
+                    )?;
                     bar.inc(1);
                 }
                 bar.finish_and_clear();
@@ -199,7 +205,9 @@ pub(crate) async fn reset(connection: &Connection, args: &ResetArgs, json: bool)
     let topic = one_topic(&args.group)?;
     let to = target(&args.to)?;
     if !connection.has_brokers() {
-        return Err(Error::Usage("reset reads the partitions from Kafka: pass --brokers or set EXACTLY_BROKERS".into()));
+        return Err(Error::Usage(
+            "reset reads the partitions from Kafka: pass --brokers or set EXACTLY_BROKERS".into(),
+        ));
     }
     let store = store_to_change(connection, &args.group).await?;
     if !args.dry_run {

@@ -89,7 +89,11 @@ async fn has_positions(pool: &PgPool, group: &str) -> Result<bool, Error> {
 
 /// The group's positions in `store`, for the topics named (all stored ones when none are
 /// named, in Database mode), with each partition's end and lag when brokers are given.
-pub(crate) async fn rows(connection: &Connection, group: &GroupArgs, store: &Store) -> Result<Vec<PartitionRow>, Error> {
+pub(crate) async fn rows(
+    connection: &Connection,
+    group: &GroupArgs,
+    store: &Store,
+) -> Result<Vec<PartitionRow>, Error> {
     let mut rows = Vec::new();
     match store {
         Store::Database(pool) => {
