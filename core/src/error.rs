@@ -130,6 +130,16 @@ pub enum Error {
         /// How long it was waited for.
         waited: std::time::Duration,
     },
+    /// The operations HTTP server ([`RuntimeBuilder::serve_http`](crate::RuntimeBuilder::serve_http))
+    /// cannot listen on its address.
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why it cannot be bound.
+        #[source]
+        source: std::io::Error,
+    },
     /// The stored position of a partition is no longer in Kafka's log (deleted by retention):
     /// messages between it and the log's start were never processed.
     #[error("the stored position at {location} is out of range of the log: those messages are gone from Kafka")]
@@ -148,7 +158,8 @@ impl Error {
             | Error::Migrate(_)
             | Error::Fenced { .. }
             | Error::Decode { .. }
-            | Error::OffsetOutOfRange { .. } => ErrorClass::Fatal,
+            | Error::OffsetOutOfRange { .. }
+            | Error::Listen { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
             Error::KafkaCallStuck { .. } => ErrorClass::Retriable,
             Error::Database(e) => database_class(e),

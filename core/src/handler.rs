@@ -9,6 +9,7 @@ use crate::message::Message;
 use crate::mode::{Database, Kafka, Mode};
 use crate::output::Output;
 use crate::subscription::Subscription;
+use crate::trace_context::TraceContext;
 
 /// What a handler consumes: usually derived with `#[derive(exactly::Handler)]`.
 ///
@@ -66,6 +67,22 @@ pub trait Handler: Consumes + Send + Sync + 'static {
 /// output records and the input offsets commit in ([`Context::emit`]).
 pub struct Context<'t, M: Mode = Database> {
     effects: M::Effects<'t>,
+    /// The trace of the message being handled, when trace context is on and it has one.
+    trace: Option<TraceContext>,
+}
+
+impl<M: Mode> Context<'_, M> {
+    /// The trace context of the message about to be handled (`None`: none, or off).
+    pub(crate) fn set_trace(&mut self, trace: Option<TraceContext>) {
+        self.trace = trace;
+    }
+
+    /// Gives `record` the `traceparent` of the message being handled, if any.
+    fn stamp(&self, record: &mut Output) {
+        if let Some(trace) = &self.trace {
+            trace.stamp(record);
+        }
+    }
 }
 
 impl<M: Mode> fmt::Debug for Context<'_, M> {
@@ -76,7 +93,7 @@ impl<M: Mode> fmt::Debug for Context<'_, M> {
 
 impl<'t> Context<'t, Database> {
     pub(crate) fn new(transaction: &'t mut Transaction<'static, Postgres>, outputs: &'t [String]) -> Self {
-        Self { effects: (transaction, outputs) }
+        Self { effects: (transaction, outputs), trace: None }
     }
 
     /// The connection of the batch's transaction, to run queries on:
@@ -94,12 +111,15 @@ impl<'t> Context<'t, Database> {
 
     /// Emits a record to Kafka through the transactional outbox: it is written to
     /// `exactly.outbox` in this batch's transaction, and the [outbox relay](crate::outbox::Relay)
-    /// publishes it exactly once, in order per key.
+    /// publishes it exactly once, in order per key. With
+    /// [`trace_context`](crate::RuntimeBuilder::trace_context) on, a record without a
+    /// `traceparent` header gets the one of the message being handled's trace.
     ///
     /// # Errors
     /// When the topic is not among the handler's declared `outputs` (if it declared any), or
     /// the outbox insert fails; the batch then rolls back.
-    pub async fn emit(&mut self, record: Output) -> Result<(), HandlerError> {
+    pub async fn emit(&mut self, mut record: Output) -> Result<(), HandlerError> {
+        self.stamp(&mut record);
         let (transaction, outputs) = &mut self.effects;
         if !outputs.is_empty() && !outputs.contains(&record.topic) {
             return Err(format!(
@@ -115,12 +135,15 @@ impl<'t> Context<'t, Database> {
 
 impl<'t> Context<'t, Kafka> {
     pub(crate) fn for_kafka(outputs: &'t mut Vec<Output>) -> Self {
-        Self { effects: outputs }
+        Self { effects: outputs, trace: None }
     }
 
     /// Emits a record: it is written in the Kafka transaction that also commits this
-    /// message's offset, so `read_committed` readers see it exactly once.
-    pub fn emit(&mut self, record: Output) {
+    /// message's offset, so `read_committed` readers see it exactly once. With
+    /// [`trace_context`](crate::RuntimeBuilder::trace_context) on, a record without a
+    /// `traceparent` header gets the one of the message being handled's trace.
+    pub fn emit(&mut self, mut record: Output) {
+        self.stamp(&mut record);
         self.effects.push(record);
     }
 }

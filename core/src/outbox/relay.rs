@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorHook, Result};
+use crate::metrics::handles::RelayMetrics;
 use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
 use crate::settings::KafkaProperties;
 
@@ -141,7 +142,8 @@ impl Relay {
         self.kafka.check_producer(Duration::ZERO)?;
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
-        let task = tokio::task::spawn_blocking(move || Worker { relay: self, handle, stopped }.run());
+        let metrics = RelayMetrics::new(&self.name);
+        let task = tokio::task::spawn_blocking(move || Worker { relay: self, handle, stopped, metrics }.run());
         Ok(RelayHandle { stop, task })
     }
 }
@@ -150,6 +152,7 @@ struct Worker {
     relay: Relay,
     handle: tokio::runtime::Handle,
     stopped: watch::Receiver<bool>,
+    metrics: RelayMetrics,
 }
 
 impl Worker {
@@ -213,6 +216,7 @@ impl Worker {
         while !self.stopping() {
             // Still the leader? (A lost connection released the lock.)
             self.handle.block_on(sqlx::query("SELECT 1").execute(&mut *lock))?;
+            self.metrics.count_backlog(&self.handle, &self.relay.pool);
             let rows = self.handle.block_on(self.fetch(position))?;
             let Some(last) = rows.last().map(|row| row.position) else {
                 std::thread::sleep(self.relay.poll_interval);
@@ -253,7 +257,9 @@ impl Worker {
             BaseRecord::to(&self.relay.positions_topic).key(self.relay.name.as_bytes()).payload(value.as_bytes()),
         )?;
         crate::failpoint::hit("relay.after_produce");
+        let started = std::time::Instant::now();
         producer.commit_transaction(CALL_TIMEOUT)?;
+        self.metrics.published(rows.len(), started.elapsed());
         crate::failpoint::hit("relay.after_commit");
         Ok(())
     }

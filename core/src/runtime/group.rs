@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 
 use super::shared::{Backoff, Shared};
 use crate::error::{Error, Result};
+use crate::metrics::handles::{PartitionId, PartitionMetrics};
+use crate::mode::ModeKind;
 use crate::offsets::{self, Claim, PartitionKey};
 use crate::settings::StartFrom;
 
@@ -36,6 +38,8 @@ pub(crate) struct WorkerStart {
     pub(crate) notify: Arc<Notify>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) consumer: Arc<GroupConsumer>,
+    /// The partition's counters and position (registered for the lag gauge).
+    pub(crate) metrics: Arc<PartitionMetrics>,
 }
 
 /// Starts the (handler-typed) worker of a partition.
@@ -44,6 +48,7 @@ pub(crate) type Spawner = Box<dyn Fn(WorkerStart) -> JoinHandle<()> + Send + Syn
 struct WorkerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    partition: PartitionId,
 }
 
 /// The rdkafka context of a group's consumer: where rebalances are handled.
@@ -133,11 +138,17 @@ impl GroupContext {
             queue.set_nonempty_callback(move || waker.notify_one());
             let (stop_tx, stop_rx) = watch::channel(false);
             let id = (key.topic.clone(), key.partition);
-            let task = (self.spawner)(WorkerStart { key, claim, queue, notify, stop: stop_rx, consumer: owner });
-            if let Some(previous) = workers.insert(id, WorkerHandle { stop: stop_tx, task }) {
+            let partition =
+                PartitionId { group: key.group.clone(), topic: key.topic.clone(), partition: key.partition };
+            let metrics = Arc::new(PartitionMetrics::new(ModeKind::Database, partition.clone(), claim.next_offset));
+            self.shared.lag.insert(Arc::clone(&metrics));
+            let start = WorkerStart { key, claim, queue, notify, stop: stop_rx, consumer: owner, metrics };
+            let task = (self.spawner)(start);
+            if let Some(previous) = workers.insert(id, WorkerHandle { stop: stop_tx, task, partition }) {
                 let _ = previous.stop.send(true);
             }
         }
+        self.shared.health.assigned(&self.group);
         Ok(())
     }
 
@@ -200,6 +211,7 @@ impl GroupContext {
     fn finish(&self, handles: Vec<WorkerHandle>) {
         for handle in &handles {
             let _ = handle.stop.send(true);
+            self.shared.lag.remove(&handle.partition);
         }
         let grace = self.shared.revoke_grace;
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -243,7 +255,11 @@ impl Group {
         let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let shared = Arc::clone(shared);
-        let poller = shared.handle.clone().spawn_blocking(move || poll(&consumer, &shared));
+        let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
+        let poller = shared.handle.clone().spawn_blocking(move || {
+            let _alive = alive;
+            poll(&consumer, &shared)
+        });
         Ok(Group { name: group, poller })
     }
 }

@@ -30,11 +30,13 @@ use super::shared::{Backoff, Shared};
 use crate::dead_letters::{self, Letter};
 use crate::error::{Error, Location, Result};
 use crate::handler::{Context, Handler};
-use crate::mode::Kafka;
+use crate::metrics::handles::{GroupMetrics, PartitionId, PartitionMetrics};
+use crate::mode::{Kafka, ModeKind};
 use crate::output::Output;
 use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, send_offsets, transactional};
 use crate::settings::{RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
+use crate::trace_context::TraceContext;
 
 type Partition = (String, i32);
 
@@ -51,6 +53,17 @@ pub(crate) struct KafkaModeSettings {
 struct Blocked {
     offset: i64,
     retry_at: Instant,
+}
+
+/// An assigned partition's metrics, and what the open transaction will add to them.
+#[derive(Debug)]
+struct PartitionState {
+    metrics: Arc<PartitionMetrics>,
+    /// The highest offset counted as consumed in this assignment.
+    consumed_through: i64,
+    /// Messages handled, and dead-lettered, in the open transaction.
+    processed: u64,
+    dead_lettered: u64,
 }
 
 /// The message of a partition that failed last, and how often.
@@ -79,6 +92,11 @@ struct Transactions {
     retry: RetryPolicy,
     /// Where a message goes once its retries are spent; without one its partition waits.
     dead_letter_topic: Option<String>,
+    /// The assigned partitions' metrics.
+    partitions: HashMap<Partition, PartitionState>,
+    metrics: GroupMetrics,
+    /// The span of the open transaction (the "batch" of Kafka mode), from its first message.
+    span: Option<tracing::Span>,
 }
 
 pub(crate) struct KafkaModeContext {
@@ -120,6 +138,9 @@ impl ConsumerContext for KafkaModeContext {
                     txn.committed.remove(&key);
                     txn.blocked.remove(&key);
                     txn.failures.remove(&key);
+                    if let Some(state) = txn.partitions.remove(&key) {
+                        self.shared.lag.remove(&state.metrics.id);
+                    }
                 }
                 if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() }
             }
@@ -175,9 +196,20 @@ impl Transactions {
         for ((topic, partition), next) in starts {
             tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
             tracing::info!(group = %self.group, %topic, partition, next_offset = next, "partition assigned");
+            let id = PartitionId { group: self.group.clone(), topic: topic.clone(), partition };
+            let metrics = Arc::new(PartitionMetrics::new(ModeKind::Kafka, id, next));
+            shared.lag.insert(Arc::clone(&metrics));
+            let state = PartitionState { metrics, consumed_through: next - 1, processed: 0, dead_lettered: 0 };
+            self.partitions.insert((topic.clone(), partition), state);
             self.committed.insert((topic, partition), next);
         }
-        if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) }
+        if cooperative {
+            consumer.incremental_assign(tpl)?
+        } else {
+            consumer.assign(tpl)?
+        }
+        shared.health.assigned(&self.group);
+        Ok(())
     }
 
     /// The committed offset of each partition of `tpl`, or where the start policy says for
@@ -223,6 +255,14 @@ impl Transactions {
         if self.blocked.contains_key(&key) || self.pending.get(&key).is_some_and(|next| offset < *next) {
             return; // fetched before the partition was paused or rewound: it comes again
         }
+        if let Some(state) = self.partitions.get_mut(&key)
+            && offset > state.consumed_through
+        {
+            state.consumed_through = offset;
+            state.metrics.consumed.increment(1);
+        }
+        let span = self.message_span(&key, offset);
+        let _entered = span.enter();
         let failure = match decode::<H>(message) {
             Decoded::Failed { part, error } => {
                 Some((Error::Decode { location: self.location(&key, offset), part, source: error }, true))
@@ -230,6 +270,14 @@ impl Transactions {
             Decoded::Message(decoded) => {
                 outputs.clear();
                 let mut cx = Context::for_kafka(outputs);
+                if shared.trace_context {
+                    let trace =
+                        TraceContext::from_headers(decoded.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+                    if let Some(trace) = &trace {
+                        trace.record(&span);
+                    }
+                    cx.set_trace(trace);
+                }
                 match panics::catch_blocking(|| shared.handle.block_on(handler.handle(&decoded, &mut cx))) {
                     Ok(Ok(())) => self.undeclared(outputs).map(|topic| {
                         let source = format!(
@@ -253,6 +301,11 @@ impl Transactions {
         };
         if let Some((error, permanent)) = failure {
             shared.report(&error);
+            if !matches!(error, Error::Decode { .. })
+                && let Some(state) = self.partitions.get(&key)
+            {
+                state.metrics.failed.increment(1);
+            }
             let count = match self.failures.get(&key) {
                 Some(failed) if failed.offset == offset => failed.count + 1,
                 _ => 1,
@@ -270,10 +323,18 @@ impl Transactions {
                         return;
                     }
                     shared.report(&Error::DeadLettered { location, attempts: count, reason });
+                    if let Some(state) = self.partitions.get_mut(&key) {
+                        state.dead_lettered += 1;
+                    }
                     self.pending.insert(key, offset + 1);
                     self.records_in_txn += 1;
                 }
-                _ => self.block(consumer, key, offset, count),
+                _ => {
+                    if let Some(state) = self.partitions.get(&key) {
+                        state.metrics.retried.increment(1);
+                    }
+                    self.block(consumer, key, offset, count);
+                }
             }
             return;
         }
@@ -283,8 +344,67 @@ impl Transactions {
             return;
         }
         crate::failpoint::hit("kafka.after_produce");
+        if let Some(state) = self.partitions.get_mut(&key) {
+            state.processed += 1;
+        }
         self.pending.insert(key, offset + 1);
         self.records_in_txn += 1;
+    }
+
+    /// The span of one message's handling, inside the open transaction's span.
+    fn message_span(&mut self, key: &Partition, offset: i64) -> tracing::Span {
+        let attempt = match self.failures.get(key) {
+            Some(failed) if failed.offset == offset => failed.count + 1,
+            _ => 1,
+        };
+        let group = &self.group;
+        let batch = self.span.get_or_insert_with(|| {
+            tracing::info_span!("batch", mode = "kafka", group = %group, records = tracing::field::Empty,
+                outcome = tracing::field::Empty)
+        });
+        tracing::debug_span!(parent: &*batch, "message", group = %self.group, topic = %key.0, partition = key.1,
+            offset, attempt, trace_id = tracing::field::Empty, parent_span_id = tracing::field::Empty,
+            span_id = tracing::field::Empty)
+    }
+
+    /// What the open transaction handled is committed: counts it, and notes the positions.
+    fn counted_committed(&mut self, records: usize, took: Duration) {
+        for state in self.partitions.values_mut() {
+            state.metrics.processed.increment(std::mem::take(&mut state.processed));
+            state.metrics.dead_lettered.increment(std::mem::take(&mut state.dead_lettered));
+        }
+        if records > 0 {
+            #[allow(clippy::cast_precision_loss)] // a transaction holds far fewer than 2^52 records
+            self.metrics.batch_size.record(records as f64);
+            self.metrics.commit.record(took.as_secs_f64());
+        }
+        self.note_positions();
+    }
+
+    /// The open transaction's messages will not commit (aborted, or its outcome unknown and
+    /// read back from Kafka instead): nothing of it is counted.
+    fn forget_pending_counts(&mut self) {
+        for state in self.partitions.values_mut() {
+            state.processed = 0;
+            state.dead_lettered = 0;
+        }
+    }
+
+    /// Gives the lag gauges the committed offsets.
+    fn note_positions(&self) {
+        for (key, next) in &self.committed {
+            if let Some(state) = self.partitions.get(key) {
+                state.metrics.set_position(*next);
+            }
+        }
+    }
+
+    /// Ends the open transaction's span with its outcome.
+    fn end_span(&mut self, outcome: &'static str, records: usize) {
+        if let Some(span) = self.span.take() {
+            span.record("records", records);
+            span.record("outcome", outcome);
+        }
     }
 
     /// The first emitted topic that is not declared, when outputs are declared.
@@ -318,6 +438,9 @@ impl Transactions {
         if self.open.is_none() {
             return;
         }
+        let span = self.span.clone().unwrap_or_else(tracing::Span::none);
+        let _entered = span.enter();
+        let started = Instant::now();
         let outcome = (|| -> Result<()> {
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.pending {
@@ -335,13 +458,18 @@ impl Transactions {
         })();
         match outcome {
             Ok(()) => {
+                let took = started.elapsed();
                 let pending = std::mem::take(&mut self.pending);
                 self.committed.extend(pending);
                 self.open = None;
-                self.records_in_txn = 0;
+                let records = std::mem::take(&mut self.records_in_txn);
+                self.counted_committed(records, took);
+                self.end_span("committed", records);
             }
             Err(error) => {
                 shared.report(&error);
+                self.forget_pending_counts();
+                self.end_span("failed", self.records_in_txn);
                 let indefinite = matches!(&error, Error::KafkaCallStuck { .. })
                     || matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
                 if indefinite {
@@ -357,7 +485,10 @@ impl Transactions {
                     let mut backoff = Backoff::new();
                     loop {
                         match self.producer().map(|_| ()).and_then(|()| self.reload_committed(consumer)) {
-                            Ok(()) => break,
+                            Ok(()) => {
+                                self.note_positions();
+                                break;
+                            }
                             Err(e) => shared.report(&e),
                         }
                         if shared.shutting_down() {
@@ -383,6 +514,8 @@ impl Transactions {
             tracing::warn!(group = %self.group, "abort failed ({e}); the producer is rebuilt");
             self.producer = None;
         }
+        self.forget_pending_counts();
+        self.end_span("aborted", self.records_in_txn);
         self.pending.clear();
         self.records_in_txn = 0;
         if rewind {
@@ -517,6 +650,9 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             failures: HashMap::new(),
             retry: subscription.retry().unwrap_or(shared.retry),
             dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
+            partitions: HashMap::new(),
+            metrics: GroupMetrics::new(ModeKind::Kafka, &group),
+            span: None,
         }),
     };
     let consumer: BaseConsumer<KafkaModeContext> = consumer_config.create_with_context(context)?;
@@ -525,7 +661,11 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
     let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let shared = Arc::clone(shared);
-    let poller = shared.handle.clone().spawn_blocking(move || run(&consumer, &*handler, &shared));
+    let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
+    let poller = shared.handle.clone().spawn_blocking(move || {
+        let _alive = alive;
+        run(&consumer, &*handler, &shared)
+    });
     Ok(super::group::Group { name: group, poller })
 }
 

@@ -10,6 +10,7 @@ mod partition_worker;
 mod shared;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +23,9 @@ use self::partition_worker::PartitionWorker;
 use self::shared::{ErrorHook, Shared};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
+use crate::health::{Health, HealthState};
+use crate::http::{Endpoints, Server};
+use crate::metrics::lag::{self, LagRegistry};
 use crate::mode::{Database, Kafka, Mode, ModeKind};
 use crate::settings::{Batch, KafkaProperties, RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
@@ -56,6 +60,9 @@ pub struct RuntimeBuilder {
     commit_interval: Duration,
     outbox_relay: Option<String>,
     retry: RetryPolicy,
+    http: Option<SocketAddr>,
+    trace_context: bool,
+    lag_interval: Duration,
 }
 
 impl std::fmt::Debug for RuntimeBuilder {
@@ -189,12 +196,73 @@ impl RuntimeBuilder {
         self
     }
 
+    /// Serves operations endpoints over HTTP/1.1 on `addr` while the runtime runs (bound by
+    /// [`RuntimeBuilder::build`]; port 0 picks a free one, see [`Runtime::http_addr`]):
+    ///
+    /// - `GET /health/live`: 200 while the runtime runs and its consumer loops are alive,
+    ///   503 once one has died (see [`Health`] for what is and is not covered).
+    /// - `GET /health/ready`: 200 once every handler's consumer has been given its
+    ///   partitions and while the database answers; 503 otherwise, with the reason as a
+    ///   one-line plain-text body.
+    /// - `GET /metrics`: with the `prometheus` feature, every [metric](crate::metrics) in
+    ///   Prometheus' text format. `build` then installs a Prometheus recorder as the
+    ///   process's global `metrics` recorder (once; later runtimes share it), and fails if the
+    ///   application installed one of its own. Without the feature: 404.
+    ///
+    /// Anything else gets 404 (unknown path), 405 (another method than `GET` or `HEAD`) or
+    /// 400 (not an HTTP/1.x request). One request per connection; no TLS, no
+    /// authentication: bind it to an address only your probes and scraper reach. The server
+    /// stops listening before [`Runtime::run`] returns.
+    ///
+    /// ```no_run
+    /// # async fn run(handler: impl exactly::Handler) -> exactly::Result<()> {
+    /// exactly::Runtime::builder()
+    ///     .brokers("localhost:9092")
+    ///     .database_url("postgres://app@localhost/app")
+    ///     .handler(handler)
+    ///     .serve_http("0.0.0.0:9464".parse().expect("an address"))
+    ///     .build()
+    ///     .await?
+    ///     .run()
+    ///     .await
+    /// # }
+    /// ```
+    pub fn serve_http(mut self, addr: SocketAddr) -> Self {
+        self.http = Some(addr);
+        self
+    }
+
+    /// Carries W3C trace context (default: off). On, the `traceparent` header of each
+    /// consumed message is read (and ignored unless valid per the W3C Trace Context
+    /// specification): the message's `tracing` span records its `trace_id` and
+    /// `parent_span_id` and a new `span_id`, and every record its handler emits through
+    /// [`Context::emit`](crate::Context::emit), in Kafka mode and through the outbox, gets a
+    /// `traceparent` with the same trace id and that new span id as parent, unless the
+    /// handler gave the record one itself.
+    ///
+    /// Not covered: `tracestate` (not carried), messages without a valid `traceparent` (no
+    /// new trace is started), records produced otherwise than through `emit`, and dead
+    /// letters (they keep the original message's headers). Spans are `tracing` spans: to
+    /// export them, use a `tracing` subscriber that does.
+    pub fn trace_context(mut self, enabled: bool) -> Self {
+        self.trace_context = enabled;
+        self
+    }
+
+    /// How often the [consumer lag](crate::metrics::CONSUMER_LAG) of every partition this
+    /// instance owns is measured (default 5 s; one `ListOffsets` request per partition
+    /// leader each time, busy or idle, whether or not a metrics recorder is installed).
+    pub fn lag_interval(mut self, interval: Duration) -> Self {
+        self.lag_interval = interval.max(Duration::from_millis(100));
+        self
+    }
+
     /// Checks every setting, connects to PostgreSQL and creates exactly's tables.
     ///
     /// # Errors
     /// [`Error::UnsafeSetting`] for a setting that would break the guarantee,
     /// [`Error::Config`] for a missing or contradictory one, [`Error::Database`] when
-    /// PostgreSQL cannot be reached.
+    /// PostgreSQL cannot be reached, [`Error::Listen`] when the HTTP address cannot be bound.
     pub async fn build(self) -> Result<Runtime> {
         self.kafka.check()?;
         if self.groups.is_empty() {
@@ -256,6 +324,21 @@ impl RuntimeBuilder {
         }
         panics::install_hook();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let health = Arc::new(HealthState::new(
+            self.groups.iter().map(|spec| spec.subscription().group().to_owned()),
+            shutdown_rx.clone(),
+        ));
+        let http = match self.http {
+            Some(addr) => {
+                let endpoints = Endpoints {
+                    health: Health::new(Arc::clone(&health), pool.clone()),
+                    #[cfg(feature = "prometheus")]
+                    prometheus: crate::metrics::prometheus::install()?,
+                };
+                Some((crate::http::bind(addr).await?, endpoints))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             pool,
             batch: self.batch,
@@ -266,6 +349,9 @@ impl RuntimeBuilder {
             shutdown: shutdown_rx,
             revoke_grace: self.revoke_grace,
             retry: self.retry,
+            health,
+            lag: LagRegistry::default(),
+            trace_context: self.trace_context,
         });
         let settings = StartSettings {
             kafka: self.kafka,
@@ -274,12 +360,14 @@ impl RuntimeBuilder {
             commit_interval: self.commit_interval,
             max_records: self.batch.max_records.max(1000),
             outbox_relay: self.outbox_relay,
+            lag_interval: self.lag_interval,
         };
         Ok(Runtime {
             shared,
             settings,
             groups: self.groups,
             shutdown: ShutdownHandle { sender: Arc::new(shutdown_tx) },
+            http,
         })
     }
 }
@@ -290,6 +378,8 @@ pub struct Runtime {
     settings: StartSettings,
     groups: Vec<Box<dyn GroupSpec>>,
     shutdown: ShutdownHandle,
+    /// The bound operations listener and what it serves.
+    http: Option<(tokio::net::TcpListener, Endpoints)>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -318,12 +408,27 @@ impl Runtime {
             commit_interval: Duration::from_millis(100),
             outbox_relay: None,
             retry: RetryPolicy::default(),
+            http: None,
+            trace_context: false,
+            lag_interval: Duration::from_secs(5),
         }
     }
 
     /// A handle that stops this runtime gracefully from anywhere.
     pub fn shutdown_handle(&self) -> ShutdownHandle {
         self.shutdown.clone()
+    }
+
+    /// The health of this runtime, for probes of your own (the same answers
+    /// [`RuntimeBuilder::serve_http`] serves); take it before [`Runtime::run`].
+    pub fn health(&self) -> Health {
+        Health::new(Arc::clone(&self.shared.health), self.shared.pool.clone())
+    }
+
+    /// The address the operations HTTP server listens on, when
+    /// [`RuntimeBuilder::serve_http`] was called (with port 0, the port picked).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(listener, _)| listener.local_addr().ok())
     }
 
     /// The pool the runtime commits through (none when every handler runs in Kafka mode).
@@ -351,6 +456,19 @@ impl Runtime {
     /// When a consumer cannot be created or stops on a fatal error.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
         let _stop_when_dropped = StopOnDrop(self.shutdown.clone());
+        crate::metrics::describe();
+        self.shared.health.set_running(true);
+        let _not_running_when_done = NotRunningOnDrop(Arc::clone(&self.shared.health));
+        // Dropped (stopping it at once) if this future is; stopped in order below otherwise.
+        let server = self.http.map(|(listener, endpoints)| Server::start(listener, endpoints));
+        let lag_meter = {
+            let shared = Arc::clone(&self.shared);
+            let client = lag::client(self.settings.kafka.consumer("exactly-lag"))?;
+            let interval = self.settings.lag_interval;
+            shared.handle.clone().spawn_blocking(move || {
+                lag::measure(&shared.lag, &client, interval, &|| shared.shutting_down());
+            })
+        };
         let mut groups = Vec::with_capacity(self.groups.len());
         for spec in self.groups {
             let subscription = spec.subscription();
@@ -360,6 +478,10 @@ impl Runtime {
                     self.shutdown.shutdown();
                     for group in groups {
                         let _ = group.poller.await;
+                    }
+                    let _ = lag_meter.await;
+                    if let Some(server) = server {
+                        server.stop().await;
                     }
                     return Err(e);
                 }
@@ -394,6 +516,11 @@ impl Runtime {
                 }
             }
         }
+        let _ = lag_meter.await;
+        self.shared.health.set_running(false);
+        if let Some(server) = server {
+            server.stop().await;
+        }
         outcome
     }
 }
@@ -418,6 +545,16 @@ struct StopOnDrop(ShutdownHandle);
 impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.shutdown();
+    }
+}
+
+/// Marks the runtime as not running when dropped (`run_until` returned, or its future was
+/// dropped).
+struct NotRunningOnDrop(Arc<HealthState>);
+
+impl Drop for NotRunningOnDrop {
+    fn drop(&mut self) {
+        self.0.set_running(false);
     }
 }
 
@@ -451,6 +588,7 @@ struct StartSettings {
     commit_interval: Duration,
     max_records: usize,
     outbox_relay: Option<String>,
+    lag_interval: Duration,
 }
 
 /// A handler ready to run, whatever its type and mode.

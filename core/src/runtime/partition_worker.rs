@@ -27,9 +27,11 @@ use crate::dead_letters::{self, Letter};
 use crate::error::{Error, ErrorClass, Result};
 use crate::handler::{Context, Handler};
 use crate::message::Message;
-use crate::mode::Database;
-use crate::offsets::{self, Advance};
+use crate::metrics::handles::GroupMetrics;
+use crate::mode::{Database, ModeKind};
+use crate::offsets::{self, Advance, PartitionKey};
 use crate::settings::RetryPolicy;
+use crate::trace_context::TraceContext;
 
 /// One message of a batch: its raw bytes (for the dead letters) and what decoding gave.
 struct Item<K, P> {
@@ -95,11 +97,14 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     dead_letter_topic: Option<String>,
     /// The parked keys, when key parking is on.
     parked: Option<ParkedKeys>,
+    /// The group's histograms (the partition's counters are in `start.metrics`).
+    metrics: GroupMetrics,
 }
 
 impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, start: WorkerStart) -> Self {
         let next = start.claim.next_offset;
+        let metrics = GroupMetrics::new(ModeKind::Database, &start.key.group);
         let subscription = handler.subscription();
         let limit = shared.batch.max_records;
         Self {
@@ -115,6 +120,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             commit_unknown: false,
             limit,
             failures: None,
+            metrics,
         }
     }
 
@@ -210,6 +216,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     }
                     let item = item::<H>(&message);
                     self.batch.push(item);
+                    self.start.metrics.consumed.increment(1);
                 }
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
                     return Some(Error::OffsetOutOfRange { location: self.start.key.location(self.next) });
@@ -249,6 +256,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             Ok(()) => {
                 tracing::debug!(from = self.next, to = position, "position moved past records not delivered");
                 self.next = position;
+                self.start.metrics.set_position(position);
                 self.mirror_to_kafka();
             }
             Err(error) => {
@@ -266,7 +274,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     async fn commit_with_retries(&mut self) -> bool {
         let mut infrastructure = Backoff::new();
         while !self.batch.is_empty() {
-            let delay = match self.attempt().await {
+            let span = self.batch_span();
+            let delay = match self.attempt().instrument(span).await {
                 Ok(()) => {
                     infrastructure = Backoff::new();
                     continue;
@@ -293,6 +302,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     self.failures = Some(Failed { offset: failed, count, permanent, reason: error.to_string() });
                     if index > 0 {
                         // The messages before it are fine: commit them first.
+                        self.start.metrics.retried.increment(1);
                         self.limit = index;
                         continue;
                     }
@@ -302,6 +312,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                         Some(self.dead_letter(error.to_string()).await)
                     } else if self.limit > 1 {
                         // Alone it may pass (its failure may come from a neighbour): try now.
+                        self.start.metrics.retried.increment(1);
                         self.limit = 1;
                         continue;
                     } else if self.parked.is_some() {
@@ -310,7 +321,10 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                         None
                     };
                     match settled {
-                        None => self.retry.delay(count),
+                        None => {
+                            self.start.metrics.retried.increment(1);
+                            self.retry.delay(count)
+                        }
                         Some(Ok(())) => continue,
                         Some(Err(error)) if error.class() == ErrorClass::Fatal => {
                             self.shared.report(&error);
@@ -378,19 +392,36 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         let pool = self.shared.pool().map_err(Failure::Fatal)?;
         let mut tx = pool.begin().await.map_err(|e| classify(e.into()))?;
         let mut cx = Context::new(&mut tx, &self.outputs);
+        let metrics = &self.start.metrics;
+        let (mut handled, mut parked_now) = (0_u64, 0_u64);
+        tracing::Span::current().record("records", end);
         for (index, item) in self.batch[..end].iter().enumerate() {
             if let Some(parked) = &self.parked
                 && parked.contains(&item.raw.key)
             {
                 // Its key waits: it joins the key's parked messages, in this transaction.
                 parking::park(cx.db(), key, item.offset, &item.raw, 0, None, Duration::ZERO).await.map_err(classify)?;
+                parked_now += 1;
                 continue;
             }
             let Ok(message) = &item.decoded else { continue };
-            let outcome = panics::catch(self.handler.handle(message, &mut cx)).await;
+            let span = message_span(key, item.offset, self.attempt_of(item.offset));
+            let trace = self.shared.trace_context.then(|| trace_of(&item.raw)).flatten();
+            if let Some(trace) = &trace {
+                trace.record(&span);
+            }
+            cx.set_trace(trace);
+            let outcome = panics::catch(self.handler.handle(message, &mut cx).instrument(span)).await;
+            if !matches!(outcome, Ok(Ok(()))) {
+                metrics.failed.increment(1);
+            }
             let failure = match outcome {
-                Ok(Ok(())) => continue,
+                Ok(Ok(())) => {
+                    handled += 1;
+                    continue;
+                }
                 Ok(Err(e)) if e.is_transient() => {
+                    metrics.retried.increment(1);
                     return Err(Failure::Transient(Error::Handler {
                         location: key.location(item.offset),
                         source: e.into_inner(),
@@ -409,7 +440,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         match offsets::advance(&mut tx, key, self.start.claim.epoch, self.next, new_next).await.map_err(classify)? {
             Advance::Advanced => {
                 crate::failpoint::hit("db.before_commit");
-                if let Err(e) = tx.commit().await {
+                if let Err(e) = self.commit_timed(tx).await {
                     self.commit_unknown = true;
                     return Err(Failure::Transient(e.into()));
                 }
@@ -417,8 +448,40 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             }
             Advance::AlreadyCommitted => tx.rollback().await.map_err(|e| classify(e.into()))?,
         }
+        let metrics = &self.start.metrics;
+        metrics.processed.increment(handled);
+        metrics.parked.increment(parked_now);
+        #[allow(clippy::cast_precision_loss)] // a batch holds far fewer than 2^52 messages
+        self.metrics.batch_size.record(end as f64);
         self.committed(first, new_next, end);
         Ok(())
+    }
+
+    /// COMMITs `tx`, timing it for the commit latency histogram.
+    async fn commit_timed(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let started = Instant::now();
+        tx.commit().await?;
+        self.metrics.commit.record(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// The try at the message at `offset` this is, as the retry policy counts them.
+    fn attempt_of(&self, offset: i64) -> u32 {
+        match &self.failures {
+            Some(failed) if failed.offset == offset => failed.count + 1,
+            _ => 1,
+        }
+    }
+
+    /// The span of one attempt at the head of the batch (its record count is filled in).
+    fn batch_span(&self) -> tracing::Span {
+        let key = &self.start.key;
+        let offset = self.batch.first().map_or(self.next, Item::offset);
+        tracing::info_span!("batch", mode = "database", group = %key.group, topic = %key.topic,
+            partition = key.partition, offset, records = tracing::field::Empty, attempt = self.attempt_of(offset))
     }
 
     /// After a COMMIT whose outcome is unknown: reads the stored position and, if that
@@ -437,6 +500,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         {
             let count = self.batch.iter().take_while(|item| item.offset() < stored).count();
             let first = self.batch.first().map_or(self.next, Item::offset);
+            // It committed: its messages count as processed (parked ones too, a rare miscount).
+            self.start.metrics.processed.increment(u64::try_from(count).unwrap_or(0));
             self.committed(first, stored, count);
         }
         Ok(())
@@ -447,7 +512,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     async fn commit_single(&mut self, mut tx: sqlx::Transaction<'static, sqlx::Postgres>, offset: i64) -> Result<()> {
         match offsets::advance(&mut tx, &self.start.key, self.start.claim.epoch, self.next, offset + 1).await? {
             Advance::Advanced => {
-                if let Err(e) = tx.commit().await {
+                if let Err(e) = self.commit_timed(tx).await {
                     self.commit_unknown = true;
                     return Err(e.into());
                 }
@@ -471,6 +536,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         let letter = Letter { at: &location, raw: &item.raw, error: &reason, attempts };
         dead_letters::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
         self.commit_single(tx, offset).await?;
+        self.start.metrics.dead_lettered.increment(1);
         self.shared.report(&Error::DeadLettered { location, attempts, reason });
         self.committed(offset, offset + 1, 1);
         Ok(())
@@ -486,6 +552,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         parking::park(&mut tx, &self.start.key, offset, &item.raw, count, Some(&reason), delay).await?;
         let message_key = item.raw.key.clone();
         self.commit_single(tx, offset).await?;
+        self.start.metrics.parked.increment(1);
         tracing::info!(offset, attempts = count, retry_in = ?delay, "message parked; its key waits, the others go on");
         if let Some(parked) = &mut self.parked {
             parked.set_due(message_key, Instant::now() + delay);
@@ -565,15 +632,27 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             let at =
                 Coordinates { topic: &key.topic, partition: key.partition, offset: message.offset, timestamp: None };
             let headers = message.raw.headers.clone();
+            let metrics = &self.start.metrics;
             let failure =
                 match decode_parts::<H>(message.raw.key.as_deref(), message.raw.payload.as_deref(), headers, &at) {
                     Decoded::Failed { part, error } => Some((format!("cannot decode the {part}: {error}"), true)),
                     Decoded::Message(decoded) => {
                         let mut cx = Context::new(&mut tx, &self.outputs);
-                        match panics::catch(self.handler.handle(&decoded, &mut cx)).await {
+                        let span = message_span(key, message.offset, attempts);
+                        let trace = self.shared.trace_context.then(|| trace_of(&message.raw)).flatten();
+                        if let Some(trace) = &trace {
+                            trace.record(&span);
+                        }
+                        cx.set_trace(trace);
+                        let outcome = panics::catch(self.handler.handle(&decoded, &mut cx).instrument(span)).await;
+                        if !matches!(outcome, Ok(Ok(()))) {
+                            metrics.failed.increment(1);
+                        }
+                        match outcome {
                             Ok(Ok(())) => None,
                             Ok(Err(e)) if e.is_transient() => {
                                 // The database, not the message: try again later without counting.
+                                metrics.retried.increment(1);
                                 return Err(Error::Handler { location, source: e.into_inner() });
                             }
                             Ok(Err(e)) => Some((e.to_string(), e.is_permanent())),
@@ -583,7 +662,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 };
             let Some((reason, permanent)) = failure else {
                 parking::remove(&mut tx, key, message.offset).await?;
-                tx.commit().await?;
+                self.commit_timed(tx).await?;
+                self.start.metrics.processed.increment(1);
                 continue;
             };
             tx.rollback().await?;
@@ -594,13 +674,15 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 let letter = Letter { at: &location, raw: &message.raw, error: &reason, attempts };
                 dead_letters::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
                 parking::remove(&mut tx, key, message.offset).await?;
-                tx.commit().await?;
+                self.commit_timed(tx).await?;
+                self.start.metrics.dead_lettered.increment(1);
                 self.shared.report(&Error::DeadLettered { location, attempts, reason });
                 continue;
             }
             let delay = self.retry.delay(attempts);
             parking::reschedule(&mut tx, key, message.offset, attempts, &reason, delay).await?;
-            tx.commit().await?;
+            self.commit_timed(tx).await?;
+            self.start.metrics.retried.increment(1);
             if let Some(parked) = &mut self.parked {
                 parked.set_due(message_key.clone(), Instant::now() + delay);
             }
@@ -611,6 +693,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     fn committed(&mut self, first: i64, new_next: i64, count: usize) {
         tracing::debug!(first, next = new_next, records = count, "batch committed");
         self.next = new_next;
+        self.start.metrics.set_position(new_next);
         self.batch.drain(..count);
         self.limit = self.shared.batch.max_records;
         self.mirror_to_kafka();
@@ -635,6 +718,18 @@ fn item<H: Handler>(message: &BorrowedMessage<'_>) -> Item<H::Key, H::Payload> {
         Decoded::Failed { part, error } => Err((part, error)),
     };
     Item { offset: message.offset(), raw: raw(message), decoded }
+}
+
+/// The span of one message's handling.
+fn message_span(key: &PartitionKey, offset: i64, attempt: u32) -> tracing::Span {
+    tracing::debug_span!("message", group = %key.group, topic = %key.topic, partition = key.partition, offset,
+        attempt, trace_id = tracing::field::Empty, parent_span_id = tracing::field::Empty,
+        span_id = tracing::field::Empty)
+}
+
+/// The trace context of a message, from its `traceparent` header.
+fn trace_of(raw: &Raw) -> Option<TraceContext> {
+    TraceContext::from_headers(raw.headers.iter().map(|(name, value)| (name.as_str(), value.as_ref())))
 }
 
 /// Sorts an error into what to do about it.

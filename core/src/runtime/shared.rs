@@ -1,11 +1,14 @@
 //! What every group consumer and partition worker of one runtime shares.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::Error;
+use crate::health::HealthState;
+use crate::metrics::lag::LagRegistry;
 use crate::settings::{Batch, RetryPolicy, StartFrom};
 
 pub(crate) use crate::error::ErrorHook;
@@ -23,6 +26,12 @@ pub(crate) struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) revoke_grace: Duration,
     pub(crate) retry: RetryPolicy,
+    /// What the health probes read.
+    pub(crate) health: Arc<HealthState>,
+    /// The partitions owned now, for the lag gauges.
+    pub(crate) lag: LagRegistry,
+    /// Whether `traceparent` headers are read and carried to emitted records.
+    pub(crate) trace_context: bool,
 }
 
 impl std::fmt::Debug for Shared {
