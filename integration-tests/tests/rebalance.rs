@@ -2,13 +2,16 @@
 //! under cooperative-sticky and eager assignment; every in-flight batch commits or rolls
 //! back whole, so effects and positions agree and every message is applied exactly once.
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use exactly::Batch;
-use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
+use exactly_integration_tests::recorder::{Hold, Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder};
 use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 
 const WAIT: Duration = Duration::from_secs(180);
 const PARTITIONS: i32 = 6;
@@ -87,4 +90,51 @@ async fn cooperative_sticky_churn_applies_each_message_once() -> anyhow::Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eager_range_churn_applies_each_message_once() -> anyhow::Result<()> {
     churn("range").await
+}
+
+/// A revocation waits for the partition's in-flight batch (up to `revoke_grace`): the batch
+/// commits where it started, and the next owner starts after it; nothing is fenced or redone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_the_batch_in_flight() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let topic = kafka.unique_topic("revoke", 1).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    create_effects_table(&pool).await?;
+    produce(&kafka.client_config(), &topic, (0..10).map(|i| Input::to(0, "k", format!("m-{i}")))).await?;
+    let group = unique("revoke");
+    let hold = Arc::new(Hold { payloads: vec!["m-3".into()], gate: Semaphore::new(0), waiting: Default::default() });
+    let mut held = Recorder::new(&topic, &group, "a");
+    held.hold = Some(Arc::clone(&hold));
+    // Eager assignment revokes A's partition whichever member gets it next.
+    let eager = || {
+        builder(&database.url)
+            .kafka_setting("partition.assignment.strategy", "range")
+            .batch(Batch::single())
+            .revoke_grace(Duration::from_secs(120))
+    };
+    let a = Running::start(kafka, eager().handler(held)).await?;
+    wait_until(WAIT, "A to hold m-3", || async { Ok((hold.waiting.load(Ordering::SeqCst) == 1).then_some(())) })
+        .await?;
+    let b = Running::start(kafka, eager().handler(Recorder::new(&topic, &group, "b"))).await?;
+    // Were the revocation not waiting, the group would settle and the partition be claimed
+    // anew while m-3 is held; give it the time to (A's commit would then be fenced).
+    let _ = exactly_integration_tests::progress::wait_group_settled(kafka, &group, 2, Duration::from_secs(10)).await;
+    hold.gate.add_permits(1);
+    wait_until(WAIT, "every message applied", || async {
+        Ok((effect_counts(&pool, &group).await?.1 == 10).then_some(()))
+    })
+    .await?;
+    let reported_by_a = a.reported.clone();
+    a.stop().await?;
+    b.stop().await?;
+    let held_by: Vec<String> =
+        sqlx::query_scalar("SELECT instance FROM effects WHERE group_id = $1 AND payload = 'm-3'")
+            .bind(&group)
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(held_by, ["a"], "m-3 was not committed by the instance that held it");
+    assert_eq!(reported_by_a.count("fenced"), 0, "A was fenced: {:?}", reported_by_a.all());
+    assert_eq!(effect_counts(&pool, &group).await?, (10, 10));
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! to the stored position and gives the partition its own queue and worker; on revocation
 //! it lets each worker finish (commit or roll back) its batch before the partition goes.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -214,8 +215,9 @@ impl GroupContext {
             self.shared.lag.remove(&handle.partition);
         }
         let grace = self.shared.revoke_grace;
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // Only when the consumer is dropped from a runtime thread: cannot block there.
+        if !ON_POLL_THREAD.with(Cell::get) {
+            // Called from elsewhere (the consumer dropped on a runtime thread): blocking there
+            // could stall the runtime; the epoch fences whatever commits late.
             return;
         }
         for handle in handles {
@@ -226,6 +228,12 @@ impl GroupContext {
             }
         }
     }
+}
+
+thread_local! {
+    /// Set on a group's poll thread (a blocking-pool thread, where `Handle::try_current`
+    /// succeeds too): only there may a revocation block until the workers are done.
+    static ON_POLL_THREAD: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A running group: its consumer and the thread polling it.
@@ -258,7 +266,12 @@ impl Group {
         let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
         let poller = shared.handle.clone().spawn_blocking(move || {
             let _alive = alive;
-            poll(&consumer, &shared)
+            ON_POLL_THREAD.with(|on| on.set(true));
+            let outcome = poll(&consumer, &shared);
+            // Closing the consumer revokes what it still owns: still on this thread.
+            drop(consumer);
+            ON_POLL_THREAD.with(|on| on.set(false));
+            outcome
         });
         Ok(Group { name: group, poller })
     }
