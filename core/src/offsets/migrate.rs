@@ -54,7 +54,8 @@ pub struct MigrationState {
 /// # Errors
 /// When the query fails.
 pub async fn migration_status(pool: &PgPool) -> Result<Vec<MigrationState>> {
-    let exists: bool = sqlx::query_scalar("SELECT to_regclass('exactly._migrations') IS NOT NULL").fetch_one(pool).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT to_regclass('exactly._migrations') IS NOT NULL").fetch_one(pool).await?;
     let applied: Vec<i64> = if exists {
         sqlx::query_scalar("SELECT version FROM exactly._migrations WHERE success").fetch_all(pool).await?
     } else {

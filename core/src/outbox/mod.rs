@@ -69,7 +69,9 @@ pub struct OutboxStatus {
 /// When the query fails.
 pub async fn status(pool: &sqlx::PgPool) -> sqlx::Result<OutboxStatus> {
     let per_topic: Vec<(String, i64)> =
-        sqlx::query_as("SELECT topic, count(*) FROM exactly.outbox GROUP BY topic ORDER BY topic").fetch_all(pool).await?;
+        sqlx::query_as("SELECT topic, count(*) FROM exactly.outbox GROUP BY topic ORDER BY topic")
+            .fetch_all(pool)
+            .await?;
     let oldest: Option<f64> =
         sqlx::query_scalar("SELECT extract(epoch FROM now() - min(created_at))::float8 FROM exactly.outbox")
             .fetch_one(pool)
