@@ -192,11 +192,12 @@ pub(crate) enum DeadLettersCommand {
 /// `transactions ...`
 #[derive(Debug, Subcommand)]
 pub(crate) enum TransactionsCommand {
-    /// Partitions of the topics where a transaction is open: where it starts (the last
-    /// stable offset) and since when.
+    /// Ongoing transactions: transactional id, producer, how long open, timeout and
+    /// partitions; with topics, only those writing to them, and the topics' partitions
+    /// whose last stable offset an open transaction holds back.
     List {
-        /// The topics to look at.
-        #[arg(long = "topic", short, required = true)]
+        /// Only transactions writing to these topics (and show their held partitions).
+        #[arg(long = "topic", short)]
         topics: Vec<String>,
     },
     /// Fence a transactional id: whatever transaction it left open is aborted, and its

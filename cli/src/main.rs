@@ -10,6 +10,7 @@
 //! Output is a table by default and JSON with `--json`; an error is one sentence with its
 //! cause, and the exit status says what kind (see [`error::Error::exit_code`]).
 
+mod admin;
 mod args;
 mod commands;
 mod connect;

@@ -8,12 +8,17 @@ use serde::Serialize;
 /// Prints `value` as JSON when `json`, else the table `table` builds.
 pub(crate) fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce(&T) -> Table) {
     if json {
-        match serde_json::to_string_pretty(value) {
-            Ok(text) => println!("{text}"),
-            Err(e) => eprintln!("error: cannot print JSON: {e}"),
-        }
+        self::json(value);
     } else {
         println!("{}", table(value));
+    }
+}
+
+/// Prints `value` as JSON.
+pub(crate) fn json<T: Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
     }
 }
 

@@ -364,7 +364,8 @@ async fn a_hanging_transaction_is_listed_then_aborted_by_fencing_its_id() -> any
     let database = Postgres::shared().await?.database().await?;
     let url = &database.url;
     let clean = exactly(kafka, url, &["transactions", "list", "--topic", &topic])?;
-    assert!(stdout(&clean).contains("no transaction is open"), "{}", stdout(&clean));
+    let text = stdout(&clean);
+    assert!(text.contains("no transaction is ongoing on") && text.contains("held back"), "{text}");
 
     // A transactional producer that begins, writes, and never ends (as a killed instance).
     let transactional_id = unique("cli-hanging");
@@ -378,11 +379,24 @@ async fn a_hanging_transaction_is_listed_then_aborted_by_fencing_its_id() -> any
     hanging.send(BaseRecord::<str, str>::to(&topic).partition(1).key("k").payload("stuck")).map_err(|(e, _)| e)?;
     hanging.flush(Duration::from_secs(30))?;
 
-    let open = json(kafka, url, &["transactions", "list", "--topic", &topic])?;
-    let open = open.as_array().cloned().unwrap_or_default();
-    assert_eq!(open.len(), 1, "{open:?}");
-    assert_eq!((open[0]["partition"].as_i64(), open[0]["last_stable_offset"].as_i64()), (Some(1), Some(0)));
-    assert!(open[0]["open_for_seconds"].as_f64().is_some(), "{open:?}");
+    // Its coordinator names it, with the partition it holds back.
+    let listing = json(kafka, url, &["transactions", "list", "--topic", &topic])?;
+    let ours: Vec<&Value> = listing["transactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["transactional_id"] == transactional_id.as_str())
+        .collect();
+    assert_eq!(ours.len(), 1, "{listing}");
+    assert_eq!(ours[0]["partitions"], serde_json::json!([format!("{topic}/1")]), "{listing}");
+    assert_eq!((ours[0]["state"].as_str(), ours[0]["timeout_ms"].as_i64()), (Some("Ongoing"), Some(600_000)));
+    assert!(ours[0]["open_for_seconds"].as_f64().is_some_and(|s| s >= 0.0), "{listing}");
+    let held = listing["held_partitions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(held.len(), 1, "{listing}");
+    assert_eq!((held[0]["partition"].as_i64(), held[0]["last_stable_offset"].as_i64()), (Some(1), Some(0)));
+    assert!(held[0]["open_for_seconds"].as_f64().is_some(), "{listing}");
+    let table = stdout(&exactly(kafka, url, &["transactions", "list"])?);
+    assert!(table.contains(&transactional_id), "{table}");
 
     // Fencing another id leaves it open: the tool says so and fails.
     let wrong = exactly(
@@ -400,6 +414,8 @@ async fn a_hanging_transaction_is_listed_then_aborted_by_fencing_its_id() -> any
     // The old producer is fenced: it can no longer commit.
     assert!(hanging.commit_transaction(Duration::from_secs(30)).is_err(), "a fenced producer committed");
     assert!(committed_records(kafka.client_config(), &topic).await?.is_empty(), "the aborted record is visible");
+    let after = json(kafka, url, &["transactions", "list", "--topic", &topic])?;
+    assert_eq!(after["transactions"], serde_json::json!([]), "{after}");
     Ok(())
 }
 

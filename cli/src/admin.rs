@@ -1,0 +1,153 @@
+//! Kafka's transaction admin calls, which librdkafka does not have: `ListTransactions` to
+//! every broker (each lists the transactions it coordinates) and `DescribeTransactions` to
+//! the one that listed an id, spoken directly over the Kafka protocol.
+//!
+//! Only the PLAINTEXT protocol: with TLS or SASL settings the tool says that it cannot
+//! name the transactional ids, and shows the open transactions it sees from the partitions'
+//! last stable offsets instead.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, ListTransactionsRequest, RequestHeader, ResponseHeader, TransactionalId,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::error::{Context, Error};
+
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// Responses larger than this are refused (a broker never sends one for these calls).
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// One ongoing transaction, as its coordinator describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Transaction {
+    pub(crate) transactional_id: String,
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+    pub(crate) state: String,
+    /// When it began (ms since the epoch).
+    pub(crate) started_ms: i64,
+    pub(crate) timeout_ms: i32,
+    /// The partitions it wrote to, `topic/partition`.
+    pub(crate) partitions: Vec<String>,
+    /// The broker coordinating it.
+    pub(crate) coordinator: i32,
+}
+
+/// Whether the admin calls can reach the brokers: only over PLAINTEXT.
+pub(crate) fn usable(config: &ClientConfig) -> bool {
+    config.get("security.protocol").is_none_or(|protocol| protocol.eq_ignore_ascii_case("plaintext"))
+}
+
+/// Every transaction in state `Ongoing` on the cluster.
+pub(crate) fn ongoing(config: &ClientConfig) -> Result<Vec<Transaction>, Error> {
+    let client: BaseConsumer = config.create().context(|| "cannot create a Kafka client".to_owned())?;
+    let metadata = client.fetch_metadata(None, TIMEOUT).context(|| "cannot read the cluster's brokers".to_owned())?;
+    let mut found = Vec::new();
+    for broker in metadata.brokers() {
+        let address = format!("{}:{}", broker.host(), broker.port());
+        let mut connection = Connection::open(&address)?;
+        let listed = connection.call(
+            ListTransactionsRequest::default().with_state_filters(vec![StrBytes::from_static_str("Ongoing")]),
+            0,
+        )?;
+        if listed.error_code != 0 {
+            return Err(Error::Unfinished(format!(
+                "broker {} refused to list its transactions (Kafka error code {})",
+                broker.id(),
+                listed.error_code
+            )));
+        }
+        if listed.transaction_states.is_empty() {
+            continue;
+        }
+        let ids: Vec<TransactionalId> =
+            listed.transaction_states.into_iter().map(|state| state.transactional_id).collect();
+        let described = connection.call(DescribeTransactionsRequest::default().with_transactional_ids(ids), 0)?;
+        for state in described.transaction_states {
+            if state.error_code != 0 || state.transaction_state.as_str() != "Ongoing" {
+                continue; // ended meanwhile, or moved to another coordinator
+            }
+            found.push(Transaction {
+                transactional_id: state.transactional_id.0.as_str().to_owned(),
+                producer_id: state.producer_id.0,
+                producer_epoch: state.producer_epoch,
+                state: state.transaction_state.as_str().to_owned(),
+                started_ms: state.transaction_start_time_ms,
+                timeout_ms: state.transaction_timeout_ms,
+                partitions: state
+                    .topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(move |p| format!("{}/{p}", t.topic.0.as_str())))
+                    .collect(),
+                coordinator: broker.id(),
+            });
+        }
+    }
+    found.sort_by_key(|t| t.started_ms);
+    Ok(found)
+}
+
+/// A connection to one broker.
+struct Connection {
+    address: String,
+    stream: TcpStream,
+    correlation: i32,
+}
+
+impl Connection {
+    fn open(address: &str) -> Result<Self, Error> {
+        let failed = |e: std::io::Error| Error::Unfinished(format!("cannot connect to broker {address}: {e}"));
+        let resolved = std::net::ToSocketAddrs::to_socket_addrs(address)
+            .map_err(failed)?
+            .next()
+            .ok_or_else(|| Error::Unfinished(format!("cannot resolve broker address {address}")))?;
+        let stream = TcpStream::connect_timeout(&resolved, TIMEOUT).map_err(failed)?;
+        stream.set_read_timeout(Some(TIMEOUT)).map_err(failed)?;
+        stream.set_write_timeout(Some(TIMEOUT)).map_err(failed)?;
+        Ok(Self { address: address.to_owned(), stream, correlation: 0 })
+    }
+
+    /// Sends `request` at `version` and reads its response.
+    fn call<R: Request>(&mut self, request: R, version: i16) -> Result<R::Response, Error> {
+        let broken = |what: String| Error::Unfinished(format!("broker {}: {what}", self.address));
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("exactly-cli")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .and_then(|()| request.encode(&mut body, version))
+            .map_err(|e| broken(format!("cannot encode a request: {e}")))?;
+        let mut frame = BytesMut::with_capacity(body.len() + 4);
+        frame.put_i32(i32::try_from(body.len()).map_err(|_| broken("request too large".into()))?);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).map_err(|e| broken(format!("cannot send: {e}")))?;
+
+        let mut length = [0; 4];
+        self.stream.read_exact(&mut length).map_err(|e| broken(format!("no answer: {e}")))?;
+        let length = usize::try_from(i32::from_be_bytes(length)).unwrap_or(usize::MAX);
+        if length > MAX_RESPONSE {
+            return Err(broken(format!("an answer of {length} bytes")));
+        }
+        let mut response = vec![0; length];
+        self.stream.read_exact(&mut response).map_err(|e| broken(format!("answer cut short: {e}")))?;
+        let mut response = Bytes::from(response);
+        let header = ResponseHeader::decode(&mut response, R::Response::header_version(version))
+            .map_err(|e| broken(format!("cannot read an answer: {e}")))?;
+        if header.correlation_id != self.correlation {
+            return Err(broken(format!("answer {} to request {}", header.correlation_id, self.correlation)));
+        }
+        // Bytes left after the response (tagged fields of a newer broker) are ignored.
+        R::Response::decode(&mut response, version).map_err(|e| broken(format!("cannot read an answer: {e}")))
+    }
+}
