@@ -259,11 +259,17 @@ where
         if before < target && wait_for_progress(&mut child, &mut progress, before, timeout).await? {
             outcome.recovery.push(started.elapsed());
         }
-        let deadline = Instant::now() + timeout;
-        while progress().await? < target {
-            anyhow::ensure!(Instant::now() < deadline, "progress stuck below {target} for {timeout:?}");
+        // Stuck means no progress for `timeout`, not the input taking longer than that to
+        // arrive (the feed may still be running).
+        let (mut last, mut moved) = (progress().await?, Instant::now());
+        while last < target {
+            anyhow::ensure!(moved.elapsed() < timeout, "progress stuck at {last} (of {target}) for {timeout:?}");
             anyhow::ensure!(child.try_wait()?.is_none(), "the last worker exited early");
             tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = progress().await?;
+            if now > last {
+                (last, moved) = (now, Instant::now());
+            }
         }
         Ok(())
     }

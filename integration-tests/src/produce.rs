@@ -31,25 +31,35 @@ pub async fn produce(
     topic: &str,
     records: impl IntoIterator<Item = Input>,
 ) -> anyhow::Result<()> {
-    let producer: FutureProducer = config
+    send_all(&producer(config)?, topic, records).await
+}
+
+/// An idempotent `acks=all` producer, for [`send_all`].
+pub fn producer(config: &ClientConfig) -> anyhow::Result<FutureProducer> {
+    config
         .clone()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
         .create()
-        .context("cannot create a producer")?;
-    let deliveries = records.into_iter().map(|input| {
-        let producer = producer.clone();
-        async move {
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(&input.payload);
-            if let Some(key) = &input.key {
-                record = record.key(key);
-            }
-            if let Some(partition) = input.partition {
-                record = record.partition(partition);
-            }
-            producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e)
+        .context("cannot create a producer")
+}
+
+/// Writes `records` through `producer` and waits until all are acknowledged.
+pub async fn send_all(
+    producer: &FutureProducer,
+    topic: &str,
+    records: impl IntoIterator<Item = Input>,
+) -> anyhow::Result<()> {
+    let deliveries = records.into_iter().map(|input| async move {
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(&input.payload);
+        if let Some(key) = &input.key {
+            record = record.key(key);
         }
+        if let Some(partition) = input.partition {
+            record = record.partition(partition);
+        }
+        producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e)
     });
     try_join_all(deliveries).await.context("a test record was not delivered")?;
     Ok(())
@@ -63,8 +73,11 @@ pub fn feed(
     pace: Duration,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
+        // One producer for the whole feed: a new one per slice costs a connection and a
+        // metadata round each, which on a loaded machine slows the feed below its pace.
+        let producer = producer(&config)?;
         for slice in inputs.chunks(100) {
-            produce(&config, &topic, slice.to_vec()).await?;
+            send_all(&producer, &topic, slice.to_vec()).await?;
             tokio::time::sleep(pace).await;
         }
         Ok(())

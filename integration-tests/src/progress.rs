@@ -12,7 +12,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
-use crate::{Input, Kafka, produce};
+use crate::produce::{producer, send_all};
+use crate::{Input, Kafka};
 
 /// Produces inputs in chunks at a steady pace until [`SteadyFeed::finish`] (or until they
 /// run out), so that every partition keeps receiving input while faults are injected.
@@ -33,12 +34,13 @@ impl SteadyFeed {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let task = tokio::spawn(async move {
+            let producer = producer(&config)?;
             let mut produced = 0;
             for slice in inputs.chunks(chunk) {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
-                produce(&config, &topic, slice.to_vec()).await?;
+                send_all(&producer, &topic, slice.to_vec()).await?;
                 produced += slice.len();
                 tokio::time::sleep(pace).await;
             }
