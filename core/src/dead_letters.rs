@@ -117,13 +117,8 @@ const COLUMNS: &str = "id, group_id, topic, partition, message_offset, key, payl
 /// # Errors
 /// When the query fails.
 pub async fn list(pool: &PgPool, group: &str) -> Result<Vec<DeadLetter>> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM exactly.dead_letters WHERE group_id = $1 ORDER BY id"
-    )))
-    .bind(group)
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(|row| Ok(dead_letter(row)?.0)).collect()
+    // Ids start at 1 (BIGSERIAL): everything is one page after id 0.
+    page(pool, group, 0, i64::MAX).await
 }
 
 /// Up to `limit` dead letters of `group` with ids above `after`, oldest first: a page of
