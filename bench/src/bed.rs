@@ -1,0 +1,126 @@
+//! The test bed every scenario shares: one Kafka broker and one PostgreSQL server in
+//! containers, input topics filled in advance, and a fresh table per run.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use exactly_integration_tests::produce::{Input, producer, send_all};
+use exactly_integration_tests::{Kafka, Postgres, TestDatabase, unique};
+use sqlx::PgPool;
+
+/// Kafka and PostgreSQL for one bench run.
+#[derive(Debug)]
+pub(crate) struct Bed {
+    pub(crate) kafka: Kafka,
+    /// Kept so that the server lives as long as the bed.
+    _postgres: Postgres,
+    pub(crate) database: TestDatabase,
+    pub(crate) pool: PgPool,
+}
+
+impl Bed {
+    /// Starts both servers and prepares the database (exactly's tables, `bench_positions`).
+    pub(crate) async fn start() -> anyhow::Result<Self> {
+        let (kafka, postgres) = tokio::try_join!(Kafka::single(), Postgres::dedicated())?;
+        let database = postgres.database().await?;
+        let pool = database.pool().await?;
+        exactly::migrate(&pool).await?;
+        sqlx::query(
+            "CREATE TABLE bench_positions (group_id TEXT, topic TEXT, partition INTEGER, next_offset BIGINT NOT NULL, \
+             PRIMARY KEY (group_id, topic, partition))",
+        )
+        .execute(&pool)
+        .await?;
+        Ok(Self { kafka, _postgres: postgres, database, pool })
+    }
+
+    pub(crate) fn brokers(&self) -> String {
+        self.kafka.bootstrap_servers()
+    }
+
+    /// A new topic of `partitions` partitions holding `count` messages of `size` bytes,
+    /// spread evenly (message `i` to partition `i % partitions`).
+    pub(crate) async fn filled_topic(&self, partitions: i32, count: u64, size: usize) -> anyhow::Result<String> {
+        let topic = self.kafka.unique_topic("bench_in", partitions).await?;
+        self.fill(&topic, partitions, 0..count, size).await?;
+        Ok(topic)
+    }
+
+    /// Appends messages `range` to `topic`.
+    pub(crate) async fn fill(
+        &self,
+        topic: &str,
+        partitions: i32,
+        range: std::ops::Range<u64>,
+        size: usize,
+    ) -> anyhow::Result<()> {
+        let producer = producer(&self.kafka.client_config())?;
+        let mut next = range.start;
+        while next < range.end {
+            let end = (next + 20_000).min(range.end);
+            let slice = (next..end).map(|i| {
+                let partition = i32::try_from(i % u64::try_from(partitions).unwrap_or(1)).unwrap_or(0);
+                Input { partition: Some(partition), key: Some(format!("k{i}").into_bytes()), payload: payload(size) }
+            });
+            send_all(&producer, topic, slice).await.with_context(|| format!("cannot fill {topic}"))?;
+            next = end;
+        }
+        Ok(())
+    }
+
+    /// A new, empty output topic.
+    pub(crate) async fn empty_topic(&self, partitions: i32) -> anyhow::Result<String> {
+        self.kafka.unique_topic("bench_out", partitions).await
+    }
+
+    /// A new, empty table for one run's inserts.
+    pub(crate) async fn table(&self) -> anyhow::Result<String> {
+        let table = unique("bench_rows");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE {table} (partition INTEGER NOT NULL, message_offset BIGINT NOT NULL, payload BYTEA NOT NULL, \
+             PRIMARY KEY (partition, message_offset))"
+        )))
+        .execute(&self.pool)
+        .await?;
+        Ok(table)
+    }
+
+    /// Rows in `table`, and distinct (partition, offset) among them.
+    pub(crate) async fn rows(&self, table: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&self.pool).await?)
+    }
+
+    /// Drops `table` (runs leave nothing behind that slows the next one).
+    pub(crate) async fn drop_table(&self, table: &str) -> anyhow::Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes `topics` (their data no longer needed).
+    pub(crate) async fn delete_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = self.kafka.client_config().create()?;
+        admin.delete_topics(topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+        Ok(())
+    }
+}
+
+/// A message payload of `size` bytes (at least 16): the time it was made, in microseconds
+/// since the Unix epoch, as 16 ASCII digits (for latency), then filler.
+pub(crate) fn payload(size: usize) -> Vec<u8> {
+    let mut bytes = format!("{:016}", now_micros()).into_bytes();
+    bytes.resize(size.max(16), b'x');
+    bytes
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// The send time written at the start of `payload`, if it has one.
+pub(crate) fn sent_micros(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload.get(..16)?).ok()?.parse().ok()
+}

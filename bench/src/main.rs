@@ -1,0 +1,195 @@
+//! `exactly-bench`: measures exactly against hand-written rdkafka baselines and Kafka
+//! Streams, every system in the same run on the same broker and database, and writes the
+//! figures and ratios as a markdown table.
+//!
+//! `scripts/bench` runs the full set and writes `docs/benchmarks.md`; the test suite runs
+//! the smoke profile (`bench/tests/smoke.rs`) so that the benchmark keeps working.
+
+mod bed;
+mod measure;
+mod process;
+mod progress;
+mod report;
+mod streams;
+mod suite;
+mod worker;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::suite::{Profile, Suite};
+
+/// Benchmarks of exactly against its baselines.
+#[derive(Debug, Parser)]
+#[command(name = "exactly-bench", version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Starts Kafka and PostgreSQL in containers, runs the scenarios and writes the report.
+    Run {
+        /// How big a run: `full` (the measured one) or `smoke` (seconds; checks it works).
+        #[arg(long, value_enum, default_value = "full")]
+        profile: ProfileName,
+        /// Where the markdown report goes.
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+        /// Only these scenarios (S4 and S6 need S1 and S3).
+        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6"])]
+        only: Vec<Scenario>,
+        /// Multiplies every message count (for a quick look; the report says so).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// How often each S1–S3 measurement runs (default: the profile's).
+        #[arg(long)]
+        repeats: Option<usize>,
+        /// Where the processes' logs go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("exactly-bench-logs"))]
+        logs: PathBuf,
+    },
+    /// Runs one measured process (started by `run`).
+    #[command(hide = true)]
+    Worker {
+        /// The worker's spec, as JSON.
+        spec: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileName {
+    Full,
+    Smoke,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    S1,
+    S2,
+    S3,
+    S4,
+    S5,
+    S6,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let outcome = match Args::parse().command {
+        Command::Worker { spec } => match serde_json::from_str(&spec) {
+            Ok(spec) if std::env::var_os("RUST_LOG").is_some() => {
+                tracing_subscriber::fmt()
+                    .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                    .with_writer(std::io::stderr)
+                    .init();
+                worker::run(spec).await
+            }
+            Ok(spec) => worker::run(spec).await,
+            Err(e) => Err(anyhow::anyhow!("a malformed worker spec: {e}")),
+        },
+        Command::Run { profile, out, only, logs, scale, repeats } => {
+            run(profile, &out, &only, logs, scale, repeats).await
+        }
+    };
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("exactly-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    profile: ProfileName,
+    out: &std::path::Path,
+    only: &[Scenario],
+    logs: PathBuf,
+    scale: f64,
+    repeats: Option<usize>,
+) -> anyhow::Result<()> {
+    let mut profile = match profile {
+        ProfileName::Full => Profile::full(),
+        ProfileName::Smoke => Profile::smoke(),
+    };
+    if scale != 1.0 {
+        profile = profile.scaled(scale);
+    }
+    if let Some(repeats) = repeats {
+        profile = profile.repeated(repeats);
+    }
+    let started = std::time::Instant::now();
+    eprintln!("exactly-bench: starting Kafka and PostgreSQL (profile {}; logs in {})", profile.name, logs.display());
+    let bed = bed::Bed::start().await?;
+    let context = context(&bed, &profile).await;
+    let mut suite = Suite::new(&bed, profile, logs);
+    suite.report.context = context;
+    for scenario in only {
+        match scenario {
+            Scenario::S1 => suite.s1().await.context("S1")?,
+            Scenario::S2 => suite.s2().await.context("S2")?,
+            Scenario::S3 => suite.s3().await.context("S3")?,
+            Scenario::S4 => suite.s4().await.context("S4")?,
+            Scenario::S5 => suite.s5().await.context("S5")?,
+            Scenario::S6 => suite.s6().await.context("S6")?,
+        }
+    }
+    suite.report.context.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
+    if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, suite.report.to_markdown()).with_context(|| format!("cannot write {}", out.display()))?;
+    eprintln!("exactly-bench: wrote {}", out.display());
+    Ok(())
+}
+
+/// Date, versions, machine and settings, for the report's head.
+async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
+    let command_line = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let postgres: String =
+        sqlx::query_scalar("SHOW server_version").fetch_one(&bed.pool).await.unwrap_or_else(|_| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .unwrap_or_default();
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| info.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .map_or_else(String::new, |kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0));
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let commit = command_line("git", &["rev-parse", "--short", "HEAD"]);
+    vec![
+        ("date".into(), command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ("command".into(), format!("`scripts/bench` (profile {}{})", profile.name, profile.note())),
+        ("build".into(), if cfg!(debug_assertions) { "debug".into() } else { "release".into() }),
+        ("exactly".into(), if commit.is_empty() { "?".into() } else { format!("commit {commit}") }),
+        (
+            "versions".into(),
+            format!(
+                "Apache Kafka 4.1.1 (one KRaft broker in a container), PostgreSQL {postgres} (container), \
+                 librdkafka {}, {}, Kafka Streams 4.1.1 on {}",
+                rdkafka::util::get_rdkafka_version().1,
+                command_line("rustc", &["-V"]),
+                streams::java_version().await
+            ),
+        ),
+        ("machine".into(), format!("{cores} cores ({cpu}), {memory}; broker, database and processes share it")),
+        (
+            "settings".into(),
+            "client defaults except: exactly's safe defaults (acks=all, idempotence, read_committed), baselines \
+             acks=all + idempotence where they produce; batches ≤ 500 messages / 50 ms; commit interval 100 ms; \
+             session timeout 10 s; Kafka Streams with -Xmx1g and one stream thread"
+                .into(),
+        ),
+    ]
+}

@@ -1,0 +1,350 @@
+//! The three measurements: throughput over a backlog, end-to-end latency at a fixed rate,
+//! and recovery after SIGKILL.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+
+use crate::bed::{Bed, now_micros, payload, sent_micros};
+use crate::process::Measured;
+use crate::progress::Progress;
+
+/// How often progress is read.
+const POLL: Duration = Duration::from_millis(20);
+
+/// One throughput figure.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Throughput {
+    /// Messages counted (from the first progress seen to the end).
+    pub(crate) messages: u64,
+    pub(crate) seconds: f64,
+    /// Peak RSS of the process, in KiB.
+    pub(crate) peak_rss_kib: u64,
+}
+
+impl Throughput {
+    pub(crate) fn rate(&self) -> f64 {
+        if self.seconds > 0.0 { self.messages as f64 / self.seconds } else { 0.0 }
+    }
+}
+
+/// Watches `process` work through a backlog of `target` messages. The clock starts at the
+/// first progress it makes durable (so start-up and group joining are not counted) and
+/// stops when all `target` are durable; the process is then killed.
+pub(crate) async fn throughput(
+    mut process: Measured,
+    progress: &Progress,
+    target: i64,
+    timeout: Duration,
+) -> anyhow::Result<Throughput> {
+    let mut first: Option<(Instant, i64)> = None;
+    let deadline = Instant::now() + timeout;
+    let result = loop {
+        process.check_running()?;
+        let done = progress.done().await?;
+        let now = Instant::now();
+        if done >= target {
+            // A backlog done before any progress was seen: count from the start instead.
+            let (since, from) = first.filter(|(_, from)| *from < done).unwrap_or((process.started, 0));
+            break Throughput {
+                messages: u64::try_from(done - from)?,
+                seconds: now.duration_since(since).as_secs_f64(),
+                peak_rss_kib: process.peak_rss_kib(),
+            };
+        }
+        if first.is_none() && done > 0 {
+            first = Some((now, done));
+        }
+        if now >= deadline {
+            bail!("no end after {timeout:?}: {done} of {target} messages done; the log ends with:\n{}", process.log_tail());
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    process.kill().await?;
+    Ok(result)
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Latency {
+    pub(crate) rate: f64,
+    pub(crate) samples: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) peak_rss_kib: u64,
+}
+
+/// Where the results of a latency run become visible.
+#[derive(Debug)]
+pub(crate) enum Visible<'a> {
+    /// Rows inserted into this table (a trigger notifies at commit).
+    Table(&'a str),
+    /// Records in this topic, read with `read_committed`.
+    Topic(&'a str, i32),
+}
+
+/// Sends `rate` messages a second to `input` for `warm_up + measured`, and measures, for
+/// those sent after the warm-up, the time from the send to the result becoming visible to
+/// a reader: the commit of the row (PostgreSQL delivers the trigger's notification at
+/// commit) or the record in the output topic under `read_committed`.
+pub(crate) async fn latency(
+    bed: &Bed,
+    process: Measured,
+    input: (&str, i32),
+    visible: Visible<'_>,
+    rate: f64,
+    message_size: usize,
+    (warm_up, measured): (Duration, Duration),
+) -> anyhow::Result<Latency> {
+    let started = now_micros() + u64::try_from(warm_up.as_micros())?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = match visible {
+        Visible::Table(table) => {
+            let mut listener = sqlx::postgres::PgListener::connect(&bed.database.url).await?;
+            listener.listen(&notify_channel(table)).await?;
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(notification) = tokio::time::timeout(Duration::from_millis(200), listener.recv()).await
+                    else {
+                        continue;
+                    };
+                    let received = now_micros();
+                    if let Some(sent) = sent_micros(notification?.payload().as_bytes()) {
+                        latencies.push((sent, received.saturating_sub(sent)));
+                    }
+                }
+                anyhow::Ok(latencies)
+            })
+        }
+        Visible::Topic(topic, partitions) => {
+            let consumer = output_reader(&bed.brokers(), topic, partitions)?;
+            let stop = std::sync::Arc::clone(&stop);
+            tokio::task::spawn_blocking(move || {
+                let mut latencies = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match consumer.poll(Duration::from_millis(100)) {
+                        Some(Ok(message)) => {
+                            let received = now_micros();
+                            if let Some(sent) = message.payload().and_then(sent_micros) {
+                                latencies.push((sent, received.saturating_sub(sent)));
+                            }
+                        }
+                        Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+                        Some(Err(e)) => return Err(e.into()),
+                    }
+                }
+                anyhow::Ok(latencies)
+            })
+        }
+    };
+    let sent = send_at_rate(bed, input, rate, message_size, warm_up + measured).await;
+    // Results of the last sends arrive late; give them time before stopping the watcher.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let peak_rss_kib = process.peak_rss_kib();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let latencies = watcher.await??;
+    process.kill().await?;
+    sent?;
+    let mut measured: Vec<u64> = latencies.into_iter().filter(|(sent, _)| *sent >= started).map(|(_, l)| l).collect();
+    if measured.is_empty() {
+        bail!("no result became visible during the measurement");
+    }
+    measured.sort_unstable();
+    let pick = |q: f64| measured[((measured.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    Ok(Latency { rate, samples: measured.len(), p50_ms: pick(0.50), p99_ms: pick(0.99), peak_rss_kib })
+}
+
+/// The notification channel of `table`'s latency trigger.
+fn notify_channel(table: &str) -> String {
+    format!("{table}_visible")
+}
+
+/// Adds to `table` a trigger that notifies, at commit, each row's send time.
+pub(crate) async fn add_visibility_trigger(bed: &Bed, table: &str) -> anyhow::Result<()> {
+    let channel = notify_channel(table);
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION {table}_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         PERFORM pg_notify('{channel}', convert_from(substring(NEW.payload FROM 1 FOR 16), 'UTF8')); \
+         RETURN NEW; END $$"
+    )))
+    .execute(&bed.pool)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE TRIGGER {table}_visible AFTER INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION {table}_notify()"
+    )))
+    .execute(&bed.pool)
+    .await?;
+    Ok(())
+}
+
+/// A `read_committed` reader of every partition of `topic` from its beginning.
+fn output_reader(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<BaseConsumer> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", exactly_integration_tests::unique("bench_reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .context("cannot create the output reader")?;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&list)?;
+    Ok(consumer)
+}
+
+/// Counts the committed records of `topic` (read to its end).
+pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<u64> {
+    let consumer = output_reader(brokers, topic, partitions)?;
+    tokio::task::spawn_blocking(move || {
+        let mut count = 0_u64;
+        let mut at_end = std::collections::HashSet::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while at_end.len() < usize::try_from(partitions)? {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(_)) => count += 1,
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    at_end.insert(partition);
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None if Instant::now() > deadline => bail!("reading {} did not reach its end", consumer_topic(&consumer)),
+                None => {}
+            }
+        }
+        Ok(count)
+    })
+    .await?
+}
+
+fn consumer_topic(consumer: &BaseConsumer) -> String {
+    consumer.assignment().ok().and_then(|a| a.elements().first().map(|e| e.topic().to_owned())).unwrap_or_default()
+}
+
+/// Sends `rate` messages a second of `size` bytes to `topic` for `duration`, spread over its
+/// partitions, each stamped with its send time; waits until all are acknowledged.
+async fn send_at_rate(
+    bed: &Bed,
+    (topic, partitions): (&str, i32),
+    rate: f64,
+    size: usize,
+    duration: Duration,
+) -> anyhow::Result<()> {
+    let producer: ThreadedProducer<DefaultProducerContext> = bed
+        .kafka
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "0")
+        .create()
+        .context("cannot create the paced producer")?;
+    let tick = Duration::from_millis(5);
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut sent = 0_u64;
+    while started.elapsed() < duration {
+        interval.tick().await;
+        let due = (started.elapsed().as_secs_f64() * rate) as u64;
+        while sent < due {
+            let partition = i32::try_from(sent % u64::try_from(partitions)?)?;
+            let bytes = payload(size);
+            let key = format!("k{sent}");
+            let record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_bytes()).payload(&bytes);
+            if let Err((e, _)) = producer.send(record) {
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                    break;
+                }
+                return Err(e.into());
+            }
+            sent += 1;
+        }
+    }
+    tokio::task::block_in_place(|| producer.flush(Duration::from_secs(30)))?;
+    Ok(())
+}
+
+/// Recovery after SIGKILL.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Recovery {
+    /// Messages a second before the kill.
+    pub(crate) rate_before: f64,
+    /// From the kill until the restarted process made its first progress durable.
+    pub(crate) resumed_s: f64,
+    /// From the kill until a one-second window ran at 90% of `rate_before`.
+    pub(crate) back_to_90_s: f64,
+    pub(crate) peak_rss_kib: u64,
+}
+
+/// Starts a process with `start`, lets it run `steady` through a backlog (its rate
+/// measured over the last two seconds of it), kills it with SIGKILL, starts it again at
+/// once and measures how long processing takes to resume and to get back to 90% of the
+/// rate it had.
+pub(crate) async fn recovery(
+    start: impl Fn(&str) -> anyhow::Result<Measured>,
+    progress: &Progress,
+    steady: Duration,
+) -> anyhow::Result<Recovery> {
+    let mut first = start("before")?;
+    // Wait for progress, then run `steady`.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress.done().await? == 0 {
+        first.check_running()?;
+        if Instant::now() > deadline {
+            bail!("no progress within two minutes; the log ends with:\n{}", first.log_tail());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    tokio::time::sleep(steady.saturating_sub(Duration::from_secs(2))).await;
+    let (t0, d0) = (Instant::now(), progress.done().await?);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.check_running()?;
+    let (t1, d1) = (Instant::now(), progress.done().await?);
+    let rate_before = (d1 - d0) as f64 / t1.duration_since(t0).as_secs_f64();
+    let peak_before = first.peak_rss_kib();
+    first.kill().await?;
+    let killed = Instant::now();
+    let at_kill = progress.done().await?;
+    let mut second = start("after")?;
+    let mut samples: std::collections::VecDeque<(Instant, i64)> = std::collections::VecDeque::new();
+    let mut resumed = None;
+    let deadline = killed + Duration::from_secs(180);
+    let back = loop {
+        second.check_running()?;
+        let (now, done) = (Instant::now(), progress.done().await?);
+        if resumed.is_none() && done > at_kill {
+            resumed = Some(now.duration_since(killed));
+        }
+        samples.push_back((now, done));
+        while samples.len() > 2 && now.duration_since(samples[1].0) >= Duration::from_secs(1) {
+            samples.pop_front();
+        }
+        if let Some(&(then, before)) = samples.front() {
+            let window = now.duration_since(then).as_secs_f64();
+            if resumed.is_some() && window >= 1.0 && (done - before) as f64 / window >= 0.9 * rate_before {
+                break now.duration_since(killed);
+            }
+        }
+        if now > deadline {
+            bail!("not back to 90% of {rate_before:.0} msg/s within 3 minutes of the kill");
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let peak_rss_kib = peak_before.max(second.peak_rss_kib());
+    second.kill().await?;
+    Ok(Recovery {
+        rate_before,
+        resumed_s: resumed.unwrap_or(back).as_secs_f64(),
+        back_to_90_s: back.as_secs_f64(),
+        peak_rss_kib,
+    })
+}

@@ -1,0 +1,102 @@
+//! The processes measured: started, watched, sized (peak RSS) and killed.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncBufReadExt as _;
+use tokio::process::{Child, Command};
+
+use crate::worker::WorkerSpec;
+
+/// What a process that times itself reports on its `RESULT` line.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    pub(crate) messages: u64,
+    pub(crate) seconds: f64,
+    pub(crate) peak_rss_kib: u64,
+}
+
+/// Peak resident set size of process `pid` so far (`VmHWM`), in KiB.
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A child process under measurement; killed when dropped.
+#[derive(Debug)]
+pub(crate) struct Measured {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    /// When it was started.
+    pub(crate) started: Instant,
+}
+
+impl Measured {
+    /// Starts this program as a worker running `spec`; its stderr goes to a log in `logs`.
+    pub(crate) fn worker(spec: &WorkerSpec, name: &str, logs: &Path) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("cannot find the bench executable")?;
+        let mut command = Command::new(exe);
+        command.arg("worker").arg(serde_json::to_string(spec)?);
+        Self::start(command, name, logs)
+    }
+
+    /// Starts `command` with stdout piped and stderr to `logs/<name>.log`.
+    pub(crate) fn start(mut command: Command, name: &str, logs: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(logs)?;
+        let log = logs.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Self { name: name.to_owned(), child, log, started: Instant::now() })
+    }
+
+    /// Its peak RSS so far, in KiB (0 once it has exited).
+    pub(crate) fn peak_rss_kib(&self) -> u64 {
+        self.child.id().and_then(peak_rss_kib).unwrap_or_default()
+    }
+
+    /// Fails, with the end of its log, if it has exited.
+    pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}) before the measurement ended; its log ends with:\n{}", self.name, self.log_tail());
+        }
+        Ok(())
+    }
+
+    /// Waits for a line on stdout that starts with `prefix` and returns the rest.
+    pub(crate) async fn line_starting(&mut self, prefix: &str) -> anyhow::Result<String> {
+        let stdout = self.child.stdout.as_mut().context("stdout is not piped")?;
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return Ok(rest.trim().to_owned());
+            }
+        }
+        let status = self.child.wait().await?;
+        bail!("{} exited ({status}) without printing {prefix}; its log ends with:\n{}", self.name, self.log_tail())
+    }
+
+    /// Kills it with SIGKILL and waits until it is gone.
+    pub(crate) async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.start_kill().ok();
+        self.child.wait().await?;
+        Ok(())
+    }
+
+    /// The last lines of its log, for error messages.
+    pub(crate) fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+}

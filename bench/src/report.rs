@@ -1,0 +1,108 @@
+//! The markdown report: the run's context, the targets with pass or short, then one table
+//! per scenario.
+
+use std::fmt::Write as _;
+
+/// A target the issue set, and how this run measured against it.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) what: String,
+    pub(crate) ratio: f64,
+    pub(crate) goal: f64,
+    /// What the ratio is of (e.g. "12 345 / 13 000 msg/s").
+    pub(crate) detail: String,
+}
+
+/// One scenario's table.
+#[derive(Debug, Clone)]
+pub(crate) struct Section {
+    pub(crate) title: String,
+    pub(crate) text: String,
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+}
+
+impl Section {
+    pub(crate) fn new(title: &str, text: &str, header: &[&str]) -> Self {
+        Self {
+            title: title.to_owned(),
+            text: text.to_owned(),
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub(crate) fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    /// (what, value) lines: date, versions, settings.
+    pub(crate) context: Vec<(String, String)>,
+    pub(crate) targets: Vec<Target>,
+    pub(crate) sections: Vec<Section>,
+}
+
+impl Report {
+    pub(crate) fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# Benchmarks\n\n");
+        out.push_str(
+            "<!-- Written by `scripts/bench` (exactly-bench); do not edit by hand. What the figures mean, \
+             and why a target is missed, is in docs/src/performance.md. -->\n\n",
+        );
+        out.push_str(
+            "Every figure comes from one run, on one broker and one database shared by every system, and \
+             every ratio compares systems measured in that same run. Throughput counts messages made \
+             durable (committed rows and positions, or committed offsets) from the first progress seen to \
+             the last, so start-up and group joining are not counted. Peak RSS is the process's `VmHWM`.\n\n",
+        );
+        for (what, value) in &self.context {
+            let _ = writeln!(out, "- **{what}**: {value}");
+        }
+        out.push('\n');
+        if !self.targets.is_empty() {
+            out.push_str("## Targets\n\n| target | measured | goal | result |\n| --- | --- | --- | --- |\n");
+            for target in &self.targets {
+                let result = if target.ratio >= target.goal { "pass" } else { "**short**" };
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.2} ({}) | ≥ {:.2} | {result} |",
+                    target.what, target.ratio, target.detail, target.goal
+                );
+            }
+            out.push('\n');
+        }
+        for section in &self.sections {
+            let _ = writeln!(out, "## {}\n\n{}\n", section.title, section.text);
+            let _ = writeln!(out, "| {} |", section.header.join(" | "));
+            let _ = writeln!(out, "|{}", " --- |".repeat(section.header.len()));
+            for row in &section.rows {
+                let _ = writeln!(out, "| {} |", row.join(" | "));
+            }
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `12345.6` as "12 346".
+pub(crate) fn count(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push('\u{202f}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A peak RSS in KiB as "123 MiB".
+pub(crate) fn mib(kib: u64) -> String {
+    if kib == 0 { "n/a".to_owned() } else { format!("{:.0} MiB", kib as f64 / 1024.0) }
+}

@@ -1,0 +1,136 @@
+//! Hand-written database-side baselines: what a team writes with rdkafka and sqlx alone.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{AssertSqlSafe, PgPool};
+
+use super::{WorkerSpec, insert_sql};
+use crate::process::{Outcome, peak_rss_kib};
+
+/// A consumer of `spec.input` in `spec.group`; with `auto_commit`, librdkafka stores and
+/// commits offsets by itself, otherwise the caller does both.
+pub(super) fn subscribed(spec: &WorkerSpec, auto_commit: bool) -> anyhow::Result<StreamConsumer> {
+    let mut config = rdkafka::ClientConfig::new();
+    config
+        .set("bootstrap.servers", &spec.brokers)
+        .set("group.id", &spec.group)
+        .set("enable.auto.commit", auto_commit.to_string())
+        .set("enable.auto.offset.store", auto_commit.to_string())
+        .set("auto.commit.interval.ms", spec.commit_interval_ms.to_string())
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", spec.session_timeout_ms.to_string());
+    if let Some(instance) = &spec.instance {
+        config.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer = config.create().context("cannot create the consumer")?;
+    consumer.subscribe(&[&spec.input]).context("cannot subscribe")?;
+    Ok(consumer)
+}
+
+async fn pool(spec: &WorkerSpec) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new().max_connections(1).connect(&spec.database_url).await.context("cannot connect to PostgreSQL")
+}
+
+/// Batches of up to `spec.batch` messages (waiting at most `spec.batch_wait_ms` after the
+/// first), inserted in one transaction; after the commit, the offsets are committed to
+/// Kafka asynchronously. A crash between the two redoes the batch: at-least-once.
+pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
+    let consumer = subscribed(spec, false)?;
+    let pool = pool(spec).await?;
+    let insert = insert_sql(&spec.table);
+    let wait = Duration::from_millis(spec.batch_wait_ms);
+    let mut batch = Vec::with_capacity(spec.batch);
+    loop {
+        batch.push(consumer.recv().await?);
+        let deadline = tokio::time::Instant::now() + wait;
+        while batch.len() < spec.batch {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(message) => batch.push(message?),
+                Err(_) => break,
+            }
+        }
+        let mut tx = pool.begin().await?;
+        let mut next = BTreeMap::new();
+        for message in &batch {
+            sqlx::query(AssertSqlSafe(insert.as_str()))
+                .bind(message.partition())
+                .bind(message.offset())
+                .bind(message.payload().unwrap_or_default())
+                .execute(&mut *tx)
+                .await?;
+            next.insert(message.partition(), message.offset() + 1);
+        }
+        tx.commit().await?;
+        let mut offsets = TopicPartitionList::new();
+        for (partition, offset) in next {
+            offsets.add_partition_offset(&spec.input, partition, Offset::Offset(offset))?;
+        }
+        consumer.commit(&offsets, CommitMode::Async)?;
+        batch.clear();
+    }
+}
+
+/// One transaction per message: the insert and an upsert of the partition's next offset
+/// into `bench_positions`. (Reading those positions back on assignment is not on the
+/// measured path: every run starts a new group from the earliest offset.)
+pub(super) async fn plain_loop(spec: &WorkerSpec) -> anyhow::Result<()> {
+    let consumer = subscribed(spec, false)?;
+    let pool = pool(spec).await?;
+    let insert = insert_sql(&spec.table);
+    loop {
+        let message = consumer.recv().await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query(AssertSqlSafe(insert.as_str()))
+            .bind(message.partition())
+            .bind(message.offset())
+            .bind(message.payload().unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO bench_positions (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
+        )
+        .bind(&spec.group)
+        .bind(message.topic())
+        .bind(message.partition())
+        .bind(message.offset() + 1)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+}
+
+/// `spec.rows` rows of `spec.row_bytes` bytes, `spec.batch` per transaction, and no Kafka:
+/// the database's share of [`batched_inserts`]. Prints its own timing (`RESULT` line).
+pub(super) async fn inserts_only(spec: &WorkerSpec) -> anyhow::Result<()> {
+    let pool = pool(spec).await?;
+    let insert = insert_sql(&spec.table);
+    let payload = crate::bed::payload(spec.row_bytes);
+    let batches = spec.rows.div_ceil(spec.batch as u64);
+    let started = Instant::now();
+    for batch in 0..batches {
+        let mut tx = pool.begin().await?;
+        let first = batch * spec.batch as u64;
+        for offset in first..(first + spec.batch as u64).min(spec.rows) {
+            sqlx::query(AssertSqlSafe(insert.as_str()))
+                .bind(0_i32)
+                .bind(i64::try_from(offset)?)
+                .bind(payload.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    let outcome = Outcome {
+        messages: spec.rows,
+        seconds: started.elapsed().as_secs_f64(),
+        peak_rss_kib: peak_rss_kib(std::process::id()).unwrap_or_default(),
+    };
+    println!("RESULT {}", serde_json::to_string(&outcome)?);
+    Ok(())
+}

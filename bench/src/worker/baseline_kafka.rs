@@ -1,0 +1,68 @@
+//! Hand-written Kafka-side baselines with rdkafka alone.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rdkafka::Message as _;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use super::WorkerSpec;
+use super::baseline_db::subscribed;
+
+/// Reads every message and touches its payload; offsets are auto-committed every
+/// `spec.commit_interval_ms` (librdkafka stores each offset as the message is returned).
+pub(super) async fn consume_only(spec: &WorkerSpec) -> anyhow::Result<()> {
+    let consumer = subscribed(spec, true)?;
+    let mut bytes = 0_usize;
+    loop {
+        let message = consumer.recv().await?;
+        bytes = bytes.wrapping_add(message.payload().map_or(0, <[u8]>::len));
+        std::hint::black_box(bytes);
+    }
+}
+
+/// Copies every record with an idempotent producer (acks=all); every
+/// `spec.commit_interval_ms` it flushes the producer, then commits the offsets of what
+/// was flushed. A crash between the two copies some records again: at-least-once.
+pub(super) async fn idempotent_copy(spec: &WorkerSpec) -> anyhow::Result<()> {
+    let consumer = subscribed(spec, false)?;
+    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &spec.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("cannot create the producer")?;
+    let interval = Duration::from_millis(spec.commit_interval_ms);
+    let mut commit_at = tokio::time::Instant::now() + interval;
+    let mut copied = false;
+    loop {
+        // Checked first: under a steady stream `recv` is always ready and a timeout
+        // around it would never fire.
+        if tokio::time::Instant::now() >= commit_at {
+            if copied {
+                tokio::task::block_in_place(|| producer.flush(Duration::from_secs(30)))?;
+                consumer.commit_consumer_state(CommitMode::Async)?;
+                copied = false;
+            }
+            commit_at = tokio::time::Instant::now() + interval;
+        }
+        let Ok(message) = tokio::time::timeout_at(commit_at, consumer.recv()).await else { continue };
+        let message = message?;
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&spec.output).payload(message.payload().unwrap_or_default());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        // A full local queue is back-pressure: let the producer drain, then send again.
+        while let Err((e, returned)) = producer.send(record) {
+            if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                return Err(e.into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            record = returned;
+        }
+        consumer.store_offset_from_message(&message)?;
+        copied = true;
+    }
+}

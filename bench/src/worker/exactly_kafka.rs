@@ -1,0 +1,62 @@
+//! exactly in Kafka mode: copies every record (key and payload) to the output topic in the
+//! Kafka transaction that commits the input offsets.
+
+use std::time::Duration;
+
+use exactly::codec::Bytes;
+use exactly::mode::Kafka;
+use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Output, Runtime, Subscription};
+
+use super::WorkerSpec;
+
+/// Copies every record of `input` to `output`.
+#[derive(Debug)]
+struct Copy {
+    input: String,
+    output: String,
+    group: String,
+}
+
+impl Consumes for Copy {
+    type Key = Vec<u8>;
+    type Payload = Vec<u8>;
+    type Codec = Bytes;
+    type Mode = Kafka;
+
+    fn subscription(&self) -> Subscription {
+        Subscription::new([self.input.clone()], self.group.clone(), Delivery::PointToPoint)
+            .with_outputs([self.output.clone()])
+    }
+}
+
+#[exactly::async_trait]
+impl Handler for Copy {
+    async fn handle(
+        &self,
+        message: &Message<Vec<u8>, Vec<u8>>,
+        cx: &mut Context<'_, Kafka>,
+    ) -> Result<(), HandlerError> {
+        let mut record = Output::to(&self.output).payload(message.payload.clone());
+        if let Some(key) = &message.key {
+            record = record.key(key.clone());
+        }
+        cx.emit(record);
+        Ok(())
+    }
+}
+
+pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
+    let handler = Copy { input: spec.input.clone(), output: spec.output.clone(), group: spec.group.clone() };
+    let mut builder = Runtime::builder()
+        .brokers(&spec.brokers)
+        .transactional_id(format!("{}-tx", spec.group))
+        .commit_interval(Duration::from_millis(spec.commit_interval_ms))
+        .kafka_setting("session.timeout.ms", spec.session_timeout_ms.to_string())
+        .on_error(|e| eprintln!("exactly-bench worker: {e}"))
+        .handler(handler);
+    if let Some(instance) = &spec.instance {
+        builder = builder.kafka_setting("group.instance.id", instance);
+    }
+    builder.build().await?.run().await?;
+    Ok(())
+}

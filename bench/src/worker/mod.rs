@@ -1,0 +1,94 @@
+//! The processes measured: exactly's two modes and the hand-written baselines, each run as
+//! a child process (`exactly-bench worker SPEC`) so that its peak memory is its own.
+//!
+//! A worker runs until it is stopped, except [`System::InsertsOnly`], which has no input
+//! and reports its own timing on a `RESULT` line.
+
+mod baseline_db;
+mod baseline_kafka;
+mod exactly_db;
+mod exactly_kafka;
+
+use serde::{Deserialize, Serialize};
+
+/// What a worker process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum System {
+    /// exactly, Database mode: one insert per message, batches in one transaction with the
+    /// stored position.
+    ExactlyDatabase,
+    /// exactly, Kafka mode: copies every record in Kafka transactions with the offsets.
+    ExactlyKafka,
+    /// Hand-written rdkafka consumer: the same batched inserts, then an asynchronous offset
+    /// commit (at-least-once).
+    BatchedInserts,
+    /// Hand-written rdkafka consumer that only reads (offsets auto-committed).
+    ConsumeOnly,
+    /// The inserts alone, from a loop with no Kafka at all.
+    InsertsOnly,
+    /// Hand-written loop: per message, one transaction with the insert and an offset upsert.
+    PlainLoop,
+    /// Hand-written idempotent at-least-once consume-produce: copy, flush, commit offsets.
+    IdempotentCopy,
+}
+
+impl System {
+    /// How the system is named in the report.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::ExactlyDatabase => "exactly, Database mode",
+            Self::ExactlyKafka => "exactly, Kafka mode",
+            Self::BatchedInserts => "rdkafka + sqlx, at-least-once",
+            Self::ConsumeOnly => "rdkafka, consume only",
+            Self::InsertsOnly => "sqlx, inserts only",
+            Self::PlainLoop => "rdkafka + sqlx loop, offset upsert",
+            Self::IdempotentCopy => "rdkafka idempotent copy, at-least-once",
+        }
+    }
+}
+
+/// Everything a worker needs, passed as one JSON argument.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WorkerSpec {
+    pub(crate) system: System,
+    pub(crate) brokers: String,
+    pub(crate) database_url: String,
+    pub(crate) input: String,
+    /// Output topic (Kafka-side systems).
+    pub(crate) output: String,
+    /// Table the inserts go to (database-side systems).
+    pub(crate) table: String,
+    pub(crate) group: String,
+    /// Messages per database transaction (at most).
+    pub(crate) batch: usize,
+    /// How long a batch waits for more after its first message.
+    pub(crate) batch_wait_ms: u64,
+    /// Kafka mode and the idempotent copy: how often they commit.
+    pub(crate) commit_interval_ms: u64,
+    /// exactly: batches in flight at once (`max_concurrent_batches`).
+    pub(crate) concurrency: usize,
+    /// `group.instance.id` (static membership), if any.
+    pub(crate) instance: Option<String>,
+    pub(crate) session_timeout_ms: u32,
+    /// Inserts only: how many rows, of how many bytes.
+    pub(crate) rows: u64,
+    pub(crate) row_bytes: usize,
+}
+
+/// Runs the worker `spec` describes until it is stopped (or, inserting only, done).
+pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
+    match spec.system {
+        System::ExactlyDatabase => exactly_db::run(&spec).await,
+        System::ExactlyKafka => exactly_kafka::run(&spec).await,
+        System::BatchedInserts => baseline_db::batched_inserts(&spec).await,
+        System::PlainLoop => baseline_db::plain_loop(&spec).await,
+        System::InsertsOnly => baseline_db::inserts_only(&spec).await,
+        System::ConsumeOnly => baseline_kafka::consume_only(&spec).await,
+        System::IdempotentCopy => baseline_kafka::idempotent_copy(&spec).await,
+    }
+}
+
+/// The statement every database-side system runs once per message.
+pub(crate) fn insert_sql(table: &str) -> String {
+    format!("INSERT INTO {table} (partition, message_offset, payload) VALUES ($1, $2, $3)")
+}
