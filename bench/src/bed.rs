@@ -87,7 +87,9 @@ impl Bed {
 
     /// Rows in `table`, and distinct (partition, offset) among them.
     pub(crate) async fn rows(&self, table: &str) -> anyhow::Result<i64> {
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}"))).fetch_one(&self.pool).await?)
+        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Drops `table` (runs leave nothing behind that slows the next one).

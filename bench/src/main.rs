@@ -160,11 +160,17 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
         sqlx::query_scalar("SHOW server_version").fetch_one(&bed.pool).await.unwrap_or_else(|_| "?".into());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|info| info.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .and_then(|info| {
+            info.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok())
+        })
         .map_or_else(String::new, |kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let commit = command_line("git", &["rev-parse", "--short", "HEAD"]);

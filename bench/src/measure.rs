@@ -61,7 +61,10 @@ pub(crate) async fn throughput(
             first = Some((now, done));
         }
         if now >= deadline {
-            bail!("no end after {timeout:?}: {done} of {target} messages done; the log ends with:\n{}", process.log_tail());
+            bail!(
+                "no end after {timeout:?}: {done} of {target} messages done; the log ends with:\n{}",
+                process.log_tail()
+            );
         }
         tokio::time::sleep(POLL).await;
     };
@@ -217,7 +220,9 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32)
                     at_end.insert(partition);
                 }
                 Some(Err(e)) => return Err(e.into()),
-                None if Instant::now() > deadline => bail!("reading {} did not reach its end", consumer_topic(&consumer)),
+                None if Instant::now() > deadline => {
+                    bail!("reading {} did not reach its end", consumer_topic(&consumer))
+                }
                 None => {}
             }
         }

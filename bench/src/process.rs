@@ -68,7 +68,11 @@ impl Measured {
     /// Fails, with the end of its log, if it has exited.
     pub(crate) fn check_running(&mut self) -> anyhow::Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!("{} exited ({status}) before the measurement ended; its log ends with:\n{}", self.name, self.log_tail());
+            bail!(
+                "{} exited ({status}) before the measurement ended; its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            );
         }
         Ok(())
     }

@@ -24,7 +24,12 @@ fn jar() -> PathBuf {
 /// The newest modification time of `path` or anything under it.
 fn newest(path: &Path) -> SystemTime {
     let own = std::fs::metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
-    std::fs::read_dir(path).into_iter().flatten().flatten().map(|entry| newest(&entry.path())).fold(own, SystemTime::max)
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| newest(&entry.path()))
+        .fold(own, SystemTime::max)
 }
 
 /// Builds the program with Maven unless its jar is newer than its sources.

@@ -48,7 +48,7 @@ impl Profile {
         Self {
             name: "full",
             changes: Vec::new(),
-            s1_messages: 200_000,
+            s1_messages: 100_000,
             s2_messages: 20_000,
             s3_messages: 200_000,
             curve_messages: 100_000,
@@ -56,7 +56,7 @@ impl Profile {
             repeats: 3,
             latency: (Duration::from_secs(5), Duration::from_secs(20)),
             steady: Duration::from_secs(8),
-            recovery_cap: 1_500_000,
+            recovery_cap: 1_000_000,
             dynamic_recovery: true,
         }
     }
@@ -141,7 +141,11 @@ impl Variant {
     }
 
     fn streams() -> Self {
-        Self { label: "Kafka Streams, exactly_once_v2".to_owned(), subject: Subject::KafkaStreams, ..Self::of(System::ExactlyKafka) }
+        Self {
+            label: "Kafka Streams, exactly_once_v2".to_owned(),
+            subject: Subject::KafkaStreams,
+            ..Self::of(System::ExactlyKafka)
+        }
     }
 
     fn labelled(mut self, label: &str) -> Self {
@@ -269,11 +273,7 @@ impl<'a> Suite<'a> {
     pub(crate) async fn s3(&mut self) -> anyhow::Result<()> {
         streams::build().await?;
         let n = self.profile.s3_messages;
-        let variants = [
-            Variant::of(System::ExactlyKafka),
-            Variant::of(System::IdempotentCopy),
-            Variant::streams(),
-        ];
+        let variants = [Variant::of(System::ExactlyKafka), Variant::of(System::IdempotentCopy), Variant::streams()];
         let mut section = Section::new(
             "S3: consume-transform-produce",
             &format!(
@@ -702,8 +702,11 @@ impl<'a> Suite<'a> {
 
     fn run_name(&mut self, variant: &Variant) -> String {
         self.runs += 1;
-        let slug: String =
-            variant.label.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
+        let slug: String = variant
+            .label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+            .collect();
         format!("{:03}-{slug}", self.runs)
     }
 

@@ -169,6 +169,54 @@ async fn batches_hold_many_messages_or_exactly_one_when_asked() -> anyhow::Resul
     Ok(())
 }
 
+/// Each Database-mode worker copies its position to Kafka's committed offsets, for lag
+/// tools. One OffsetCommit per transaction, with one message per transaction, queued
+/// thousands of requests ahead of the heartbeats on the coordinator's connection until the
+/// session expired and the group rebalanced (benchmark S2 found it: a 49 s stall). The copy
+/// is now made at most once a second per partition, and once more when the worker stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_per_transaction_keeps_the_group_session() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = topic_and_database(8).await?;
+    produce(&kafka.client_config(), &topic, inputs(8, 1000, "m")).await?;
+    let group = unique("single-session");
+    let builder = builder(&url)
+        .batch(Batch::single())
+        .kafka_setting("session.timeout.ms", "6000")
+        .handler(Recorder::new(&topic, &group, "a"));
+    let running = Running::start(kafka, builder).await?;
+    wait_until(Duration::from_secs(300), "8000 effects", || async {
+        Ok((effect_counts(&pool, &group).await?.0 == 8000).then_some(()))
+    })
+    .await?;
+    let reported = running.reported.all();
+    running.stop().await?;
+    assert_eq!(effect_counts(&pool, &group).await?, (8000, 8000));
+    let claimed_again: Vec<(i32, i64)> =
+        sqlx::query_as("SELECT partition, epoch FROM exactly.offsets WHERE group_id = $1 AND epoch > 1")
+            .bind(&group)
+            .fetch_all(&pool)
+            .await?;
+    assert!(
+        claimed_again.is_empty(),
+        "partitions were claimed again, so the group rebalanced (session lost): {claimed_again:?}; reported: {reported:?}"
+    );
+    // The copy in Kafka still arrives: the last position of every partition.
+    let observer: BaseConsumer = kafka.client_config().set("group.id", &group).create()?;
+    let mut wanted = TopicPartitionList::new();
+    for partition in 0..8 {
+        wanted.add_partition(&topic, partition);
+    }
+    wait_until(WAIT, "Kafka's copy of the last positions", || {
+        let committed = observer.committed_offsets(wanted.clone(), Duration::from_secs(10));
+        async move {
+            let offsets: Vec<Offset> = committed?.elements().iter().map(|e| e.offset()).collect();
+            Ok((offsets == vec![Offset::Offset(1000); 8]).then_some(()))
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_run_concurrently_within_the_bound() -> anyhow::Result<()> {
     let (kafka, topic, url, pool) = topic_and_database(4).await?;

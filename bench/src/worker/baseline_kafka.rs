@@ -3,12 +3,30 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
+use rdkafka::ClientContext;
 use rdkafka::Message as _;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
 use super::WorkerSpec;
 use super::baseline_db::subscribed;
+
+/// Ends the process on a failed delivery: committing offsets past a record that was not
+/// written would lose it, and a restart redoes everything since the last commit.
+struct FailOnError;
+
+impl ClientContext for FailOnError {}
+
+impl ProducerContext for FailOnError {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        if let Err((e, _)) = result {
+            eprintln!("exactly-bench worker: a copied record was not delivered: {e}");
+            std::process::exit(1);
+        }
+    }
+}
 
 /// Reads every message and touches its payload; offsets are auto-committed every
 /// `spec.commit_interval_ms` (librdkafka stores each offset as the message is returned).
@@ -27,11 +45,11 @@ pub(super) async fn consume_only(spec: &WorkerSpec) -> anyhow::Result<()> {
 /// was flushed. A crash between the two copies some records again: at-least-once.
 pub(super) async fn idempotent_copy(spec: &WorkerSpec) -> anyhow::Result<()> {
     let consumer = subscribed(spec, false)?;
-    let producer: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+    let producer: ThreadedProducer<FailOnError> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &spec.brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
-        .create()
+        .create_with_context(FailOnError)
         .context("cannot create the producer")?;
     let interval = Duration::from_millis(spec.commit_interval_ms);
     let mut commit_at = tokio::time::Instant::now() + interval;

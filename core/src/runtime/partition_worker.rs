@@ -33,6 +33,12 @@ use crate::offsets::{self, Advance, PartitionKey};
 use crate::settings::RetryPolicy;
 use crate::trace_context::TraceContext;
 
+/// How often, at most, a partition's position is copied to Kafka's committed offsets. Each
+/// copy is an OffsetCommit request to the group coordinator, on the connection that also
+/// carries the heartbeats: one per batch, with batches of one message, queued thousands of
+/// requests ahead of the heartbeats, and the session expired (found by the benchmark S2).
+const MIRROR_INTERVAL: Duration = Duration::from_secs(1);
+
 /// One message of a batch: its raw bytes (for the dead letters) and what decoding gave.
 struct Item<K, P> {
     offset: i64,
@@ -99,6 +105,8 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     parked: Option<ParkedKeys>,
     /// The group's histograms (the partition's counters are in `start.metrics`).
     metrics: GroupMetrics,
+    /// When the position was last copied to Kafka, and which.
+    mirrored: Option<(Instant, i64)>,
 }
 
 impl<H: Handler<Mode = Database>> PartitionWorker<H> {
@@ -121,6 +129,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             limit,
             failures: None,
             metrics,
+            mirrored: None,
         }
     }
 
@@ -128,32 +137,38 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         let span = tracing::info_span!("partition", group = %self.start.key.group, topic = %self.start.key.topic,
             partition = self.start.key.partition, epoch = self.start.claim.epoch);
         async move {
-            if self.parked.is_some() && !self.load_parked().await {
-                return;
-            }
-            loop {
-                if !self.retry_parked().await {
-                    return;
-                }
-                match self.gather().await {
-                    Gathered::Stopped => return,
-                    Gathered::Broken(error) => {
-                        self.shared.report(&error);
-                        return;
-                    }
-                    Gathered::ParkedDue => continue,
-                    Gathered::Batch => {}
-                }
-                if !self.commit_with_retries().await {
-                    return;
-                }
-                if self.stopping() {
-                    return;
-                }
-            }
+            self.work().await;
+            self.mirror_to_kafka(true);
         }
         .instrument(span)
         .await
+    }
+
+    /// Gathers and commits batches until stopped.
+    async fn work(&mut self) {
+        if self.parked.is_some() && !self.load_parked().await {
+            return;
+        }
+        loop {
+            if !self.retry_parked().await {
+                return;
+            }
+            match self.gather().await {
+                Gathered::Stopped => return,
+                Gathered::Broken(error) => {
+                    self.shared.report(&error);
+                    return;
+                }
+                Gathered::ParkedDue => continue,
+                Gathered::Batch => {}
+            }
+            if !self.commit_with_retries().await {
+                return;
+            }
+            if self.stopping() {
+                return;
+            }
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -183,10 +198,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             let notified = self.start.notify.notified();
             let mut stop = self.start.stop.clone();
             let parked_due = self.parked.as_ref().and_then(ParkedKeys::next_due);
-            let wake = match (deadline, parked_due) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let mirror_due = self.mirror_due();
+            let wake = [deadline, parked_due, mirror_due].into_iter().flatten().min();
             match wake {
                 None => tokio::select! {
                     () = notified => {}
@@ -196,7 +209,11 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     () = notified => {}
                     _ = stop.changed() => {}
                     () = tokio::time::sleep_until(at) => {
-                        return if self.batch.is_empty() { Gathered::ParkedDue } else { Gathered::Batch };
+                        self.mirror_to_kafka(false);
+                        let now = Instant::now();
+                        if deadline.is_some_and(|d| d <= now) || parked_due.is_some_and(|p| p <= now) {
+                            return if self.batch.is_empty() { Gathered::ParkedDue } else { Gathered::Batch };
+                        }
                     }
                 },
             }
@@ -257,7 +274,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 tracing::debug!(from = self.next, to = position, "position moved past records not delivered");
                 self.next = position;
                 self.start.metrics.set_position(position);
-                self.mirror_to_kafka();
+                self.mirror_to_kafka(false);
             }
             Err(error) => {
                 // Harmless: the position stays where the last message left it, or the COMMIT
@@ -696,12 +713,26 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         self.start.metrics.set_position(new_next);
         self.batch.drain(..count);
         self.limit = self.shared.batch.max_records;
-        self.mirror_to_kafka();
+        self.mirror_to_kafka(false);
     }
 
-    /// Copies the position to Kafka's committed offsets, for lag tools only; the database
-    /// stays the source of truth.
-    fn mirror_to_kafka(&self) {
+    /// When the position not yet copied to Kafka is due to be, if one is pending.
+    fn mirror_due(&self) -> Option<Instant> {
+        match self.mirrored {
+            Some((_, offset)) if offset == self.next => None,
+            Some((at, _)) => Some(at + MIRROR_INTERVAL),
+            None => Some(Instant::now()),
+        }
+    }
+
+    /// Copies the position to Kafka's committed offsets, for lag tools only (the database
+    /// stays the source of truth): at most every [`MIRROR_INTERVAL`], unless `now`.
+    fn mirror_to_kafka(&mut self, now: bool) {
+        match self.mirror_due() {
+            None => return,
+            Some(due) if !now && due > Instant::now() => return,
+            Some(_) => {}
+        }
         let mut tpl = TopicPartitionList::new();
         let key = &self.start.key;
         if tpl.add_partition_offset(&key.topic, key.partition, Offset::Offset(self.next)).is_ok()
@@ -709,6 +740,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         {
             tracing::debug!("mirroring the position to Kafka failed (harmless): {e}");
         }
+        self.mirrored = Some((Instant::now(), self.next));
     }
 }
 
