@@ -523,7 +523,7 @@ impl<'a> Suite<'a> {
         if fixed {
             spec.instance = Some("bench-instance".to_owned());
         }
-        let progress = self.progress(&spec)?;
+        let progress = self.progress(&spec, PARTITIONS)?;
         let name = self.run_name(variant);
         let logs = self.logs.clone();
         let recovery = measure::recovery(
@@ -601,7 +601,7 @@ impl<'a> Suite<'a> {
         } else {
             let process = self.start(variant, input, &group, &table, &output).await?;
             let progress = match variant.subject {
-                Subject::Worker(_) => self.progress(&self.spec(variant, input, &group, &table, &output))?,
+                Subject::Worker(_) => self.progress(&self.spec(variant, input, &group, &table, &output), partitions)?,
                 Subject::KafkaStreams => Progress::committed(&self.bed.brokers(), &group, input, partitions)?,
             };
             measure::throughput(process, &progress, target, timeout).await?
@@ -678,26 +678,13 @@ impl<'a> Suite<'a> {
         }
     }
 
-    /// Where the system `spec` runs makes its progress durable.
-    fn progress(&self, spec: &WorkerSpec) -> anyhow::Result<Progress> {
-        let partitions = match spec.system {
-            System::ExactlyDatabase => {
-                return Ok(Progress::Stored { pool: self.bed.pool.clone(), group: spec.group.clone() });
-            }
-            System::PlainLoop => {
-                return Ok(Progress::Upserted { pool: self.bed.pool.clone(), group: spec.group.clone() });
-            }
-            _ => self.partitions_of(&spec.input)?,
-        };
-        Progress::committed(&self.bed.brokers(), &spec.group, &spec.input, partitions)
-    }
-
-    fn partitions_of(&self, topic: &str) -> anyhow::Result<i32> {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer = self.bed.kafka.client_config().create()?;
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
-        Ok(i32::try_from(partitions)?)
+    /// Where the system `spec` runs makes its progress durable (`partitions`: the input's).
+    fn progress(&self, spec: &WorkerSpec, partitions: i32) -> anyhow::Result<Progress> {
+        match spec.system {
+            System::ExactlyDatabase => Ok(Progress::Stored { pool: self.bed.pool.clone(), group: spec.group.clone() }),
+            System::PlainLoop => Ok(Progress::Upserted { pool: self.bed.pool.clone(), group: spec.group.clone() }),
+            _ => Progress::committed(&self.bed.brokers(), &spec.group, &spec.input, partitions),
+        }
     }
 
     fn run_name(&mut self, variant: &Variant) -> String {
