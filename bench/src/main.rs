@@ -127,6 +127,7 @@ async fn run(
     let context = context(&bed, &profile).await;
     let mut suite = Suite::new(&bed, profile, logs);
     suite.report.context = context;
+    suite.warm_up().await.context("warming up")?;
     for scenario in only {
         match scenario {
             Scenario::S1 => suite.s1().await.context("S1")?,

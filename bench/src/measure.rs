@@ -298,6 +298,7 @@ pub(crate) async fn recovery(
     start: impl Fn(&str) -> anyhow::Result<Measured>,
     progress: &Progress,
     steady: Duration,
+    (backlog, seconds_left): (i64, f64),
 ) -> anyhow::Result<Recovery> {
     let mut first = start("before")?;
     // Wait for progress, then run `steady`.
@@ -316,6 +317,11 @@ pub(crate) async fn recovery(
     let (t1, d1) = (Instant::now(), progress.done().await?);
     let rate_before = (d1 - d0) as f64 / t1.duration_since(t0).as_secs_f64();
     let peak_before = first.peak_rss_kib();
+    // What is left must outlast the recovery (a session timeout, for dynamic membership)
+    // and a one-second window at this rate.
+    if rate_before <= 0.0 || (backlog - d1) as f64 / rate_before < seconds_left {
+        bail!("the backlog ({backlog} messages) is too small: {d1} done before the kill at {rate_before:.0} msg/s");
+    }
     first.kill().await?;
     let killed = Instant::now();
     let at_kill = progress.done().await?;

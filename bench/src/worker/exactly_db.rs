@@ -14,6 +14,7 @@ use super::{WorkerSpec, insert_sql};
 struct InsertEach {
     input: String,
     group: String,
+    delay: Duration,
     insert: String,
 }
 
@@ -31,6 +32,9 @@ impl Consumes for InsertEach {
 #[exactly::async_trait]
 impl Handler for InsertEach {
     async fn handle(&self, message: &Message<Vec<u8>, Vec<u8>>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
             .bind(message.partition)
             .bind(message.offset)
@@ -42,7 +46,12 @@ impl Handler for InsertEach {
 }
 
 pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let handler = InsertEach { input: spec.input.clone(), group: spec.group.clone(), insert: insert_sql(&spec.table) };
+    let handler = InsertEach {
+        input: spec.input.clone(),
+        group: spec.group.clone(),
+        delay: Duration::from_micros(spec.handler_delay_us),
+        insert: insert_sql(&spec.table),
+    };
     let batch = Batch::default().max_records(spec.batch).max_wait(Duration::from_millis(spec.batch_wait_ms));
     let batch = if spec.batch == 1 { Batch::single() } else { batch };
     let mut builder = Runtime::builder()

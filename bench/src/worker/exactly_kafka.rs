@@ -15,6 +15,7 @@ struct Copy {
     input: String,
     output: String,
     group: String,
+    delay: Duration,
 }
 
 impl Consumes for Copy {
@@ -36,6 +37,9 @@ impl Handler for Copy {
         message: &Message<Vec<u8>, Vec<u8>>,
         cx: &mut Context<'_, Kafka>,
     ) -> Result<(), HandlerError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         let mut record = Output::to(&self.output).payload(message.payload.clone());
         if let Some(key) = &message.key {
             record = record.key(key.clone());
@@ -46,7 +50,12 @@ impl Handler for Copy {
 }
 
 pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let handler = Copy { input: spec.input.clone(), output: spec.output.clone(), group: spec.group.clone() };
+    let handler = Copy {
+        input: spec.input.clone(),
+        output: spec.output.clone(),
+        group: spec.group.clone(),
+        delay: Duration::from_micros(spec.handler_delay_us),
+    };
     let mut builder = Runtime::builder()
         .brokers(&spec.brokers)
         .transactional_id(format!("{}-tx", spec.group))

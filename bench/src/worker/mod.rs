@@ -70,6 +70,9 @@ pub(crate) struct WorkerSpec {
     /// `group.instance.id` (static membership), if any.
     pub(crate) instance: Option<String>,
     pub(crate) session_timeout_ms: u32,
+    /// exactly's handlers wait this long per message (0: not at all); the smoke profile
+    /// slows recovery runs with it so that a small backlog lasts.
+    pub(crate) handler_delay_us: u64,
     /// Inserts only: how many rows, of how many bytes.
     pub(crate) rows: u64,
     pub(crate) row_bytes: usize,

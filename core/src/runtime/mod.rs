@@ -655,7 +655,7 @@ impl<H: Handler<Mode = Database>> GroupSpec for DatabaseGroup<H> {
             let worker = PartitionWorker::new(Arc::clone(&handler), Arc::clone(&worker_shared), start);
             worker_shared.handle.spawn(worker.run())
         });
-        Group::start(shared, settings.kafka.consumer(subscription.group()), subscription, spawner)
+        Group::start(shared, settings.kafka.database_consumer(subscription.group()), subscription, spawner)
     }
 }
 
