@@ -206,27 +206,43 @@ fn output_reader(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<
     Ok(consumer)
 }
 
-/// Counts the committed records of `topic` (read to its end).
-pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<u64> {
+/// Counts the committed records of `topic`, expecting `expected`. A transaction's commit
+/// returns before its markers reach every partition, so a partition's end under
+/// `read_committed` can still move: the count goes on until it reaches `expected` (and
+/// then a second more, to see any record beyond it) or until nothing has come for five
+/// seconds after every partition reached its end.
+pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32, expected: u64) -> anyhow::Result<u64> {
     let consumer = output_reader(brokers, topic, partitions)?;
     tokio::task::spawn_blocking(move || {
         let mut count = 0_u64;
         let mut at_end = std::collections::HashSet::new();
+        let mut last_record = Instant::now();
+        let mut reached: Option<Instant> = None;
         let deadline = Instant::now() + Duration::from_secs(300);
-        while at_end.len() < usize::try_from(partitions)? {
-            match consumer.poll(Duration::from_millis(500)) {
-                Some(Ok(_)) => count += 1,
+        loop {
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(_)) => {
+                    count += 1;
+                    last_record = Instant::now();
+                }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
                     at_end.insert(partition);
                 }
                 Some(Err(e)) => return Err(e.into()),
-                None if Instant::now() > deadline => {
-                    bail!("reading {} did not reach its end", consumer_topic(&consumer))
-                }
                 None => {}
             }
+            if count >= expected && reached.is_none() {
+                reached = Some(Instant::now());
+            }
+            let settled =
+                at_end.len() >= usize::try_from(partitions)? && last_record.elapsed() > Duration::from_secs(5);
+            if reached.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) || settled {
+                return Ok(count);
+            }
+            if Instant::now() > deadline {
+                bail!("reading {} did not reach its end", consumer_topic(&consumer));
+            }
         }
-        Ok(count)
     })
     .await?
 }

@@ -648,7 +648,7 @@ impl<'a> Suite<'a> {
             self.bed.drop_table(&table).await?;
         }
         if writes_topic {
-            let records = measure::count_committed(&self.bed.brokers(), &output, partitions).await?;
+            let records = measure::count_committed(&self.bed.brokers(), &output, partitions, n).await?;
             if records != n {
                 bail!("{}: {records} committed output records for {n} messages", variant.label);
             }

@@ -36,6 +36,23 @@ async fn pool(spec: &WorkerSpec) -> anyhow::Result<PgPool> {
     PgPoolOptions::new().max_connections(1).connect(&spec.database_url).await.context("cannot connect to PostgreSQL")
 }
 
+/// Runs `insert` (from [`insert_sql`]) for one message inside `tx`.
+async fn insert_row(
+    tx: &mut sqlx::PgConnection,
+    insert: &str,
+    partition: i32,
+    offset: i64,
+    payload: Option<&[u8]>,
+) -> anyhow::Result<()> {
+    sqlx::query(AssertSqlSafe(insert))
+        .bind(partition)
+        .bind(offset)
+        .bind(payload.unwrap_or_default())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
 /// Batches of up to `spec.batch` messages (waiting at most `spec.batch_wait_ms` after the
 /// first), inserted in one transaction; after the commit, the offsets are committed to
 /// Kafka asynchronously. A crash between the two redoes the batch: at-least-once.
@@ -57,12 +74,7 @@ pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         let mut next = BTreeMap::new();
         for message in &batch {
-            sqlx::query(AssertSqlSafe(insert.as_str()))
-                .bind(message.partition())
-                .bind(message.offset())
-                .bind(message.payload().unwrap_or_default())
-                .execute(&mut *tx)
-                .await?;
+            insert_row(&mut tx, &insert, message.partition(), message.offset(), message.payload()).await?;
             next.insert(message.partition(), message.offset() + 1);
         }
         tx.commit().await?;
@@ -85,12 +97,7 @@ pub(super) async fn plain_loop(spec: &WorkerSpec) -> anyhow::Result<()> {
     loop {
         let message = consumer.recv().await?;
         let mut tx = pool.begin().await?;
-        sqlx::query(AssertSqlSafe(insert.as_str()))
-            .bind(message.partition())
-            .bind(message.offset())
-            .bind(message.payload().unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
+        insert_row(&mut tx, &insert, message.partition(), message.offset(), message.payload()).await?;
         sqlx::query(
             "INSERT INTO bench_positions (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
@@ -117,12 +124,7 @@ pub(super) async fn inserts_only(spec: &WorkerSpec) -> anyhow::Result<()> {
         let mut tx = pool.begin().await?;
         let first = batch * spec.batch as u64;
         for offset in first..(first + spec.batch as u64).min(spec.rows) {
-            sqlx::query(AssertSqlSafe(insert.as_str()))
-                .bind(0_i32)
-                .bind(i64::try_from(offset)?)
-                .bind(payload.as_slice())
-                .execute(&mut *tx)
-                .await?;
+            insert_row(&mut tx, &insert, 0, i64::try_from(offset)?, Some(&payload)).await?;
         }
         tx.commit().await?;
     }
