@@ -93,6 +93,28 @@ pub struct Recorder {
     pub key_parking: bool,
     /// Where dead letters go, if to Kafka.
     pub dead_letter_topic: Option<String>,
+    /// Payloads on which PostgreSQL itself raises a transient error, a few times.
+    pub transient: Option<Arc<TransientErrors>>,
+}
+
+/// Makes PostgreSQL raise a real error with a chosen SQLSTATE (such as `40001`,
+/// serialization failure, or `40P01`, deadlock detected) inside the handler's transaction,
+/// the first `times` times a payload is handled.
+#[derive(Debug, Default)]
+pub struct TransientErrors {
+    /// Payload and the SQLSTATE raised for it.
+    pub payloads: Vec<(String, &'static str)>,
+    /// How many times each payload fails before it goes through.
+    pub times: usize,
+    /// Handler calls seen per payload.
+    pub calls: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+impl TransientErrors {
+    /// How many times the handler was called with `payload`.
+    pub fn calls(&self, payload: &str) -> usize {
+        self.calls.lock().map(|calls| calls.get(payload).copied().unwrap_or(0)).unwrap_or(0)
+    }
 }
 
 impl Recorder {
@@ -113,6 +135,7 @@ impl Recorder {
             retry: None,
             key_parking: false,
             dead_letter_topic: None,
+            transient: None,
         }
     }
 
@@ -176,6 +199,21 @@ impl Recorder {
             let permit = hold.gate.acquire().await;
             hold.waiting.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
+        }
+        if let Some(transient) = &self.transient
+            && let Some((_, sqlstate)) = transient.payloads.iter().find(|(payload, _)| *payload == message.payload)
+        {
+            let call = {
+                let mut calls = transient.calls.lock().map_err(|_| "poisoned")?;
+                let call = calls.entry(message.payload.clone()).or_default();
+                *call += 1;
+                *call
+            };
+            if call <= transient.times {
+                // A real server error, with its SQLSTATE, as sqlx reports it.
+                let raise = format!("DO $$ BEGIN RAISE EXCEPTION 'simulated' USING ERRCODE = '{sqlstate}'; END $$");
+                sqlx::query(sqlx::AssertSqlSafe(raise)).execute(cx.db()).await?;
+            }
         }
         if self.blocked_keys {
             let blocked: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blocked_keys WHERE key = $1)")

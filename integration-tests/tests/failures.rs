@@ -1,11 +1,12 @@
 //! Failure handling in Database mode: a bad message inside a batch is isolated (the good
-//! ones commit once), panics are caught and reported, permanent errors skip the retries;
-//! every failed message lands in the dead letters in the transaction that moves past it.
+//! ones commit once), panics are caught and reported, permanent errors skip the retries,
+//! serialization failures and deadlocks are retried without counting as attempts; every
+//! failed message lands in the dead letters in the transaction that moves past it.
 
 use std::time::Duration;
 
 use exactly::{Batch, RetryPolicy};
-use exactly_integration_tests::recorder::{Recorder, effect_counts};
+use exactly_integration_tests::recorder::{Recorder, TransientErrors, effect_counts};
 use exactly_integration_tests::support::{Running, builder, topic_and_database};
 use exactly_integration_tests::{Input, Isolation, produce, read_to_end, unique, wait_until};
 use sqlx::PgPool;
@@ -55,6 +56,37 @@ async fn a_bad_message_in_a_batch_is_isolated_and_the_good_ones_commit_once() ->
         .fetch_one(&pool)
         .await?;
     assert_eq!(after, 122, "the partition goes on past the dead letter");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serialization_failures_and_deadlocks_are_retried_without_counting_as_attempts() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = topic_and_database(1).await?;
+    let records: Vec<Input> = (0..40).map(|i| Input::to(0, "k", format!("m-{i}"))).collect();
+    produce(&kafka.client_config(), &topic, records).await?;
+    let group = unique("transient");
+    let transient = std::sync::Arc::new(TransientErrors {
+        payloads: vec![("m-5".into(), "40001"), ("m-20".into(), "40P01")],
+        times: 4,
+        ..TransientErrors::default()
+    });
+    let mut recorder = Recorder::new(&topic, &group, "a");
+    recorder.transient = Some(transient.clone());
+    // One attempt only: a failure that counted as an attempt would be dead-lettered at once.
+    let retry = RetryPolicy::default().max_attempts(1).initial_backoff(Duration::from_millis(20));
+    let batch = Batch::default().max_records(10).max_wait(Duration::from_millis(200));
+    let running = Running::start(kafka, builder(&url).batch(batch).retry(retry).handler(recorder)).await?;
+    wait_for_position(&pool, &group, &topic, 40).await?;
+    let reported = running.reported.clone();
+    running.stop().await?;
+
+    assert_eq!(effect_counts(&pool, &group).await?, (40, 40), "every message applied once, the retried ones too");
+    assert_eq!(dead_letters(&pool, &group).await?, vec![], "a transient error is never a dead letter");
+    for payload in ["m-5", "m-20"] {
+        assert_eq!(transient.calls(payload), 5, "{payload}: four transient failures, then success");
+    }
+    let simulated = reported.all().into_iter().filter(|e| e.contains("simulated")).count();
+    assert_eq!(simulated, 8, "each transient failure reported once: {:?}", reported.all());
     Ok(())
 }
 
