@@ -1,7 +1,8 @@
 //! What the Kafka-mode runtime and the outbox relay share about their transactional producers.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -23,29 +24,83 @@ const SEND_OFFSETS_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long past its own timeout a call is waited for before it counts as stuck.
 const STUCK_GRACE: Duration = Duration::from_secs(5);
 
-/// Adds `offsets` (with the consumer's group `metadata`) to the open transaction, on a
-/// thread of its own: librdkafka's `send_offsets_to_transaction` can block past its
-/// timeout, for good, when the group coordinator goes away (confluentinc/librdkafka#5456,
-/// #5511). After its 15 s timeout plus a grace period the call counts as stuck
-/// ([`Error::KafkaCallStuck`]): the caller must abandon `producer` (the thread keeps it
-/// until the call returns, if ever) and fence it with a new one.
-pub(crate) fn send_offsets(
-    producer: &Arc<TxnProducer>,
-    offsets: TopicPartitionList,
-    metadata: ConsumerGroupMetadata,
-) -> Result<()> {
-    let (reply, outcome) = std::sync::mpsc::sync_channel(1);
-    let caller = Arc::clone(producer);
-    std::thread::Builder::new()
-        .name("exactly-send-offsets".into())
-        .spawn(move || {
-            let _ = reply.send(caller.send_offsets_to_transaction(&offsets, &metadata, SEND_OFFSETS_TIMEOUT));
-        })
-        .map_err(|e| Error::Config(format!("cannot start a thread for send_offsets_to_transaction: {e}")))?;
-    let waited = SEND_OFFSETS_TIMEOUT + STUCK_GRACE;
-    match outcome.recv_timeout(waited) {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(Error::KafkaCallStuck { call: "send_offsets_to_transaction", waited }),
+/// A transaction's commit (its offsets added, then `commit_transaction`) running on a
+/// thread of its own, so the caller can go on handling the next messages meanwhile.
+///
+/// librdkafka's `send_offsets_to_transaction` can block past its timeout, for good, when
+/// the group coordinator goes away (confluentinc/librdkafka#5456, #5511). When the offsets
+/// are not added after that call's 15 s timeout plus a grace period, the commit counts as
+/// stuck ([`Error::KafkaCallStuck`]): the caller must abandon the producer (the thread
+/// keeps it until the call returns, if ever) and fence it with a new one.
+pub(crate) struct CommitCall {
+    started: Instant,
+    offsets_added: Arc<AtomicBool>,
+    outcome: mpsc::Receiver<Result<Duration>>,
+}
+
+impl CommitCall {
+    /// Starts committing `producer`'s open transaction, with `offsets` (and the consumer's
+    /// group `metadata`) added to it first when there are any.
+    pub(crate) fn start(
+        producer: &Arc<TxnProducer>,
+        offsets: TopicPartitionList,
+        metadata: ConsumerGroupMetadata,
+    ) -> Result<Self> {
+        let (reply, outcome) = mpsc::sync_channel(1);
+        let offsets_added = Arc::new(AtomicBool::new(false));
+        let (caller, added) = (Arc::clone(producer), Arc::clone(&offsets_added));
+        std::thread::Builder::new()
+            .name("exactly-commit".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let result = (|| {
+                    if offsets.count() > 0 {
+                        caller.send_offsets_to_transaction(&offsets, &metadata, SEND_OFFSETS_TIMEOUT)?;
+                        crate::failpoint::hit("kafka.after_send_offsets");
+                    }
+                    added.store(true, Ordering::Release);
+                    crate::failpoint::hit_soon("kafka.during_commit");
+                    commit_with_retries(&caller)
+                })();
+                let _ = reply.send(result.map(|()| started.elapsed()));
+            })
+            .map_err(|e| Error::Config(format!("cannot start a thread to commit a Kafka transaction: {e}")))?;
+        Ok(Self { started: Instant::now(), offsets_added, outcome })
+    }
+
+    /// The outcome once the commit ended (or is stuck), with how long it took; `None` while
+    /// it runs. With `block`, waits for it.
+    pub(crate) fn outcome(&self, block: bool) -> Option<Result<Duration>> {
+        let stuck_at = self.started + SEND_OFFSETS_TIMEOUT + STUCK_GRACE;
+        loop {
+            let wait = if block { Duration::from_millis(100) } else { Duration::ZERO };
+            match self.outcome.recv_timeout(wait) {
+                Ok(result) => return Some(result),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Some(Err(Error::Config("internal: the commit thread ended without an answer".into())));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if !self.offsets_added.load(Ordering::Acquire) && Instant::now() >= stuck_at {
+                let waited = SEND_OFFSETS_TIMEOUT + STUCK_GRACE;
+                return Some(Err(Error::KafkaCallStuck { call: "send_offsets_to_transaction", waited }));
+            }
+            if !block {
+                return None;
+            }
+        }
+    }
+}
+
+/// `commit_transaction`, tried again while librdkafka says the error is retriable.
+fn commit_with_retries(producer: &TxnProducer) -> Result<()> {
+    let mut attempts = 0;
+    loop {
+        match producer.commit_transaction(CALL_TIMEOUT) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -4,7 +4,10 @@
 //! One thread per group polls the consumer and runs the handler message by message; one
 //! transactional producer per group carries every partition's output and offsets. A
 //! transaction closes after the commit interval (or `max_records` messages), and also
-//! before any partition is revoked. Errors are classified from librdkafka's flags:
+//! before any partition is revoked. Its commit runs on a thread of its own while the loop
+//! goes on handling the next messages; their outputs are held back until the commit ends
+//! (a producer has one transaction at a time), then sent in the next transaction, so the
+//! output keeps the input's order. A failed commit drops them with it. Errors are classified from librdkafka's flags:
 //! abortable ones abort and rewind every partition to its last committed offset; fatal
 //! ones (a fenced producer) rebuild the producer, then rewind; an indefinite commit outcome
 //! rebuilds the producer and re-reads the committed offsets from Kafka before going on.
@@ -33,7 +36,7 @@ use crate::handler::{Context, Handler};
 use crate::metrics::handles::{GroupMetrics, PartitionId, PartitionMetrics};
 use crate::mode::{Kafka, ModeKind};
 use crate::output::Output;
-use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, send_offsets, transactional};
+use crate::producer::{CALL_TIMEOUT, CommitCall, TxnProducer, record, send, transactional};
 use crate::settings::{RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
 use crate::trace_context::TraceContext;
@@ -66,6 +69,22 @@ struct PartitionState {
     dead_lettered: u64,
 }
 
+/// How many outputs may wait for the previous transaction's commit before the loop stops
+/// handling and waits for it too (about 10 MB at 1 KB a record).
+const HELD_OUTPUTS: usize = 10_000;
+
+/// A transaction committing on a thread of its own while the loop handles the next
+/// messages; their outputs are held back until it ends (a producer has one transaction).
+struct Committing {
+    call: CommitCall,
+    /// Next offsets it commits.
+    pending: BTreeMap<Partition, i64>,
+    records: usize,
+    /// Messages handled and dead-lettered per partition, counted once it committed.
+    counts: Vec<(Partition, u64, u64)>,
+    span: Option<tracing::Span>,
+}
+
 /// The message of a partition that failed last, and how often.
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -81,7 +100,15 @@ struct Transactions {
     outputs: Vec<String>,
     settings: KafkaModeSettings,
     producer: Option<Arc<TxnProducer>>,
+    /// When the open transaction handled its first message.
     open: Option<Instant>,
+    /// Whether the producer has a transaction that has not ended (the open one, or one
+    /// still committing).
+    begun: bool,
+    /// Outputs of the open transaction held back while the previous one commits.
+    held: Vec<Output>,
+    /// The previous transaction, while it commits.
+    committing: Option<Committing>,
     /// Next offsets of the messages handled in the open transaction.
     pending: BTreeMap<Partition, i64>,
     records_in_txn: usize,
@@ -126,7 +153,7 @@ impl ConsumerContext for KafkaModeContext {
                 // Close the open transaction first: commit it if the partitions are still
                 // ours, abort it if they were lost (another instance owns them already).
                 if consumer.assignment_lost() {
-                    if txn.open.is_some() {
+                    if txn.open.is_some() || txn.committing.is_some() {
                         self.shared.report(&Error::AssignmentLost { group: txn.group.clone() });
                     }
                     txn.abort(consumer, &self.shared, false);
@@ -367,11 +394,26 @@ impl Transactions {
             span_id = tracing::field::Empty)
     }
 
-    /// What the open transaction handled is committed: counts it, and notes the positions.
-    fn counted_committed(&mut self, records: usize, took: Duration) {
-        for state in self.partitions.values_mut() {
-            state.metrics.processed.increment(std::mem::take(&mut state.processed));
-            state.metrics.dead_lettered.increment(std::mem::take(&mut state.dead_lettered));
+    /// The open transaction's counts per partition, taken as it starts committing.
+    fn take_counts(&mut self) -> Vec<(Partition, u64, u64)> {
+        let mut counts = Vec::new();
+        for (key, state) in &mut self.partitions {
+            let (processed, dead_lettered) =
+                (std::mem::take(&mut state.processed), std::mem::take(&mut state.dead_lettered));
+            if processed + dead_lettered > 0 {
+                counts.push((key.clone(), processed, dead_lettered));
+            }
+        }
+        counts
+    }
+
+    /// A transaction committed: counts what it handled, and notes the positions.
+    fn counted_committed(&mut self, counts: &[(Partition, u64, u64)], records: usize, took: Duration) {
+        for (key, processed, dead_lettered) in counts {
+            if let Some(state) = self.partitions.get(key) {
+                state.metrics.processed.increment(*processed);
+                state.metrics.dead_lettered.increment(*dead_lettered);
+            }
         }
         if records > 0 {
             #[allow(clippy::cast_precision_loss)] // a transaction holds far fewer than 2^52 records
@@ -401,10 +443,7 @@ impl Transactions {
 
     /// Ends the open transaction's span with its outcome.
     fn end_span(&mut self, outcome: &'static str, records: usize) {
-        if let Some(span) = self.span.take() {
-            span.record("records", records);
-            span.record("outcome", outcome);
-        }
+        end_span(self.span.take(), outcome, records);
     }
 
     /// The first emitted topic that is not declared, when outputs are declared.
@@ -415,15 +454,39 @@ impl Transactions {
         outputs.iter().map(|o| o.topic.as_str()).find(|topic| !self.outputs.iter().any(|declared| declared == topic))
     }
 
-    fn produce(&mut self, outputs: &[Output]) -> Result<()> {
-        if self.open.is_none() {
-            self.producer()?.begin_transaction()?;
-            self.open = Some(Instant::now());
+    /// Adds `outputs` to the open transaction (opening it), or holds them back while the
+    /// previous transaction commits.
+    fn produce(&mut self, outputs: &mut Vec<Output>) -> Result<()> {
+        self.open.get_or_insert_with(Instant::now);
+        if self.committing.is_some() {
+            self.held.append(outputs);
+            return Ok(());
         }
+        self.begin()?;
         let producer = self.producer()?;
-        for output in outputs {
+        for output in outputs.iter() {
             send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))?;
         }
+        Ok(())
+    }
+
+    /// Begins the producer's transaction if it has none, and sends the outputs held back
+    /// while the previous one committed.
+    fn begin(&mut self) -> Result<()> {
+        if !self.begun {
+            self.producer()?.begin_transaction()?;
+            self.begun = true;
+        }
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let mut held = std::mem::take(&mut self.held);
+        let producer = self.producer()?;
+        for output in &held {
+            send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))?;
+        }
+        held.clear();
+        self.held = held;
         Ok(())
     }
 
@@ -433,90 +496,136 @@ impl Transactions {
         })
     }
 
-    /// Commits the open transaction with the offsets of what it handled.
+    /// Commits the open transaction and waits for the outcome (before a revocation, at
+    /// shutdown), after the one still committing.
     fn commit(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        self.start_commit(consumer, shared);
+        self.settle_committing(consumer, shared, true);
+    }
+
+    /// Starts committing the open transaction, with the offsets of what it handled, on a
+    /// thread of its own; the loop goes on with the next messages meanwhile. The previous
+    /// commit, if still running, is waited for first.
+    fn start_commit(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        self.settle_committing(consumer, shared, true);
         if self.open.is_none() {
-            return;
+            return; // nothing handled, or dropped with the previous transaction
         }
         let span = self.span.clone().unwrap_or_else(tracing::Span::none);
-        let _entered = span.enter();
-        let started = Instant::now();
-        let outcome = (|| -> Result<()> {
+        let call = span.in_scope(|| -> Result<CommitCall> {
+            self.begin()?;
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.pending {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
             let metadata =
                 consumer.group_metadata().ok_or_else(|| Error::Config("no consumer group metadata".into()))?;
-            let producer = self.producer()?;
-            if offsets.count() > 0 {
-                send_offsets(producer, offsets, metadata)?;
-                crate::failpoint::hit("kafka.after_send_offsets");
-            }
-            crate::failpoint::hit_soon("kafka.during_commit");
-            commit_with_retries(producer)
-        })();
-        match outcome {
-            Ok(()) => {
-                let took = started.elapsed();
-                let pending = std::mem::take(&mut self.pending);
-                self.committed.extend(pending);
+            CommitCall::start(self.producer()?, offsets, metadata)
+        });
+        match call {
+            Ok(call) => {
+                let counts = self.take_counts();
+                self.committing = Some(Committing {
+                    call,
+                    pending: std::mem::take(&mut self.pending),
+                    records: std::mem::take(&mut self.records_in_txn),
+                    counts,
+                    span: self.span.take(),
+                });
                 self.open = None;
-                let records = std::mem::take(&mut self.records_in_txn);
-                self.counted_committed(records, took);
-                self.end_span("committed", records);
             }
             Err(error) => {
                 shared.report(&error);
-                self.forget_pending_counts();
-                self.end_span("failed", self.records_in_txn);
-                let indefinite = matches!(&error, Error::KafkaCallStuck { .. })
-                    || matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
-                if indefinite {
-                    // The commit may or may not have happened. A new producer fences the old
-                    // one, and its initialisation waits until the coordinator completed or
-                    // aborted what the old one left; only then do the committed offsets (read
-                    // with require_stable) say where each partition stands. Going on from
-                    // the offsets remembered here could redo a transaction that committed.
-                    self.producer = None;
-                    self.open = None;
-                    self.pending.clear();
-                    self.records_in_txn = 0;
-                    let mut backoff = Backoff::new();
-                    loop {
-                        match self.producer().map(|_| ()).and_then(|()| self.reload_committed(consumer)) {
-                            Ok(()) => {
-                                self.note_positions();
-                                break;
-                            }
-                            Err(e) => shared.report(&e),
-                        }
-                        if shared.shutting_down() {
-                            break;
-                        }
-                        std::thread::sleep(backoff.next_delay());
-                    }
-                    self.rewind(consumer, shared);
-                } else {
-                    self.abort(consumer, shared, true);
-                }
+                self.abort(consumer, shared, true);
             }
         }
     }
 
-    /// Aborts the open transaction (rebuilding the producer when it is fenced or broken)
-    /// and, if `rewind`, puts every partition back at its last committed offset.
+    /// Ends the commit running on its own thread if it has ended (with `block`, once it
+    /// has): counts what it committed and sends the outputs held back meanwhile. On a
+    /// failure those are dropped too, and every partition goes back to its last committed
+    /// offset.
+    fn settle_committing(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, block: bool) {
+        let Some(outcome) = self.committing.as_ref().and_then(|committing| committing.call.outcome(block)) else {
+            return;
+        };
+        let Some(committing) = self.committing.take() else { return };
+        match outcome {
+            Ok(took) => {
+                self.begun = false;
+                self.committed.extend(committing.pending);
+                self.counted_committed(&committing.counts, committing.records, took);
+                end_span(committing.span, "committed", committing.records);
+                if self.open.is_some()
+                    && let Err(error) = self.begin()
+                {
+                    shared.report(&error);
+                    self.abort(consumer, shared, true);
+                }
+            }
+            Err(error) => {
+                shared.report(&error);
+                end_span(committing.span, "failed", committing.records);
+                self.failed_commit(consumer, shared, &error);
+            }
+        }
+    }
+
+    /// A commit failed; the producer's transaction is still open, and what was handled
+    /// since (held back) goes too. Abortable: abort and rewind. Fatal: the producer is
+    /// rebuilt, then rewind. Indefinite (the commit may or may not have happened): a new
+    /// producer fences the old one, and its initialisation waits until the coordinator
+    /// completed or aborted what the old one left; only then do the committed offsets (read
+    /// with require_stable) say where each partition stands. Going on from the offsets
+    /// remembered here could redo a transaction that committed.
+    fn failed_commit(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, error: &Error) {
+        let indefinite = matches!(error, Error::KafkaCallStuck { .. })
+            || matches!(error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
+        if !indefinite {
+            self.abort(consumer, shared, true);
+            return;
+        }
+        self.producer = None;
+        self.begun = false;
+        self.abort(consumer, shared, false);
+        let mut backoff = Backoff::new();
+        loop {
+            match self.producer().map(|_| ()).and_then(|()| self.reload_committed(consumer)) {
+                Ok(()) => {
+                    self.note_positions();
+                    break;
+                }
+                Err(e) => shared.report(&e),
+            }
+            if shared.shutting_down() {
+                break;
+            }
+            std::thread::sleep(backoff.next_delay());
+        }
+        self.rewind(consumer, shared);
+    }
+
+    /// Aborts the producer's transaction (rebuilding the producer when it is fenced or
+    /// broken) and drops what the open transaction handled; if `rewind`, puts every
+    /// partition back at its last committed offset. A commit still running is waited for
+    /// first.
     fn abort(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, rewind: bool) {
-        if self.open.take().is_some()
+        if self.committing.is_some() {
+            // Its failure aborts (and rewinds) by itself; its success leaves ours to abort.
+            self.settle_committing(consumer, shared, true);
+        }
+        if std::mem::take(&mut self.begun)
             && let Some(producer) = &self.producer
             && let Err(e) = producer.abort_transaction(CALL_TIMEOUT)
         {
             tracing::warn!(group = %self.group, "abort failed ({e}); the producer is rebuilt");
             self.producer = None;
         }
+        self.open = None;
         self.forget_pending_counts();
         self.end_span("aborted", self.records_in_txn);
         self.pending.clear();
+        self.held.clear();
         self.records_in_txn = 0;
         if rewind {
             self.rewind(consumer, shared);
@@ -542,7 +651,7 @@ impl Transactions {
     /// ends with a marker is seen at its end. Every record delivered before was handled and
     /// committed (or its partition is blocked, and left alone).
     fn skip_control_records(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
-        if self.open.is_some() {
+        if self.open.is_some() || self.committing.is_some() {
             return;
         }
         let Ok(positions) = consumer.position() else { return };
@@ -559,7 +668,7 @@ impl Transactions {
         if ahead.is_empty() {
             return;
         }
-        if let Err(error) = self.produce(&[]) {
+        if let Err(error) = self.produce(&mut Vec::new()) {
             shared.report(&error);
             self.abort(consumer, shared, true);
             return;
@@ -614,15 +723,11 @@ impl Transactions {
     }
 }
 
-/// `commit_transaction`, tried again while librdkafka says the error is retriable.
-fn commit_with_retries(producer: &TxnProducer) -> Result<()> {
-    let mut attempts = 0;
-    loop {
-        match producer.commit_transaction(CALL_TIMEOUT) {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 3 => attempts += 1,
-            Err(e) => return Err(e.into()),
-        }
+/// Ends a transaction's span with its outcome and size.
+fn end_span(span: Option<tracing::Span>, outcome: &'static str, records: usize) {
+    if let Some(span) = span {
+        span.record("records", records);
+        span.record("outcome", outcome);
     }
 }
 
@@ -643,6 +748,9 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             settings,
             producer: None,
             open: None,
+            begun: false,
+            held: Vec::new(),
+            committing: None,
             pending: BTreeMap::new(),
             records_in_txn: 0,
             committed: BTreeMap::new(),
@@ -679,11 +787,11 @@ fn run<H: Handler<Mode = Kafka>>(
     while !shared.shutting_down() {
         let wait = {
             let txn = consumer.context().lock();
+            // While a commit runs, look for its end often: the held outputs wait for it.
+            let most = if txn.committing.is_some() { Duration::from_millis(5) } else { Duration::from_millis(100) };
             match txn.open {
-                Some(opened) => {
-                    txn.settings.commit_interval.saturating_sub(opened.elapsed()).min(Duration::from_millis(100))
-                }
-                None => Duration::from_millis(100),
+                Some(opened) => txn.settings.commit_interval.saturating_sub(opened.elapsed()).min(most),
+                None => most,
             }
         };
         // The rebalance callback runs inside poll and takes the lock itself.
@@ -697,8 +805,10 @@ fn run<H: Handler<Mode = Kafka>>(
             Some(Err(e)) => tracing::warn!(group = %txn.group, "consumer: {e}"),
             None => txn.skip_control_records(consumer, shared),
         }
+        let too_many_held = txn.held.len() >= HELD_OUTPUTS;
+        txn.settle_committing(consumer, shared, too_many_held);
         if txn.due() {
-            txn.commit(consumer, shared);
+            txn.start_commit(consumer, shared);
         }
         txn.retry_due(consumer, shared);
     }
