@@ -25,11 +25,19 @@ pub(crate) struct Throughput {
     pub(crate) seconds: f64,
     /// Peak RSS of the process, in KiB.
     pub(crate) peak_rss_kib: u64,
+    /// CPU time the process used over the same window, in seconds, when known.
+    pub(crate) cpu_seconds: Option<f64>,
 }
 
 impl Throughput {
     pub(crate) fn rate(&self) -> f64 {
         if self.seconds > 0.0 { self.messages as f64 / self.seconds } else { 0.0 }
+    }
+
+    /// CPU time per message, in microseconds, when known.
+    pub(crate) fn cpu_micros_per_message(&self) -> Option<f64> {
+        let cpu = self.cpu_seconds?;
+        (self.messages > 0).then(|| cpu * 1e6 / self.messages as f64)
     }
 }
 
@@ -42,7 +50,7 @@ pub(crate) async fn throughput(
     target: i64,
     timeout: Duration,
 ) -> anyhow::Result<Throughput> {
-    let mut first: Option<(Instant, i64)> = None;
+    let mut first: Option<(Instant, i64, Option<f64>)> = None;
     let deadline = Instant::now() + timeout;
     let result = loop {
         process.check_running()?;
@@ -50,15 +58,17 @@ pub(crate) async fn throughput(
         let now = Instant::now();
         if done >= target {
             // A backlog done before any progress was seen: count from the start instead.
-            let (since, from) = first.filter(|(_, from)| *from < done).unwrap_or((process.started, 0));
+            let (since, from, cpu_before) =
+                first.filter(|(_, from, _)| *from < done).unwrap_or((process.started, 0, Some(0.0)));
             break Throughput {
                 messages: u64::try_from(done - from)?,
                 seconds: now.duration_since(since).as_secs_f64(),
                 peak_rss_kib: process.peak_rss_kib(),
+                cpu_seconds: process.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before),
             };
         }
         if first.is_none() && done > 0 {
-            first = Some((now, done));
+            first = Some((now, done, process.cpu_seconds()));
         }
         if now >= deadline {
             bail!(

@@ -26,6 +26,16 @@ pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// CPU time (user and system) that process `pid` has used so far, in seconds.
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, then
+    // utime and stime are the 12th and 13th, in clock ticks of 1/100 s on Linux.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// A child process under measurement; killed when dropped.
 #[derive(Debug)]
 pub(crate) struct Measured {
@@ -63,6 +73,11 @@ impl Measured {
     /// Its peak RSS so far, in KiB (0 once it has exited).
     pub(crate) fn peak_rss_kib(&self) -> u64 {
         self.child.id().and_then(peak_rss_kib).unwrap_or_default()
+    }
+
+    /// The CPU time it has used so far, in seconds (`None` once it has exited).
+    pub(crate) fn cpu_seconds(&self) -> Option<f64> {
+        self.child.id().and_then(cpu_seconds)
     }
 
     /// Fails, with the end of its log, if it has exited.

@@ -234,10 +234,11 @@ impl<'a> Suite<'a> {
             "S1: Kafka to PostgreSQL, exactly once, batched",
             &format!(
                 "{n} messages of 1 KB in {PARTITIONS} partitions; one `INSERT` per message into a table with a \
-                 primary key; median of {} runs (range in brackets). Ratios are to (a).",
+                 primary key; median of {} runs (range in brackets). Ratios are to (a). CPU per msg: the \
+                 process's user and system time over the measured window, per message (PostgreSQL's is not in it).",
                 self.profile.repeats
             ),
-            &["system", "settings", "msg/s", "MB/s", "ratio to (a)", "peak RSS"],
+            &["system", "settings", "msg/s", "MB/s", "ratio to (a)", "peak RSS", "CPU per msg"],
         );
         for (variant, runs) in variants.iter().zip(&results) {
             section.row(throughput_row(variant, runs, KB, baseline));
@@ -271,7 +272,7 @@ impl<'a> Suite<'a> {
                  {DEFAULT_CONCURRENCY} partitions' transactions at once. Median of {} runs.",
                 self.profile.repeats
             ),
-            &["system", "settings", "msg/s", "MB/s", "ratio to the loop", "peak RSS"],
+            &["system", "settings", "msg/s", "MB/s", "ratio to the loop", "peak RSS", "CPU per msg"],
         );
         for (variant, runs) in variants.iter().zip(&results) {
             section.row(throughput_row(variant, runs, KB, baseline));
@@ -299,10 +300,11 @@ impl<'a> Suite<'a> {
                 "{n} messages copied from a topic of {PARTITIONS} partitions to another, committing every \
                  {COMMIT_MS} ms; exactly and Kafka Streams in transactions (read_committed), the baseline \
                  idempotent and at-least-once. Every output is read back: it holds each input once. Median of {} \
-                 runs; ratios are to the idempotent copy (a).",
+                 runs; ratios are to the idempotent copy (a). CPU per msg: the process's user and system time \
+                 over the measured window, per message (the broker's is not in it).",
                 self.profile.repeats
             ),
-            &["system", "message size", "msg/s", "MB/s", "ratio to (a)", "ratio to Streams", "peak RSS"],
+            &["system", "message size", "msg/s", "MB/s", "ratio to (a)", "ratio to Streams", "peak RSS", "CPU per msg"],
         );
         for size in [KB, 100] {
             self.say(&format!("S3: filling a topic with {n} messages of {size} B"));
@@ -638,7 +640,12 @@ impl<'a> Suite<'a> {
             let line = process.line_starting("RESULT").await?;
             let outcome: Outcome = serde_json::from_str(&line).context("a malformed RESULT line")?;
             process.kill().await?;
-            Throughput { messages: outcome.messages, seconds: outcome.seconds, peak_rss_kib: outcome.peak_rss_kib }
+            Throughput {
+                messages: outcome.messages,
+                seconds: outcome.seconds,
+                peak_rss_kib: outcome.peak_rss_kib,
+                cpu_seconds: None,
+            }
         } else {
             let process = self.start(variant, input, &group, &table, &output).await?;
             let progress = match variant.subject {
@@ -773,6 +780,7 @@ fn throughput_row(variant: &Variant, runs: &[Throughput], size: usize, baseline:
         format!("{:.1}", middle.rate() * size as f64 / 1e6),
         format!("{:.2}", middle.rate() / baseline),
         mib(peak),
+        middle.cpu_micros_per_message().map_or_else(|| "—".to_owned(), |micros| format!("{micros:.1} µs")),
     ]
 }
 

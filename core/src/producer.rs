@@ -73,13 +73,20 @@ impl CommitCall {
     pub(crate) fn outcome(&self, block: bool) -> Option<Result<Duration>> {
         let stuck_at = self.started + SEND_OFFSETS_TIMEOUT + STUCK_GRACE;
         loop {
-            let wait = if block { Duration::from_millis(100) } else { Duration::ZERO };
-            match self.outcome.recv_timeout(wait) {
+            let answer = if block {
+                self.outcome.recv_timeout(Duration::from_millis(100)).map_err(|e| match e {
+                    mpsc::RecvTimeoutError::Timeout => mpsc::TryRecvError::Empty,
+                    mpsc::RecvTimeoutError::Disconnected => mpsc::TryRecvError::Disconnected,
+                })
+            } else {
+                self.outcome.try_recv()
+            };
+            match answer {
                 Ok(result) => return Some(result),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(mpsc::TryRecvError::Disconnected) => {
                     return Some(Err(Error::Config("internal: the commit thread ended without an answer".into())));
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::TryRecvError::Empty) => {}
             }
             if !self.offsets_added.load(Ordering::Acquire) && Instant::now() >= stuck_at {
                 let waited = SEND_OFFSETS_TIMEOUT + STUCK_GRACE;

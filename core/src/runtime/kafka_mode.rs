@@ -1,16 +1,18 @@
 //! Kafka mode: consume, transform, produce, with the input offsets committed in the same
 //! Kafka transaction as the output (KIP-447).
 //!
-//! One thread per group polls the consumer and runs the handler message by message; one
-//! transactional producer per group carries every partition's output and offsets. A
-//! transaction closes after the commit interval (or `max_records` messages), and also
-//! before any partition is revoked. Its commit runs on a thread of its own while the loop
-//! goes on handling the next messages; their outputs are held back until the commit ends
-//! (a producer has one transaction at a time), then sent in the next transaction, so the
-//! output keeps the input's order. A failed commit drops them with it. Errors are classified from librdkafka's flags:
-//! abortable ones abort and rewind every partition to its last committed offset; fatal
-//! ones (a fenced producer) rebuild the producer, then rewind; an indefinite commit outcome
-//! rebuilds the producer and re-reads the committed offsets from Kafka before going on.
+//! One thread per group polls the consumer and runs the handler message by message. Two
+//! transactional producers per group take turns carrying every partition's output and
+//! offsets: a transaction closes after the commit interval (or `max_records` messages), and
+//! also before any partition is revoked. Its records are flushed on the loop's thread (so
+//! the next transaction's cannot overtake them); adding its offsets and committing run on
+//! a thread of their own while the loop goes on with the next messages on the other
+//! producer. The next commit waits until the previous one ended, so transactions commit in
+//! order, and a failed commit aborts the transaction after it too. Errors are classified
+//! from librdkafka's flags: abortable ones abort and rewind every partition to its last
+//! committed offset; fatal ones (a fenced producer) rebuild the producer, then rewind; an
+//! indefinite commit outcome rebuilds the producer and re-reads the committed offsets from
+//! Kafka before going on.
 //! A zombie (its group generation gone) fails at `send_offsets_to_transaction`, so its
 //! output is aborted.
 
@@ -43,10 +45,16 @@ use crate::trace_context::TraceContext;
 
 type Partition = (String, i32);
 
+/// The `transactional.id`s of a group's two producers, from the one configured.
+pub(crate) fn transactional_ids(id: &str) -> [String; 2] {
+    [id.to_owned(), format!("{id}.2")]
+}
+
 /// Settings of one Kafka-mode group.
 #[derive(Debug, Clone)]
 pub(crate) struct KafkaModeSettings {
-    pub(crate) producer: ClientConfig,
+    /// The two producers' configurations (see [`transactional_ids`]).
+    pub(crate) producers: [ClientConfig; 2],
     pub(crate) commit_interval: Duration,
     pub(crate) max_records: usize,
 }
@@ -69,14 +77,15 @@ struct PartitionState {
     dead_lettered: u64,
 }
 
-/// How many outputs may wait for the previous transaction's commit before the loop stops
-/// handling and waits for it too (about 10 MB at 1 KB a record).
-const HELD_OUTPUTS: usize = 10_000;
+/// How long the flush of a transaction's records may take when it closes.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A transaction committing on a thread of its own while the loop handles the next
-/// messages; their outputs are held back until it ends (a producer has one transaction).
+/// messages with the other producer.
 struct Committing {
     call: CommitCall,
+    /// The producer it was written with.
+    slot: usize,
     /// Next offsets it commits.
     pending: BTreeMap<Partition, i64>,
     records: usize,
@@ -99,14 +108,15 @@ struct Transactions {
     /// Declared output topics; empty when the handler declared none.
     outputs: Vec<String>,
     settings: KafkaModeSettings,
-    producer: Option<Arc<TxnProducer>>,
+    /// Two producers, used in turn: one commits a transaction while the other carries
+    /// the next.
+    producers: [Option<Arc<TxnProducer>>; 2],
+    /// The producer of the open transaction.
+    current: usize,
     /// When the open transaction handled its first message.
     open: Option<Instant>,
-    /// Whether the producer has a transaction that has not ended (the open one, or one
-    /// still committing).
+    /// Whether the current producer's transaction has begun.
     begun: bool,
-    /// Outputs of the open transaction held back while the previous one commits.
-    held: Vec<Output>,
     /// The previous transaction, while it commits.
     committing: Option<Committing>,
     /// Next offsets of the messages handled in the open transaction.
@@ -189,14 +199,25 @@ impl Transactions {
         Location { group: self.group.clone(), topic: topic.clone(), partition: *partition, offset }
     }
 
-    /// The producer, made and initialised on first use and after a fatal error.
-    fn producer(&mut self) -> Result<&Arc<TxnProducer>> {
-        if self.producer.is_none() {
-            self.producer = Some(Arc::new(transactional(&self.settings.producer)?));
+    /// The producer of `slot`, made and initialised on first use and after a fatal error.
+    fn producer(&mut self, slot: usize) -> Result<&Arc<TxnProducer>> {
+        if self.producers[slot].is_none() {
+            self.producers[slot] = Some(Arc::new(transactional(&self.settings.producers[slot])?));
         }
-        match &self.producer {
+        match &self.producers[slot] {
             Some(producer) => Ok(producer),
             None => Err(Error::Config("internal: no transactional producer".into())),
+        }
+    }
+
+    /// Aborts the transaction of `slot`'s producer; a producer that cannot abort (fenced,
+    /// broken) is dropped, to be rebuilt.
+    fn abort_slot(&mut self, slot: usize) {
+        if let Some(producer) = &self.producers[slot]
+            && let Err(e) = producer.abort_transaction(CALL_TIMEOUT)
+        {
+            tracing::warn!(group = %self.group, "abort failed ({e}); the producer is rebuilt");
+            self.producers[slot] = None;
         }
     }
 
@@ -454,39 +475,17 @@ impl Transactions {
         outputs.iter().map(|o| o.topic.as_str()).find(|topic| !self.outputs.iter().any(|declared| declared == topic))
     }
 
-    /// Adds `outputs` to the open transaction (opening it), or holds them back while the
-    /// previous transaction commits.
-    fn produce(&mut self, outputs: &mut Vec<Output>) -> Result<()> {
+    /// Adds `outputs` to the open transaction, opening it.
+    fn produce(&mut self, outputs: &[Output]) -> Result<()> {
         self.open.get_or_insert_with(Instant::now);
-        if self.committing.is_some() {
-            self.held.append(outputs);
-            return Ok(());
-        }
-        self.begin()?;
-        let producer = self.producer()?;
-        for output in outputs.iter() {
-            send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))?;
-        }
-        Ok(())
-    }
-
-    /// Begins the producer's transaction if it has none, and sends the outputs held back
-    /// while the previous one committed.
-    fn begin(&mut self) -> Result<()> {
         if !self.begun {
-            self.producer()?.begin_transaction()?;
+            self.producer(self.current)?.begin_transaction()?;
             self.begun = true;
         }
-        if self.held.is_empty() {
-            return Ok(());
-        }
-        let mut held = std::mem::take(&mut self.held);
-        let producer = self.producer()?;
-        for output in &held {
+        let producer = self.producer(self.current)?;
+        for output in outputs {
             send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))?;
         }
-        held.clear();
-        self.held = held;
         Ok(())
     }
 
@@ -503,36 +502,45 @@ impl Transactions {
         self.settle_committing(consumer, shared, true);
     }
 
-    /// Starts committing the open transaction, with the offsets of what it handled, on a
-    /// thread of its own; the loop goes on with the next messages meanwhile. The previous
-    /// commit, if still running, is waited for first.
+    /// Commits the open transaction, with the offsets of what it handled, and switches to
+    /// the other producer. Its records are flushed here, so the next transaction's cannot
+    /// overtake them; adding the offsets and `commit_transaction` run on a thread of their
+    /// own while the loop goes on with the next messages. The previous commit (of the other
+    /// producer), if still running, is waited for first.
     fn start_commit(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
-        self.settle_committing(consumer, shared, true);
+        if self.committing.is_some() {
+            let waiting = Instant::now();
+            self.settle_committing(consumer, shared, true);
+            tracing::debug!(group = %self.group, waited = ?waiting.elapsed(), "waited for the previous commit");
+        }
         if self.open.is_none() {
             return; // nothing handled, or dropped with the previous transaction
         }
         let span = self.span.clone().unwrap_or_else(tracing::Span::none);
         let call = span.in_scope(|| -> Result<CommitCall> {
-            self.begin()?;
+            self.producer(self.current)?.flush(FLUSH_TIMEOUT)?;
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.pending {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
             }
             let metadata =
                 consumer.group_metadata().ok_or_else(|| Error::Config("no consumer group metadata".into()))?;
-            CommitCall::start(self.producer()?, offsets, metadata)
+            CommitCall::start(self.producer(self.current)?, offsets, metadata)
         });
         match call {
             Ok(call) => {
                 let counts = self.take_counts();
                 self.committing = Some(Committing {
                     call,
+                    slot: self.current,
                     pending: std::mem::take(&mut self.pending),
                     records: std::mem::take(&mut self.records_in_txn),
                     counts,
                     span: self.span.take(),
                 });
                 self.open = None;
+                self.begun = false;
+                self.current = 1 - self.current;
             }
             Err(error) => {
                 shared.report(&error);
@@ -542,9 +550,9 @@ impl Transactions {
     }
 
     /// Ends the commit running on its own thread if it has ended (with `block`, once it
-    /// has): counts what it committed and sends the outputs held back meanwhile. On a
-    /// failure those are dropped too, and every partition goes back to its last committed
-    /// offset.
+    /// has), and counts what it committed. On a failure the open transaction, which may
+    /// hold records handled after it, is aborted too, and every partition goes back to its
+    /// last committed offset.
     fn settle_committing(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, block: bool) {
         let Some(outcome) = self.committing.as_ref().and_then(|committing| committing.call.outcome(block)) else {
             return;
@@ -552,45 +560,46 @@ impl Transactions {
         let Some(committing) = self.committing.take() else { return };
         match outcome {
             Ok(took) => {
-                self.begun = false;
+                tracing::debug!(group = %self.group, ?took, records = committing.records, "transaction committed");
                 self.committed.extend(committing.pending);
                 self.counted_committed(&committing.counts, committing.records, took);
                 end_span(committing.span, "committed", committing.records);
-                if self.open.is_some()
-                    && let Err(error) = self.begin()
-                {
-                    shared.report(&error);
-                    self.abort(consumer, shared, true);
-                }
             }
             Err(error) => {
                 shared.report(&error);
                 end_span(committing.span, "failed", committing.records);
-                self.failed_commit(consumer, shared, &error);
+                self.failed_commit(consumer, shared, committing.slot, &error);
             }
         }
     }
 
-    /// A commit failed; the producer's transaction is still open, and what was handled
-    /// since (held back) goes too. Abortable: abort and rewind. Fatal: the producer is
-    /// rebuilt, then rewind. Indefinite (the commit may or may not have happened): a new
-    /// producer fences the old one, and its initialisation waits until the coordinator
-    /// completed or aborted what the old one left; only then do the committed offsets (read
-    /// with require_stable) say where each partition stands. Going on from the offsets
-    /// remembered here could redo a transaction that committed.
-    fn failed_commit(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, error: &Error) {
+    /// The commit of `slot`'s transaction failed; that transaction is still open, and so is
+    /// the current one, with what was handled since. Abortable: both are aborted, then every
+    /// partition rewinds. Fatal: the producer is rebuilt, then rewind. Indefinite (the
+    /// commit may or may not have happened): a new producer fences the old one, and its
+    /// initialisation waits until the coordinator completed or aborted what the old one
+    /// left; only then do the committed offsets (read with require_stable) say where each
+    /// partition stands. Going on from the offsets remembered here could redo a transaction
+    /// that committed.
+    fn failed_commit(
+        &mut self,
+        consumer: &BaseConsumer<KafkaModeContext>,
+        shared: &Shared,
+        slot: usize,
+        error: &Error,
+    ) {
         let indefinite = matches!(error, Error::KafkaCallStuck { .. })
             || matches!(error, Error::Kafka(KafkaError::Transaction(e)) if !e.is_fatal() && !e.txn_requires_abort());
         if !indefinite {
+            self.abort_slot(slot);
             self.abort(consumer, shared, true);
             return;
         }
-        self.producer = None;
-        self.begun = false;
+        self.producers[slot] = None;
         self.abort(consumer, shared, false);
         let mut backoff = Backoff::new();
         loop {
-            match self.producer().map(|_| ()).and_then(|()| self.reload_committed(consumer)) {
+            match self.producer(slot).map(|_| ()).and_then(|()| self.reload_committed(consumer)) {
                 Ok(()) => {
                     self.note_positions();
                     break;
@@ -605,27 +614,21 @@ impl Transactions {
         self.rewind(consumer, shared);
     }
 
-    /// Aborts the producer's transaction (rebuilding the producer when it is fenced or
-    /// broken) and drops what the open transaction handled; if `rewind`, puts every
-    /// partition back at its last committed offset. A commit still running is waited for
-    /// first.
+    /// Aborts the open transaction (rebuilding the producer when it is fenced or broken)
+    /// and drops what it handled; if `rewind`, puts every partition back at its last
+    /// committed offset. A commit still running is waited for first.
     fn abort(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared, rewind: bool) {
         if self.committing.is_some() {
             // Its failure aborts (and rewinds) by itself; its success leaves ours to abort.
             self.settle_committing(consumer, shared, true);
         }
-        if std::mem::take(&mut self.begun)
-            && let Some(producer) = &self.producer
-            && let Err(e) = producer.abort_transaction(CALL_TIMEOUT)
-        {
-            tracing::warn!(group = %self.group, "abort failed ({e}); the producer is rebuilt");
-            self.producer = None;
+        if std::mem::take(&mut self.begun) {
+            self.abort_slot(self.current);
         }
         self.open = None;
         self.forget_pending_counts();
         self.end_span("aborted", self.records_in_txn);
         self.pending.clear();
-        self.held.clear();
         self.records_in_txn = 0;
         if rewind {
             self.rewind(consumer, shared);
@@ -668,7 +671,7 @@ impl Transactions {
         if ahead.is_empty() {
             return;
         }
-        if let Err(error) = self.produce(&mut Vec::new()) {
+        if let Err(error) = self.produce(&[]) {
             shared.report(&error);
             self.abort(consumer, shared, true);
             return;
@@ -746,10 +749,10 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             group: group.clone(),
             outputs: subscription.outputs().to_vec(),
             settings,
-            producer: None,
+            producers: [None, None],
+            current: 0,
             open: None,
             begun: false,
-            held: Vec::new(),
             committing: None,
             pending: BTreeMap::new(),
             records_in_txn: 0,
@@ -764,8 +767,13 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
         }),
     };
     let consumer: BaseConsumer<KafkaModeContext> = consumer_config.create_with_context(context)?;
-    // Initialise the producer now, so a wrong setting fails at start, not at the first message.
-    consumer.context().lock().producer()?;
+    // Initialise the producers now, so a wrong setting fails at start, not at the first
+    // message, and each fences what an earlier incarnation left open.
+    {
+        let mut txn = consumer.context().lock();
+        txn.producer(0)?;
+        txn.producer(1)?;
+    }
     let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let shared = Arc::clone(shared);
@@ -787,7 +795,7 @@ fn run<H: Handler<Mode = Kafka>>(
     while !shared.shutting_down() {
         let wait = {
             let txn = consumer.context().lock();
-            // While a commit runs, look for its end often: the held outputs wait for it.
+            // While a commit runs, look for its end often.
             let most = if txn.committing.is_some() { Duration::from_millis(5) } else { Duration::from_millis(100) };
             match txn.open {
                 Some(opened) => txn.settings.commit_interval.saturating_sub(opened.elapsed()).min(most),
@@ -805,8 +813,7 @@ fn run<H: Handler<Mode = Kafka>>(
             Some(Err(e)) => tracing::warn!(group = %txn.group, "consumer: {e}"),
             None => txn.skip_control_records(consumer, shared),
         }
-        let too_many_held = txn.held.len() >= HELD_OUTPUTS;
-        txn.settle_committing(consumer, shared, too_many_held);
+        txn.settle_committing(consumer, shared, false);
         if txn.due() {
             txn.start_commit(consumer, shared);
         }

@@ -684,7 +684,7 @@ impl<H: Handler<Mode = Kafka>> GroupSpec for KafkaGroup<H> {
             settings.transactional_id.clone()
         };
         let mode = kafka_mode::KafkaModeSettings {
-            producer: settings.kafka.producer(&transactional_id),
+            producers: kafka_mode::transactional_ids(&transactional_id).map(|id| settings.kafka.producer(&id)),
             commit_interval: settings.commit_interval,
             max_records: settings.max_records,
         };
