@@ -133,7 +133,8 @@ impl RuntimeBuilder {
     /// its own, stable across restarts: a restarted instance then fences its predecessor and
     /// aborts what it left open at once, instead of leaving read_committed readers waiting
     /// for `transaction.timeout.ms`. A runtime with several Kafka-mode handlers suffixes it
-    /// with each group.
+    /// with each group. Each group has two producers that take turns (one commits while
+    /// the other carries the next transaction): the second's id has `.2` appended.
     pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
         self.transactional_id = Some(id.into());
         self
