@@ -67,6 +67,18 @@ pub enum Error {
     /// Creating or upgrading exactly's tables failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database role lacks a right that creating, upgrading or checking exactly's
+    /// tables needs: typically a service role without DDL rights asked to migrate. Run
+    /// `exactly migrate` as the owner role instead.
+    #[error("role `{role}` lacks {missing}, which migrating exactly's tables needs: {remedy}")]
+    MigrateNotPermitted {
+        /// The role connected (`current_user`).
+        role: String,
+        /// The missing right.
+        missing: String,
+        /// What to do instead.
+        remedy: &'static str,
+    },
     /// Another instance owns the partition now: this instance's work on it was rolled back.
     #[error("fenced at {location}: the partition was reassigned (claim epoch {epoch} is no longer current)")]
     Fenced {
@@ -156,6 +168,7 @@ impl Error {
             Error::UnsafeSetting { .. }
             | Error::Config(_)
             | Error::Migrate(_)
+            | Error::MigrateNotPermitted { .. }
             | Error::Fenced { .. }
             | Error::Decode { .. }
             | Error::OffsetOutOfRange { .. }
