@@ -92,7 +92,8 @@ async fn a_service_role_without_ddl_rights_processes_with_the_default_migrate() 
             .max_backoff(Duration::from_millis(300)),
     );
     // `builder` connects with the service role's URL; `migrate` is left at its default (on).
-    let running = Running::start(kafka, builder(&roles.app_url).outbox_relay(unique("relay")).handler(recorder)).await?;
+    let running =
+        Running::start(kafka, builder(&roles.app_url).outbox_relay(unique("relay")).handler(recorder)).await?;
     wait_until(WAIT, "k3 parked, the other keys done", || async {
         let parked = count(&admin, "SELECT count(*) FROM exactly.parked WHERE group_id = $1", &group).await?;
         let (effects, _) = effect_counts(&admin, &group).await?;
@@ -131,7 +132,8 @@ async fn migrate_under_the_service_role_is_refused_with_the_missing_right() -> a
     let text = error.as_ref().map(ToString::to_string).unwrap_or_default();
     assert!(matches!(error, Some(Error::MigrateNotPermitted { .. })), "{error:?}");
     assert!(error.as_ref().is_some_and(|e| e.class() == exactly::ErrorClass::Fatal));
-    for needle in [roles.app.as_str(), "CREATE on database", &database.name, "exactly migrate", "owns schema `exactly`"] {
+    for needle in [roles.app.as_str(), "CREATE on database", &database.name, "exactly migrate", "owns schema `exactly`"]
+    {
         assert!(text.contains(needle), "`{needle}` missing from: {text}");
     }
     let schema: bool = sqlx::query_scalar("SELECT to_regnamespace('exactly') IS NULL").fetch_one(&app).await?;

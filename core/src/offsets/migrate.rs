@@ -137,13 +137,11 @@ async fn is_current(pool: &PgPool, migrator: &Migrator) -> Result<bool> {
 /// no such table.
 async fn applied(pool: &PgPool) -> Result<Option<Vec<(i64, Vec<u8>, bool)>>> {
     // Without USAGE on schema `exactly`, even `to_regclass` is refused.
-    let exists: bool = match sqlx::query_scalar("SELECT to_regclass('exactly._migrations') IS NOT NULL")
-        .fetch_one(pool)
-        .await
-    {
-        Ok(exists) => exists,
-        Err(error) => return Err(history_not_readable(pool, error).await),
-    };
+    let exists: bool =
+        match sqlx::query_scalar("SELECT to_regclass('exactly._migrations') IS NOT NULL").fetch_one(pool).await {
+            Ok(exists) => exists,
+            Err(error) => return Err(history_not_readable(pool, error).await),
+        };
     if !exists {
         return Ok(None);
     }
