@@ -94,8 +94,9 @@ where
 }
 
 /// A PostgreSQL URL with its password (in the user part, or a `password`-like query
-/// parameter) replaced by [`REDACTED`]; anything else is kept, so the URL still says which
-/// server, database and user it is. Text that is not a URL is redacted whole.
+/// parameter) and the value of any parameter PostgreSQL connections do not take (a
+/// misspelt `pasword=...`) replaced by [`REDACTED`]; anything else is kept, so the URL still
+/// says which server, database and user it is. Text that is not a URL is redacted whole.
 ///
 /// ```
 /// use exactly::redact::redact_url;
@@ -131,7 +132,10 @@ pub fn redact_url(url: &str) -> String {
             let pairs: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) if is_secret_key(key) => format!("{key}={REDACTED}"),
+                    // A parameter sqlx does not know may be a misspelt secret.
+                    Some((key, _)) if is_secret_key(key) || !DATABASE_URL_PARAMETERS.contains(&key) => {
+                        format!("{key}={REDACTED}")
+                    }
                     _ => pair.to_owned(),
                 })
                 .collect();
@@ -234,11 +238,12 @@ mod tests {
     fn urls_keep_everything_but_the_password() {
         assert_eq!(redact_url("postgres://u:p%40ss@h/d"), "postgres://u:[redacted]@h/d");
         assert_eq!(redact_url("postgres://u@h:5/d"), "postgres://u@h:5/d");
-        assert_eq!(redact_url("postgres://u:a/b@c@h/d?x=1"), "postgres://u:[redacted]@h/d?x=1");
+        assert_eq!(redact_url("postgres://u:a/b@c@h/d?port=1"), "postgres://u:[redacted]@h/d?port=1");
         assert_eq!(
             redact_url("postgres://h/d?sslpassword=x&sslmode=require"),
             "postgres://h/d?sslpassword=[redacted]&sslmode=require"
         );
+        assert_eq!(redact_url("postgres://h/d?pasword=x&port=5"), "postgres://h/d?pasword=[redacted]&port=5");
         assert_eq!(redact_url("not a url s3cret"), REDACTED);
     }
 

@@ -774,7 +774,7 @@ mod redaction_tests {
 
     #[tokio::test]
     async fn formatting_settings_with_secrets_shows_none_of_them() -> Result<()> {
-        let url = format!("postgres://app:{DATABASE_SECRET}@db.example:5432/orders?sslmode=require");
+        let url = format!("postgres://app:{DATABASE_SECRET}@db.example:5432/orders?sslmode=require&pasword=S3CR3T-URL");
         let mut builder = Runtime::builder().brokers("localhost:9092").database_url(&url);
         for (key, value) in secrets() {
             builder = builder.kafka_setting(key.clone(), value.clone()).producer_setting(key, value);
