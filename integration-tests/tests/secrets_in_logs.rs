@@ -1,4 +1,5 @@
-//! Secrets never reach the logs: a runtime (Database mode, with the outbox relay) runs with
+//! Secrets never reach the logs: a runtime (Database mode with the outbox relay, and Kafka
+//! mode) runs with
 //! secret Kafka settings, librdkafka's configuration and security debug output on, and a
 //! database URL that carries a password and a misspelt parameter; then a runtime with a
 //! misspelt secret setting fails. Everything logged at debug level (exactly, sqlx,
@@ -8,9 +9,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder};
-use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
+use exactly_integration_tests::{Input, Kafka, Postgres, committed_records, produce, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -50,6 +52,7 @@ async fn no_secret_is_logged_or_reported() -> anyhow::Result<()> {
     let kafka = Kafka::shared().await?;
     let server = Postgres::shared().await?;
     let (input, output) = (kafka.unique_topic("in", 2).await?, kafka.unique_topic("out", 2).await?);
+    let copied = kafka.unique_topic("copied", 2).await?;
     let database = server.database().await?;
     let roles = server.least_privilege_roles(&database).await?;
     roles.migrate_and_grant().await?;
@@ -74,16 +77,22 @@ async fn no_secret_is_logged_or_reported() -> anyhow::Result<()> {
     let group = unique("secrets");
     let mut recorder = Recorder::new(&input, &group, "a");
     recorder.emit_to = Some(output);
-    let mut runtime =
-        builder(&url).outbox_relay(unique("relay")).kafka_setting("debug", "conf,security,broker,generic");
+    // A Kafka-mode handler too: its transactional producer gets the producer settings.
+    let copier = Copier::new(&input, &copied, &unique("secrets-copy"));
+    let mut runtime = builder(&url)
+        .outbox_relay(unique("relay"))
+        .transactional_id(unique("tx"))
+        .handler(copier)
+        .kafka_setting("debug", "conf,security,broker,generic");
     for (key, value) in KAFKA_SECRETS {
         runtime = runtime.kafka_setting(*key, *value).producer_setting(*key, *value);
     }
     let shown = format!("{runtime:?}");
     let running = Running::start(kafka, runtime.handler(recorder)).await?;
-    wait_until(WAIT, "50 effects, all published", || async {
+    wait_until(WAIT, "50 effects, all published, 50 copies", || async {
         let (effects, _) = effect_counts(&admin, &group).await?;
-        Ok((effects == 50 && exactly::outbox::backlog(&admin).await? == 0).then_some(()))
+        let copies = committed_records(kafka.client_config(), &copied).await?.len();
+        Ok((effects == 50 && exactly::outbox::backlog(&admin).await? == 0 && copies == 50).then_some(()))
     })
     .await?;
     let reported = running.reported.all();
@@ -100,6 +109,8 @@ async fn no_secret_is_logged_or_reported() -> anyhow::Result<()> {
 
     let logs = captured.text();
     assert!(logs.contains("librdkafka") && logs.contains("CONF"), "librdkafka's debug output was not captured");
+    // librdkafka's configuration dump lists the secret settings, with their values redacted.
+    assert!(logs.contains("sasl.password = [redacted]"), "no configuration dump with the secrets captured");
     assert!(logs.contains("pasword"), "the dropped URL parameter is named: {}", logs.len());
     for (what, text) in [("the logs", &logs), ("the reported errors", &reported.join("\n")), ("the error", &failed)] {
         for line in text.lines() {
