@@ -8,6 +8,20 @@ use exactly_integration_tests::produce::{Input, producer, send_all};
 use exactly_integration_tests::{Kafka, Postgres, TestDatabase, unique};
 use sqlx::PgPool;
 
+/// `name` if it is a plain, unquoted SQL name (`[a-z_][a-z0-9_]*`, at most 63 bytes),
+/// safe to put into SQL text: the bench's table names are made by `unique` but travel to
+/// workers as command-line arguments.
+///
+/// # Errors
+/// When it is anything else.
+pub(crate) fn sql_name(name: &str) -> anyhow::Result<&str> {
+    let plain = name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    anyhow::ensure!(plain, "`{name}` is not a plain SQL name ([a-z_][a-z0-9_]*, at most 63 bytes)");
+    Ok(name)
+}
+
 /// Kafka and PostgreSQL for one bench run.
 #[derive(Debug)]
 pub(crate) struct Bed {
@@ -87,6 +101,7 @@ impl Bed {
 
     /// Rows in `table`, and distinct (partition, offset) among them.
     pub(crate) async fn rows(&self, table: &str) -> anyhow::Result<i64> {
+        let table = sql_name(table)?;
         Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
             .fetch_one(&self.pool)
             .await?)
@@ -94,6 +109,7 @@ impl Bed {
 
     /// Drops `table` (runs leave nothing behind that slows the next one).
     pub(crate) async fn drop_table(&self, table: &str) -> anyhow::Result<()> {
+        let table = sql_name(table)?;
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE {table}"))).execute(&self.pool).await?;
         Ok(())
     }

@@ -181,6 +181,8 @@ fn notify_channel(table: &str) -> String {
 
 /// Adds to `table` a trigger that notifies, at commit, each row's send time.
 pub(crate) async fn add_visibility_trigger(bed: &Bed, table: &str) -> anyhow::Result<()> {
+    // The channel goes into a string literal, the table into names: both need a plain name.
+    let table = crate::bed::sql_name(table)?;
     let channel = notify_channel(table);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE FUNCTION {table}_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \

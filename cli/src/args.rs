@@ -18,7 +18,7 @@ pub(crate) struct Cli {
 }
 
 /// Connection settings, from flags or the environment.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub(crate) struct Connection {
     /// PostgreSQL URL of the database that holds exactly's tables.
     #[arg(long, env = "EXACTLY_DATABASE_URL", global = true, hide_env_values = true)]
@@ -28,14 +28,47 @@ pub(crate) struct Connection {
     pub(crate) brokers: Option<String>,
     /// A librdkafka setting `key=value` for every Kafka client the tool makes (TLS, SASL,
     /// timeouts); repeat it for several.
-    #[arg(short = 'X', long = "kafka-setting", global = true, value_parser = parse_setting)]
-    pub(crate) kafka_settings: Vec<(String, String)>,
+    /// Kept raw, checked by [`Connection::kafka_settings`]: clap would repeat a malformed
+    /// one, which may hold a secret, in its error.
+    #[arg(short = 'X', long = "kafka-setting", global = true)]
+    pub(crate) kafka_settings: Vec<String>,
 }
 
-fn parse_setting(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_owned(), value.to_owned())),
-        _ => Err(format!("`{text}` is not a `key=value` setting")),
+impl std::fmt::Debug for Connection {
+    /// The database password and secret Kafka settings print as `[redacted]`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use exactly::redact::{REDACTED, is_secret_key};
+        let settings: Vec<(&str, &str)> = self
+            .kafka_settings
+            .iter()
+            .map(|text| match text.split_once('=') {
+                Some((key, value)) => (key, if is_secret_key(key) { REDACTED } else { value }),
+                None => (REDACTED, ""),
+            })
+            .collect();
+        f.debug_struct("Connection")
+            .field("database_url", &self.database_url.as_deref().map(exactly::redact::redact_url))
+            .field("brokers", &self.brokers)
+            .field("kafka_settings", &settings)
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The `-X` settings as `(key, value)`. The error never repeats the text: it may hold a
+    /// secret.
+    pub(crate) fn kafka_settings(&self) -> Result<Vec<(&str, &str)>, crate::error::Error> {
+        self.kafka_settings
+            .iter()
+            .enumerate()
+            .map(|(i, text)| match text.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => Ok((key.trim(), value)),
+                _ => Err(crate::error::Error::Usage(format!(
+                    "Kafka setting {} (-X) is not `key=value` (its text is not shown: it may hold a secret)",
+                    i + 1
+                ))),
+            })
+            .collect()
     }
 }
 
@@ -215,4 +248,37 @@ pub(crate) enum TransactionsCommand {
         #[arg(long, default_value_t = 60)]
         wait: u64,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let cli = Cli::try_parse_from([
+            "exactly",
+            "--database-url",
+            "postgres://app:S3CR3T-DB@db:5432/orders?sslpassword=S3CR3T-Q",
+            "-X",
+            "sasl.password=S3CR3T-SASL",
+            "-X",
+            "ssl.key.pem=S3CR3T-PEM",
+            "-X",
+            "security.protocol=SASL_SSL",
+            "migrate",
+        ]);
+        let text = format!("{cli:?} {cli:#?}");
+        assert!(!text.contains("S3CR3T"), "{text}");
+        assert!(text.contains("db:5432/orders") && text.contains("SASL_SSL"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_setting_is_not_echoed() -> Result<(), clap::Error> {
+        let cli = Cli::try_parse_from(["exactly", "-X", "S3CR3T-NO-EQUALS", "migrate"])?;
+        let text = cli.connection.kafka_settings().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("key=value"), "{text}");
+        assert!(!text.contains("S3CR3T"), "{text}");
+        Ok(())
+    }
 }

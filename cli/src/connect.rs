@@ -16,6 +16,14 @@ impl Connection {
             .database_url
             .as_deref()
             .ok_or_else(|| Error::Usage("no database given: pass --database-url or set EXACTLY_DATABASE_URL".into()))?;
+        // sqlx would log a parameter it ignores with its value.
+        let (url, ignored) = exactly::redact::known_database_parameters(url);
+        if !ignored.is_empty() {
+            return Err(Error::Usage(format!(
+                "the database URL has parameters PostgreSQL connections do not take: {}",
+                ignored.join(", ")
+            )));
+        }
         let options: PgConnectOptions =
             url.parse().map_err(|_| Error::Usage("the database URL is not a valid PostgreSQL URL".into()))?;
         let place =
@@ -43,7 +51,7 @@ impl Connection {
         config.set("bootstrap.servers", brokers);
         // An unreachable cluster is reported, not waited on for minutes.
         config.set("socket.timeout.ms", "10000");
-        for (key, value) in &self.kafka_settings {
+        for (key, value) in self.kafka_settings()? {
             config.set(key, value);
         }
         Ok(config)

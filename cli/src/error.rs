@@ -76,6 +76,6 @@ impl<T> Context<T> for Result<T, exactly::Error> {
 
 impl<T> Context<T> for Result<T, KafkaError> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T, Error> {
-        self.map_err(|source| Error::Kafka { what: what(), source })
+        self.map_err(|source| Error::Kafka { what: what(), source: exactly::redact::kafka_error(source) })
     }
 }

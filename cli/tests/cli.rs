@@ -76,6 +76,26 @@ async fn migrate_creates_the_tables_then_finds_them_up_to_date() -> anyhow::Resu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_as_a_role_without_ddl_rights_says_which_right_is_missing() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let server = Postgres::shared().await?;
+    let database = server.database().await?;
+    let roles = server.least_privilege_roles(&database).await?;
+    let refused = exactly(kafka, &roles.app_url, &["migrate"])?;
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let message = stderr(&refused);
+    for needle in
+        ["cannot create or upgrade exactly's tables", &roles.app, "lacks CREATE on database", "exactly migrate"]
+    {
+        assert!(message.contains(needle), "`{needle}` missing: {message}");
+    }
+    assert_eq!(message.trim_end().lines().count(), 1, "{message}");
+    let owner = exactly(kafka, &roles.owner_url, &["migrate"])?;
+    assert!(owner.status.success(), "{}", stderr(&owner));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lag_and_offsets_show_read_the_stored_positions_against_the_end() -> anyhow::Result<()> {
     let (kafka, topic, url, pool) = topic_and_database(3).await?;
     let group = unique("cli-lag");
@@ -445,5 +465,22 @@ async fn errors_are_one_sentence_with_the_cause_and_no_password() -> anyhow::Res
         exactly(kafka, url, &["lag", "--group", "g", "--topic", "t", "--mode", "kafka", "--brokers", "127.0.0.1:1"])?;
     assert_ne!(unknown.status.code(), Some(0));
     assert_eq!(stderr(&unknown).trim_end().lines().count(), 1, "{}", stderr(&unknown));
+
+    // Secrets in the wrong place are named, never shown: a malformed or misspelt `-X`
+    // setting, a misspelt URL parameter.
+    let lag = ["lag", "--group", "g", "--topic", "t", "--mode", "kafka"];
+    for (extra, code, named) in [
+        (["-X", "s3cret-no-equals-sign"], 2, "is not `key=value`"),
+        (["-X", "sasl.pasword=s3cret-pw"], 1, "sasl.pasword"),
+    ] {
+        let output = exactly(kafka, url, &[&lag[..], &extra[..]].concat())?;
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(code), "{message}");
+        assert!(message.contains(named) && !message.contains("s3cret"), "{message}");
+    }
+    let misspelt = exactly(kafka, "postgres://app@127.0.0.1:1/orders?pasword=s3cret-pw", &["outbox", "status"])?;
+    let message = stderr(&misspelt);
+    assert_eq!(misspelt.status.code(), Some(2), "{message}");
+    assert!(message.contains("pasword") && !message.contains("s3cret"), "{message}");
     Ok(())
 }

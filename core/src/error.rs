@@ -50,7 +50,8 @@ pub enum Error {
     UnsafeSetting {
         /// The setting's name.
         key: String,
-        /// The value that was asked for.
+        /// The value that was asked for; `[redacted]` when the setting is a secret
+        /// ([`redact::is_secret_key`](crate::redact::is_secret_key)).
         value: String,
         /// Why it would break the guarantee.
         reason: &'static str,
@@ -58,15 +59,28 @@ pub enum Error {
     /// The configuration is incomplete or contradicts itself.
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// The Kafka client failed.
+    /// The Kafka client failed. A refused client setting keeps its name, never its value
+    /// (it may be a secret).
     #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
+    Kafka(rdkafka::error::KafkaError),
     /// PostgreSQL failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
     /// Creating or upgrading exactly's tables failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database role lacks a right that creating, upgrading or checking exactly's
+    /// tables needs: typically a service role without DDL rights asked to migrate. Run
+    /// `exactly migrate` as the owner role instead.
+    #[error("role `{role}` lacks {missing}, which migrating exactly's tables needs: {remedy}")]
+    MigrateNotPermitted {
+        /// The role connected (`current_user`).
+        role: String,
+        /// The missing right.
+        missing: String,
+        /// What to do instead.
+        remedy: &'static str,
+    },
     /// Another instance owns the partition now: this instance's work on it was rolled back.
     #[error("fenced at {location}: the partition was reassigned (claim epoch {epoch} is no longer current)")]
     Fenced {
@@ -149,13 +163,28 @@ pub enum Error {
     },
 }
 
+impl From<rdkafka::error::KafkaError> for Error {
+    /// Keeps a refused client setting's name and drops its value, which may be a secret (a
+    /// misspelt `sasl.pasword` is not known to be one): librdkafka's description may quote
+    /// it too.
+    fn from(error: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka(crate::redact::kafka_error(error))
+    }
+}
+
 impl Error {
+    /// [`Error::UnsafeSetting`] for `key` = `value`, the value redacted if `key` is a secret.
+    pub(crate) fn unsafe_setting(key: &str, value: &str, reason: &'static str) -> Self {
+        Error::UnsafeSetting { key: key.to_owned(), value: crate::redact::value(key, value).to_owned(), reason }
+    }
+
     /// What to do about this error.
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::UnsafeSetting { .. }
             | Error::Config(_)
             | Error::Migrate(_)
+            | Error::MigrateNotPermitted { .. }
             | Error::Fenced { .. }
             | Error::Decode { .. }
             | Error::OffsetOutOfRange { .. }

@@ -61,6 +61,7 @@ pub mod offsets;
 pub mod outbox;
 mod output;
 mod producer;
+pub mod redact;
 pub(crate) mod runtime;
 mod settings;
 mod subscription;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 use crate::error::{Error, Result};
+use crate::redact;
 
 /// Where a partition with no stored position starts. Resolved once, on the first claim of
 /// the partition, and stored, so later rebalances never re-apply it.
@@ -102,10 +103,19 @@ impl RetryPolicy {
 }
 
 /// librdkafka properties given by the user, checked before any client is made.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct KafkaProperties {
     properties: BTreeMap<String, String>,
     producer: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaProperties")
+            .field("properties", &redact::Properties(&self.properties))
+            .field("producer", &redact::Properties(&self.producer))
+            .finish()
+    }
 }
 
 /// Properties the runtime sets on every consumer: the guarantee depends on them.
@@ -152,7 +162,7 @@ impl KafkaProperties {
     pub(crate) fn check_producer(&self, commit_interval: Duration) -> Result<()> {
         for (key, value) in self.producer.iter().chain(self.properties.iter().filter(|(k, _)| !consumer_only(k))) {
             let normalized = value.trim().to_ascii_lowercase();
-            let refuse = |reason| Err(Error::UnsafeSetting { key: key.clone(), value: value.clone(), reason });
+            let refuse = |reason| Err(Error::unsafe_setting(key, value, reason));
             match key.as_str() {
                 "acks" | "request.required.acks" if !matches!(normalized.as_str(), "all" | "-1") => {
                     return refuse(
@@ -205,7 +215,7 @@ impl KafkaProperties {
     pub(crate) fn check(&self) -> Result<()> {
         for (key, value) in &self.properties {
             let normalized = value.trim().to_ascii_lowercase();
-            let refuse = |reason| Err(Error::UnsafeSetting { key: key.clone(), value: value.clone(), reason });
+            let refuse = |reason| Err(Error::unsafe_setting(key, value, reason));
             match key.as_str() {
                 "enable.auto.commit" if normalized != "false" => {
                     return refuse(

@@ -13,6 +13,11 @@ use crate::names::unique;
 use crate::node::{Node, NodeSpec, free_port};
 
 const PASSWORD: &str = "exactly";
+
+/// The security chapter's statements that create the two roles (run as a superuser).
+const ROLES_SQL: &str = include_str!("../../docs/src/security/roles.sql");
+/// The security chapter's grants to the service role (run as the owner, after migrating).
+const GRANTS_SQL: &str = include_str!("../../docs/src/security/grants.sql");
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running PostgreSQL server.
@@ -73,6 +78,34 @@ impl Postgres {
         format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// URL of database `database` as `user` with `password`.
+    pub fn url_as(&self, user: &str, password: &str, database: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates the two roles of the security chapter on `database`, with the chapter's own
+    /// statements (`docs/src/security/roles.sql`, names replaced by unique ones): an owner
+    /// that may migrate exactly's tables and a service role that may only connect. Then
+    /// [`Roles::migrate_and_grant`] does what the chapter says comes next.
+    pub async fn least_privilege_roles(&self, database: &TestDatabase) -> anyhow::Result<Roles> {
+        let owner = unique("owner");
+        let app = unique("app");
+        let password = unique("pw");
+        let mut admin = PgConnection::connect(&database.url).await.context("cannot connect as the superuser")?;
+        // Names and password come from `unique`: lowercase letters, digits and `_`.
+        let sql = adapt(ROLES_SQL, &owner, &app)
+            .replace("DATABASE orders ", &format!("DATABASE {} ", database.name))
+            .replace("'change-me'", &format!("'{password}'"));
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await.context("roles.sql")?;
+        admin.close().await?;
+        Ok(Roles {
+            owner_url: self.url_as(&owner, &password, &database.name),
+            app_url: self.url_as(&app, &password, &database.name),
+            owner,
+            app,
+        })
+    }
+
     /// Waits until the server accepts connections and answers `SELECT 1`.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let options: PgConnectOptions = self.url("postgres").parse()?;
@@ -104,6 +137,37 @@ impl Postgres {
         conn.close().await?;
         Ok(TestDatabase { url: self.url(&name), name })
     }
+}
+
+/// The roles of [`Postgres::least_privilege_roles`].
+#[derive(Debug, Clone)]
+pub struct Roles {
+    /// The role that owns schema `exactly` and migrates it.
+    pub owner: String,
+    /// A URL of the test database as the owner.
+    pub owner_url: String,
+    /// The service role: no DDL rights.
+    pub app: String,
+    /// A URL of the test database as the service role.
+    pub app_url: String,
+}
+
+impl Roles {
+    /// As the owner: `exactly::migrate`, then the chapter's grants to the service role
+    /// (`docs/src/security/grants.sql`). The caller grants the service role its own tables.
+    pub async fn migrate_and_grant(&self) -> anyhow::Result<()> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(&self.owner_url).await?;
+        exactly::migrate(&pool).await.context("migrating as the owner")?;
+        let sql = adapt(GRANTS_SQL, &self.owner, &self.app);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&pool).await.context("grants.sql")?;
+        pool.close().await;
+        Ok(())
+    }
+}
+
+/// `sql` of the security chapter with its example roles replaced by `owner` and `app`.
+fn adapt(sql: &str, owner: &str, app: &str) -> String {
+    sql.replace("orders_app", app).replace("exactly_owner", owner)
 }
 
 impl TestDatabase {

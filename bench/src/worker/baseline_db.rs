@@ -59,7 +59,7 @@ async fn insert_row(
 pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
     let consumer = subscribed(spec, false)?;
     let pool = pool(spec).await?;
-    let insert = insert_sql(&spec.table);
+    let insert = insert_sql(&spec.table)?;
     let wait = Duration::from_millis(spec.batch_wait_ms);
     let mut batch = Vec::with_capacity(spec.batch);
     loop {
@@ -93,7 +93,7 @@ pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
 pub(super) async fn plain_loop(spec: &WorkerSpec) -> anyhow::Result<()> {
     let consumer = subscribed(spec, false)?;
     let pool = pool(spec).await?;
-    let insert = insert_sql(&spec.table);
+    let insert = insert_sql(&spec.table)?;
     loop {
         let message = consumer.recv().await?;
         let mut tx = pool.begin().await?;
@@ -116,7 +116,7 @@ pub(super) async fn plain_loop(spec: &WorkerSpec) -> anyhow::Result<()> {
 /// the database's share of [`batched_inserts`]. Prints its own timing (`RESULT` line).
 pub(super) async fn inserts_only(spec: &WorkerSpec) -> anyhow::Result<()> {
     let pool = pool(spec).await?;
-    let insert = insert_sql(&spec.table);
+    let insert = insert_sql(&spec.table)?;
     let payload = crate::bed::payload(spec.row_bytes);
     let batches = spec.rows.div_ceil(spec.batch as u64);
     let started = Instant::now();

@@ -50,7 +50,7 @@ pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
         input: spec.input.clone(),
         group: spec.group.clone(),
         delay: Duration::from_micros(spec.handler_delay_us),
-        insert: insert_sql(&spec.table),
+        insert: insert_sql(&spec.table)?,
     };
     let batch = Batch::default().max_records(spec.batch).max_wait(Duration::from_millis(spec.batch_wait_ms));
     let batch = if spec.batch == 1 { Batch::single() } else { batch };

@@ -92,6 +92,10 @@ pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
 }
 
 /// The statement every database-side system runs once per message.
-pub(crate) fn insert_sql(table: &str) -> String {
-    format!("INSERT INTO {table} (partition, message_offset, payload) VALUES ($1, $2, $3)")
+///
+/// # Errors
+/// When `table` is not a plain SQL name (it arrives in a command-line argument).
+pub(crate) fn insert_sql(table: &str) -> anyhow::Result<String> {
+    let table = crate::bed::sql_name(table)?;
+    Ok(format!("INSERT INTO {table} (partition, message_offset, payload) VALUES ($1, $2, $3)"))
 }

@@ -58,6 +58,7 @@ impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
             .field("name", &self.name)
+            .field("kafka", &self.kafka)
             .field("positions_topic", &self.positions_topic)
             .finish_non_exhaustive()
     }

@@ -95,7 +95,7 @@ impl ConsumerContext for GroupContext {
             }
         };
         if let Err(e) = outcome {
-            self.shared.report(&Error::Kafka(e));
+            self.shared.report(&Error::from(e));
         }
     }
 }

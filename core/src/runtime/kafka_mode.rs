@@ -51,12 +51,23 @@ pub(crate) fn transactional_ids(id: &str) -> [String; 2] {
 }
 
 /// Settings of one Kafka-mode group.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct KafkaModeSettings {
     /// The two producers' configurations (see [`transactional_ids`]).
     pub(crate) producers: [ClientConfig; 2],
     pub(crate) commit_interval: Duration,
     pub(crate) max_records: usize,
+}
+
+impl std::fmt::Debug for KafkaModeSettings {
+    /// rdkafka's own `Debug` of a `ClientConfig` hides only five secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaModeSettings")
+            .field("producer", &crate::redact::Properties(&self.producer.config_map()))
+            .field("commit_interval", &self.commit_interval)
+            .field("max_records", &self.max_records)
+            .finish()
+    }
 }
 
 /// A partition stopped at a message that failed, until its retry is due.
@@ -183,7 +194,7 @@ impl ConsumerContext for KafkaModeContext {
             }
         };
         if let Err(e) = outcome {
-            self.shared.report(&Error::Kafka(e));
+            self.shared.report(&Error::from(e));
         }
     }
 }
@@ -236,7 +247,7 @@ impl Transactions {
                 Ok(starts) => break starts,
                 Err(error) if shared.shutting_down() => return Err(error),
                 Err(error) => {
-                    shared.report(&Error::Kafka(error));
+                    shared.report(&Error::from(error));
                     std::thread::sleep(backoff.next_delay());
                 }
             }
@@ -685,7 +696,7 @@ impl Transactions {
         let blocked: Vec<Partition> = self.blocked.drain().map(|(key, _)| key).collect();
         for ((topic, partition), next) in &self.committed {
             if let Err(e) = consumer.seek(topic, *partition, Offset::Offset(*next), CALL_TIMEOUT) {
-                shared.report(&Error::Kafka(e));
+                shared.report(&Error::from(e));
             }
         }
         let mut resume = TopicPartitionList::new();
@@ -695,7 +706,7 @@ impl Transactions {
         if resume.count() > 0
             && let Err(e) = consumer.resume(&resume)
         {
-            shared.report(&Error::Kafka(e));
+            shared.report(&Error::from(e));
         }
     }
 
@@ -720,7 +731,7 @@ impl Transactions {
                 Ok(()) => {
                     self.blocked.remove(&(topic, partition));
                 }
-                Err(e) => shared.report(&Error::Kafka(e)),
+                Err(e) => shared.report(&Error::from(e)),
             }
         }
     }
@@ -808,7 +819,7 @@ fn run<H: Handler<Mode = Kafka>>(
         match polled {
             Some(Ok(message)) => txn.handle(consumer, handler, &message, shared, &mut outputs),
             Some(Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                shared.report(&Error::Kafka(e));
+                shared.report(&Error::from(e));
             }
             Some(Err(e)) => tracing::warn!(group = %txn.group, "consumer: {e}"),
             None => txn.skip_control_records(consumer, shared),

@@ -74,6 +74,8 @@ pub struct RuntimeBuilder {
 impl std::fmt::Debug for RuntimeBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuntimeBuilder")
+            .field("kafka", &self.kafka)
+            .field("database", &self.database)
             .field("handlers", &self.groups.len())
             .field("batch", &self.batch)
             .field("start_from", &self.start_from)
@@ -85,6 +87,16 @@ impl std::fmt::Debug for RuntimeBuilder {
 enum DatabaseSource {
     Url(String),
     Pool(PgPool),
+}
+
+impl std::fmt::Debug for DatabaseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // `PgConnectOptions` (in a pool's `Debug`) prints the password.
+            DatabaseSource::Url(url) => f.debug_tuple("Url").field(&crate::redact::redact_url(url)).finish(),
+            DatabaseSource::Pool(_) => f.debug_tuple("Pool").finish_non_exhaustive(),
+        }
+    }
 }
 
 impl RuntimeBuilder {
@@ -191,8 +203,11 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Whether `build` creates or upgrades exactly's tables (default: yes). Turn it off when
-    /// the service runs with a role that has no DDL rights.
+    /// Whether `build` creates or upgrades exactly's tables (default: yes). A database that
+    /// is already current is only read, so a service role without DDL rights can keep this
+    /// on once `exactly migrate` has run as the owner role; if a migration is pending,
+    /// `build` fails with [`Error::MigrateNotPermitted`], naming the missing right. Turn it
+    /// off to skip even that check.
     pub fn migrate(mut self, migrate: bool) -> Self {
         self.migrate = migrate;
         self
@@ -316,7 +331,7 @@ impl RuntimeBuilder {
                 PgPoolOptions::new()
                     .max_connections(u32::try_from(self.max_concurrent_batches + 2).unwrap_or(u32::MAX))
                     .acquire_timeout(Duration::from_secs(30))
-                    .connect(&url)
+                    .connect(&database_url(&url))
                     .await?,
             ),
             None if database_groups > 0 || self.outbox_relay.is_some() => {
@@ -378,6 +393,15 @@ impl RuntimeBuilder {
             http,
         })
     }
+}
+
+/// `url` without the parameters sqlx would ignore: it would log them with their values.
+fn database_url(url: &str) -> String {
+    let (url, ignored) = crate::redact::known_database_parameters(url);
+    for parameter in ignored {
+        tracing::warn!(%parameter, "ignoring an unknown parameter of the database URL (its value is not shown)");
+    }
+    url
 }
 
 /// Processes messages until shut down. Made by [`Runtime::builder`].
@@ -589,6 +613,7 @@ async fn shutdown_signal() {
 }
 
 /// What a runtime's groups are started with.
+#[derive(Debug)]
 struct StartSettings {
     kafka: KafkaProperties,
     transactional_id: String,
@@ -690,5 +715,145 @@ impl<H: Handler<Mode = Kafka>> GroupSpec for KafkaGroup<H> {
             max_records: settings.max_records,
         };
         kafka_mode::start(self.handler, shared, settings.kafka.consumer(subscription.group()), subscription, mode)
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    //! Every settings type, formatted with secrets set, shows none of them.
+
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::BaseConsumer;
+
+    use super::*;
+    use crate::outbox::Relay;
+
+    /// Every secret librdkafka knows, and the Java names users carry over, each with a value
+    /// of its own.
+    fn secrets() -> Vec<(String, String)> {
+        [
+            "sasl.username",
+            "sasl.password",
+            "sasl.jaas.config",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.client.credentials.client.secret",
+            "sasl.oauthbearer.assertion.private.key.file",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.assertion.private.key.pem",
+            "ssl.key.location",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl_key",
+            "ssl.ca.pem",
+            "ssl.keystore.location",
+            "ssl.keystore.password",
+            "ssl.truststore.password",
+            "my.vendor.api.token",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, key)| ((*key).to_owned(), format!("S3CR3T{i:02}X")))
+        .collect()
+    }
+
+    const DATABASE_SECRET: &str = "DBS3CR3T";
+
+    fn assert_clean(what: &str, text: &str) {
+        assert!(!text.contains("S3CR3T"), "{what} shows a secret: {text}");
+    }
+
+    fn properties() -> KafkaProperties {
+        let mut kafka = KafkaProperties::default();
+        kafka.set("bootstrap.servers", "localhost:9092");
+        for (key, value) in secrets() {
+            kafka.set(key.clone(), value.clone());
+            kafka.set_producer(key, value);
+        }
+        kafka
+    }
+
+    #[tokio::test]
+    async fn formatting_settings_with_secrets_shows_none_of_them() -> Result<()> {
+        let url = format!("postgres://app:{DATABASE_SECRET}@db.example:5432/orders?sslmode=require&pasword=S3CR3T-URL");
+        let mut builder = Runtime::builder().brokers("localhost:9092").database_url(&url);
+        for (key, value) in secrets() {
+            builder = builder.kafka_setting(key.clone(), value.clone()).producer_setting(key, value);
+        }
+        let debug = format!("{builder:?} {builder:#?}");
+        assert_clean("RuntimeBuilder", &debug);
+        assert!(debug.contains("db.example:5432/orders") && debug.contains("[redacted]"), "{debug}");
+        assert!(debug.contains("bootstrap.servers"), "the non-secret settings are still shown: {debug}");
+
+        let pool = PgPoolOptions::new().connect_lazy(&url)?;
+        let builder = Runtime::builder().pool(pool.clone());
+        assert_clean("RuntimeBuilder with a pool", &format!("{builder:?} {builder:#?}"));
+
+        let kafka = properties();
+        assert_clean("KafkaProperties", &format!("{kafka:?} {kafka:#?}"));
+        let mode = kafka_mode::KafkaModeSettings {
+            producer: kafka.producer("tx"),
+            commit_interval: Duration::from_millis(100),
+            max_records: 1,
+        };
+        assert_clean("KafkaModeSettings", &format!("{mode:?} {mode:#?}"));
+        let start = StartSettings {
+            kafka: kafka.clone(),
+            transactional_id: "tx".into(),
+            suffix_transactional_id: false,
+            commit_interval: Duration::from_millis(100),
+            max_records: 1,
+            outbox_relay: Some("relay".into()),
+            lag_interval: Duration::from_secs(5),
+        };
+        assert_clean("StartSettings", &format!("{start:?} {start:#?}"));
+        let mut relay = Relay::new("relay", "localhost:9092", pool);
+        for (key, value) in secrets() {
+            relay = relay.kafka_setting(key, value);
+        }
+        assert_clean("Relay", &format!("{relay:?} {relay:#?}"));
+        for other in
+            [format!("{:?} {:#?}", Batch::default(), RetryPolicy::default()), format!("{:?}", StartFrom::default())]
+        {
+            assert_clean("Batch, RetryPolicy, StartFrom", &other);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn errors_from_settings_show_no_secret() {
+        // A secret refused as a setting.
+        for (key, value) in secrets() {
+            let error = Error::unsafe_setting(&key, &value, "a reason");
+            assert_clean("UnsafeSetting", &format!("{error} {error:?}"));
+        }
+        // librdkafka refusing a value (its message quotes it), a misspelt key whose value is
+        // a secret, a secret it cannot use.
+        for settings in [
+            &[("security.protocol", "S3CR3T-A")][..],
+            &[("sasl.pasword", "S3CR3T-B")],
+            &[("security.protocol", "ssl"), ("ssl.key.pem", "S3CR3T-C")],
+        ] {
+            let mut config = ClientConfig::new();
+            config.set("bootstrap.servers", "localhost:9092");
+            for (key, value) in settings {
+                config.set(*key, *value);
+            }
+            let created: rdkafka::error::KafkaResult<BaseConsumer> = config.create();
+            let error = created.err().map(Error::from);
+            assert!(error.is_some(), "librdkafka accepted {settings:?}");
+            assert_clean("Kafka client configuration error", &format!("{error:?}"));
+            assert_clean("Kafka client configuration error", &error.map(|e| e.to_string()).unwrap_or_default());
+        }
+        // The settings `build` refuses.
+        let mut kafka = properties();
+        kafka.set("enable.auto.commit", "true");
+        let refused = kafka.check().err().map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(refused.contains("enable.auto.commit"), "{refused}");
+        assert_clean("check", &refused);
+        kafka.set_producer("acks", "1");
+        let refused = kafka.check_producer(Duration::ZERO).err().map(|e| format!("{e} {e:?}")).unwrap_or_default();
+        assert!(refused.contains("acks"), "{refused}");
+        assert_clean("check_producer", &refused);
     }
 }

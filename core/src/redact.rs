@@ -1,0 +1,257 @@
+//! Which settings are secrets, and how they print: every `Debug` of exactly's settings, and
+//! every error a setting produces, shows `[redacted]` in place of a secret.
+//!
+//! A Kafka property is a secret when librdkafka marks it sensitive (`sasl.password`,
+//! `ssl.key.pem`, `sasl.oauthbearer.client.secret`, ...; librdkafka redacts these in its
+//! own dumps too), when it is one of the Java client's secret names users carry over
+//! (`sasl.jaas.config`, `ssl.truststore.password`), or, to be safe with keys not known
+//! here, when its name contains `password`, `secret`, `passphrase`, `jaas`, `token` or
+//! `credential`, or ends in `.pem` with `key` in it. A database URL prints with its password
+//! replaced.
+
+/// What a secret prints as.
+pub const REDACTED: &str = "[redacted]";
+
+/// librdkafka's sensitive properties (`_RK_SENSITIVE` in `rdkafka_conf.c`, librdkafka
+/// 2.12), its alias for one of them, and secrets of the Java client's names.
+const SECRET_KEYS: &[&str] = &[
+    "sasl.username",
+    "sasl.password",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.client.credentials.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "ssl.key.location",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.ca.pem",
+    "ssl.keystore.location",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
+    "sasl.jaas.config",
+];
+
+/// Parts of a name that make any setting a secret, known here or not.
+const SECRET_WORDS: &[&str] = &["password", "secret", "passphrase", "jaas", "token", "credential"];
+
+/// Whether the Kafka client property (or database URL parameter) `key` holds a secret.
+///
+/// ```
+/// use exactly::redact::is_secret_key;
+/// assert!(is_secret_key("sasl.password"));
+/// assert!(is_secret_key("ssl.key.pem"));
+/// assert!(is_secret_key("SSL.Keystore.Password"));
+/// assert!(!is_secret_key("bootstrap.servers"));
+/// ```
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    SECRET_KEYS.contains(&key.as_str())
+        || SECRET_WORDS.iter().any(|word| key.contains(word))
+        || (key.ends_with(".pem") && key.contains("key"))
+}
+
+/// `value`, or [`REDACTED`] when `key` is a secret.
+pub(crate) fn value<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret_key(key) { REDACTED } else { value }
+}
+
+/// `error` with the value of a refused client setting replaced by [`REDACTED`], in the
+/// error and in librdkafka's description of it: the key may be a misspelt secret, which
+/// [`is_secret_key`] cannot know. exactly's [`Error`](crate::Error) does this to every
+/// Kafka error it carries.
+pub fn kafka_error(error: rdkafka::error::KafkaError) -> rdkafka::error::KafkaError {
+    use rdkafka::error::KafkaError;
+    match error {
+        KafkaError::ClientConfig(code, description, key, value) => {
+            let description =
+                if value.trim().is_empty() { description } else { description.replace(value.as_str(), REDACTED) };
+            KafkaError::ClientConfig(code, description, key, REDACTED.to_owned())
+        }
+        other => other,
+    }
+}
+
+/// Properties as a `Debug` map, secrets redacted.
+pub(crate) struct Properties<'a, I>(pub(crate) &'a I);
+
+impl<'a, I, K, V> std::fmt::Debug for Properties<'a, I>
+where
+    &'a I: IntoIterator<Item = (K, V)>,
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.into_iter().map(|(k, v)| {
+                let shown = value(k.as_ref(), v.as_ref()).to_owned();
+                (k.as_ref().to_owned(), shown)
+            }))
+            .finish()
+    }
+}
+
+/// A PostgreSQL URL with its password (in the user part, or a `password`-like query
+/// parameter) and the value of any parameter PostgreSQL connections do not take (a
+/// misspelt `pasword=...`) replaced by [`REDACTED`]; anything else is kept, so the URL still
+/// says which server, database and user it is. Text that is not a URL is redacted whole.
+///
+/// ```
+/// use exactly::redact::redact_url;
+/// assert_eq!(
+///     redact_url("postgres://app:s3cret@db:5432/orders?sslmode=verify-full"),
+///     "postgres://app:[redacted]@db:5432/orders?sslmode=verify-full"
+/// );
+/// assert_eq!(redact_url("postgres://db/orders?user=app&password=s3cret"), "postgres://db/orders?user=app&password=[redacted]");
+/// ```
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return REDACTED.to_owned();
+    };
+    // The user part ends at the last `@` before the query, so a password with `/` or `@`
+    // in it is still found whole.
+    let stop = rest.find(['?', '#']).unwrap_or(rest.len());
+    let (user, path) = match rest[..stop].rfind('@') {
+        Some(at) => {
+            let user = match rest[..at].split_once(':') {
+                Some((user, _)) => format!("{user}:{REDACTED}@"),
+                None => format!("{}@", &rest[..at]),
+            };
+            (user, &rest[at + 1..])
+        }
+        None => (String::new(), rest),
+    };
+    let (path, fragment) = match path.split_once('#') {
+        Some((path, fragment)) => (path, Some(fragment)),
+        None => (path, None),
+    };
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let pairs: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    // A parameter sqlx does not know may be a misspelt secret.
+                    Some((key, _)) if is_secret_key(key) || !DATABASE_URL_PARAMETERS.contains(&key) => {
+                        format!("{key}={REDACTED}")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", pairs.join("&"))
+        }
+        None => path.to_owned(),
+    };
+    match fragment {
+        Some(_) => format!("{scheme}://{user}{path}#{REDACTED}"),
+        None => format!("{scheme}://{user}{path}"),
+    }
+}
+
+/// The query parameters of a PostgreSQL URL that sqlx reads; it ignores any other, but logs
+/// it with its value (which may be a secret put in the wrong place).
+const DATABASE_URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// `url` without the query parameters sqlx would ignore, and their names: sqlx logs an
+/// ignored parameter with its value. The caller logs the names.
+#[doc(hidden)]
+pub fn known_database_parameters(url: &str) -> (String, Vec<String>) {
+    let Some((head, query)) = url.split_once('?') else {
+        return (url.to_owned(), Vec::new());
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((query, fragment)) => (query, Some(fragment)),
+        None => (query, None),
+    };
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let key = pair.split_once('=').map_or(pair, |(key, _)| key);
+        if DATABASE_URL_PARAMETERS.contains(&key) || (key.starts_with("options[") && key.ends_with(']')) {
+            kept.push(pair);
+        } else {
+            dropped.push(key.to_owned());
+        }
+    }
+    let mut url = head.to_owned();
+    if !kept.is_empty() {
+        url.push('?');
+        url.push_str(&kept.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        url.push('#');
+        url.push_str(fragment);
+    }
+    (url, dropped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sensitive_librdkafka_property_is_a_secret() {
+        // The properties librdkafka 2.12 flags `_RK_SENSITIVE`.
+        for key in [
+            "ssl.key.location",
+            "ssl.key.password",
+            "ssl.key.pem",
+            "ssl_key",
+            "ssl.ca.pem",
+            "ssl.keystore.password",
+            "sasl.username",
+            "sasl.password",
+            "sasl.oauthbearer.config",
+            "sasl.oauthbearer.client.secret",
+            "sasl.oauthbearer.assertion.private.key.file",
+            "sasl.oauthbearer.assertion.private.key.passphrase",
+            "sasl.oauthbearer.assertion.private.key.pem",
+        ] {
+            assert!(is_secret_key(key), "{key}");
+        }
+        for key in ["bootstrap.servers", "security.protocol", "sasl.mechanism", "ssl.ca.location", "client.id"] {
+            assert!(!is_secret_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn urls_keep_everything_but_the_password() {
+        assert_eq!(redact_url("postgres://u:p%40ss@h/d"), "postgres://u:[redacted]@h/d");
+        assert_eq!(redact_url("postgres://u@h:5/d"), "postgres://u@h:5/d");
+        assert_eq!(redact_url("postgres://u:a/b@c@h/d?port=1"), "postgres://u:[redacted]@h/d?port=1");
+        assert_eq!(
+            redact_url("postgres://h/d?sslpassword=x&sslmode=require"),
+            "postgres://h/d?sslpassword=[redacted]&sslmode=require"
+        );
+        assert_eq!(redact_url("postgres://h/d?pasword=x&port=5"), "postgres://h/d?pasword=[redacted]&port=5");
+        assert_eq!(redact_url("not a url s3cret"), REDACTED);
+    }
+
+    #[test]
+    fn unknown_url_parameters_are_dropped_by_name() {
+        let (url, dropped) = known_database_parameters("postgres://h/d?sslmode=require&pasword=x&options[a]=b");
+        assert_eq!(url, "postgres://h/d?sslmode=require&options[a]=b");
+        assert_eq!(dropped, vec!["pasword".to_owned()]);
+        assert_eq!(known_database_parameters("postgres://h/d").0, "postgres://h/d");
+    }
+}

@@ -1,0 +1,6 @@
+-- As a superuser (or a role with CREATEROLE), once per database. `orders` is the
+-- database, `exactly_owner` migrates exactly's tables, `orders_app` runs the service.
+CREATE ROLE exactly_owner LOGIN PASSWORD 'change-me';
+CREATE ROLE orders_app LOGIN PASSWORD 'change-me';
+GRANT CONNECT, CREATE ON DATABASE orders TO exactly_owner;
+GRANT CONNECT ON DATABASE orders TO orders_app;
