@@ -63,7 +63,8 @@ impl std::fmt::Debug for KafkaModeSettings {
     /// rdkafka's own `Debug` of a `ClientConfig` hides only five secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaModeSettings")
-            .field("producer", &crate::redact::Properties(&self.producer.config_map()))
+            .field("producer", &crate::redact::Properties(&self.producers[0].config_map()))
+            .field("second_producer", &crate::redact::Properties(&self.producers[1].config_map()))
             .field("commit_interval", &self.commit_interval)
             .field("max_records", &self.max_records)
             .finish()

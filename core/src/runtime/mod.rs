@@ -792,7 +792,7 @@ mod redaction_tests {
         let kafka = properties();
         assert_clean("KafkaProperties", &format!("{kafka:?} {kafka:#?}"));
         let mode = kafka_mode::KafkaModeSettings {
-            producer: kafka.producer("tx"),
+            producers: kafka_mode::transactional_ids("tx").map(|id| kafka.producer(&id)),
             commit_interval: Duration::from_millis(100),
             max_records: 1,
         };
