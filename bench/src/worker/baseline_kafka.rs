@@ -40,6 +40,18 @@ pub(super) async fn consume_only(spec: &WorkerSpec) -> anyhow::Result<()> {
     }
 }
 
+/// Waits until the producer has delivered (and reported) every record. Not rdkafka's
+/// `flush`: it polls for delivery reports in steps of up to 100 ms, which the threaded
+/// producer's own thread takes, so each flush would wait a whole step.
+fn flush<C: ProducerContext>(producer: &ThreadedProducer<C>) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while producer.in_flight_count() > 0 {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "the producer did not deliver within 30 s");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
 /// Copies every record with an idempotent producer (acks=all); every
 /// `spec.commit_interval_ms` it flushes the producer, then commits the offsets of what
 /// was flushed. A crash between the two copies some records again: at-least-once.
@@ -59,7 +71,7 @@ pub(super) async fn idempotent_copy(spec: &WorkerSpec) -> anyhow::Result<()> {
         // around it would never fire.
         if tokio::time::Instant::now() >= commit_at {
             if copied {
-                tokio::task::block_in_place(|| producer.flush(Duration::from_secs(30)))?;
+                tokio::task::block_in_place(|| flush(&producer))?;
                 consumer.commit_consumer_state(CommitMode::Async)?;
                 copied = false;
             }

@@ -38,7 +38,7 @@ use crate::handler::{Context, Handler};
 use crate::metrics::handles::{GroupMetrics, PartitionId, PartitionMetrics};
 use crate::mode::{Kafka, ModeKind};
 use crate::output::Output;
-use crate::producer::{CALL_TIMEOUT, CommitCall, TxnProducer, record, send, transactional};
+use crate::producer::{CALL_TIMEOUT, CommitCall, TxnProducer, flush, record, send, transactional};
 use crate::settings::{RetryPolicy, StartFrom};
 use crate::subscription::Subscription;
 use crate::trace_context::TraceContext;
@@ -530,7 +530,7 @@ impl Transactions {
         }
         let span = self.span.clone().unwrap_or_else(tracing::Span::none);
         let call = span.in_scope(|| -> Result<CommitCall> {
-            self.producer(self.current)?.flush(FLUSH_TIMEOUT)?;
+            flush(self.producer(self.current)?, FLUSH_TIMEOUT)?;
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.pending {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
