@@ -128,14 +128,22 @@ async fn run(
     let mut suite = Suite::new(&bed, profile, logs);
     suite.report.context = context;
     suite.warm_up().await.context("warming up")?;
+    // A scenario that fails is reported in its place; the others' figures are kept.
+    let mut failed = Vec::new();
     for scenario in only {
-        match scenario {
-            Scenario::S1 => suite.s1().await.context("S1")?,
-            Scenario::S2 => suite.s2().await.context("S2")?,
-            Scenario::S3 => suite.s3().await.context("S3")?,
-            Scenario::S4 => suite.s4().await.context("S4")?,
-            Scenario::S5 => suite.s5().await.context("S5")?,
-            Scenario::S6 => suite.s6().await.context("S6")?,
+        let outcome = match scenario {
+            Scenario::S1 => suite.s1().await,
+            Scenario::S2 => suite.s2().await,
+            Scenario::S3 => suite.s3().await,
+            Scenario::S4 => suite.s4().await,
+            Scenario::S5 => suite.s5().await,
+            Scenario::S6 => suite.s6().await,
+        };
+        if let Err(error) = outcome {
+            let name = format!("{scenario:?}");
+            eprintln!("exactly-bench: {name} failed: {error:#}");
+            suite.report.failed(&name, &format!("{error:#}"));
+            failed.push(name);
         }
     }
     suite.report.context.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
@@ -144,6 +152,7 @@ async fn run(
     }
     std::fs::write(out, suite.report.to_markdown()).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("exactly-bench: wrote {}", out.display());
+    anyhow::ensure!(failed.is_empty(), "{} failed (the report says why)", failed.join(", "));
     Ok(())
 }
 

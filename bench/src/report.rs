@@ -47,6 +47,13 @@ pub(crate) struct Report {
 }
 
 impl Report {
+    /// Puts a failed scenario in the report, where its figures would be.
+    pub(crate) fn failed(&mut self, scenario: &str, error: &str) {
+        let mut section = Section::new(&format!("{scenario}: failed"), "This scenario did not finish.", &["error"]);
+        section.row(vec![error.replace('\n', " ")]);
+        self.sections.push(section);
+    }
+
     pub(crate) fn to_markdown(&self) -> String {
         let mut out = String::new();
         out.push_str("# Benchmarks\n\n");

@@ -59,7 +59,7 @@ impl Profile {
             repeats: 3,
             latency: (Duration::from_secs(5), Duration::from_secs(20)),
             steady: Duration::from_secs(6),
-            recovery_cap: 2_000_000,
+            recovery_cap: 4_000_000,
             dynamic_recovery: true,
             recovery_handler_delay: Duration::ZERO,
         }
