@@ -27,7 +27,8 @@ pub(crate) struct Connection {
     #[arg(long, env = "EXACTLY_BROKERS", global = true)]
     pub(crate) brokers: Option<String>,
     /// A librdkafka setting `key=value` for every Kafka client the tool makes (TLS, SASL,
-    /// timeouts); repeat it for several.
+    /// timeouts); repeat it for several. Settings also come from `EXACTLY_RDKAFKA_<KEY>`
+    /// variables (`EXACTLY_RDKAFKA_SASL_PASSWORD` is `sasl.password`); `-X` wins.
     #[arg(short = 'X', long = "kafka-setting", global = true, value_parser = parse_setting)]
     pub(crate) kafka_settings: Vec<(String, String)>,
 }
