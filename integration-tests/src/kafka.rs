@@ -424,6 +424,17 @@ impl Security {
             ("KAFKA_SSL_TRUSTSTORE_TYPE", "PEM".into()),
             ("KAFKA_SSL_TRUSTSTORE_LOCATION", format!("{SECRETS}/ca.pem")),
             ("KAFKA_OPTS", format!("-Djava.security.auth.login.config={SECRETS}/kafka_server_jaas.conf")),
+            // The SCRAM server needs a login module of its own on each listener that offers it
+            // (it cuts the connection otherwise); the value holds no `=`, so the official
+            // image's variable parsing keeps it.
+            (
+                "KAFKA_LISTENER_NAME_SECURE_SCRAM___SHA___512_SASL_JAAS_CONFIG",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+            ),
+            (
+                "KAFKA_LISTENER_NAME_BROKER_SCRAM___SHA___512_SASL_JAAS_CONFIG",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+            ),
         ];
         let files = vec![
             (format!("{SECRETS}/broker.pem"), format!("{}{}", cert.key_pem, cert.chain_pem).into_bytes(), 0o644),
