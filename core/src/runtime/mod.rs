@@ -37,6 +37,10 @@ use crate::subscription::Subscription;
 /// at-least-once code (benchmark S3).
 const KAFKA_TRANSACTION_RECORDS: usize = 100_000;
 
+/// How long `run` waits for a broker to answer its first check before it goes on (brokers
+/// that are down are waited for as always; only a refusal stops the runtime).
+const START_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds a [`Runtime`]: brokers, database, handlers, batching.
 ///
 /// ```no_run
@@ -489,6 +493,10 @@ impl Runtime {
     /// When a consumer cannot be created or stops on a fatal error.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
         let _stop_when_dropped = StopOnDrop(self.shutdown.clone());
+        // A refused login or TLS handshake is found here, before any client blocks on it (a
+        // Kafka-mode producer's init_transactions would wait out its timeout); later ones
+        // reach the clients' error callbacks, which stop the runtime too.
+        crate::kafka_client::check_kafka(&self.settings.kafka.consumer("exactly-check"), START_CHECK_TIMEOUT).await?;
         crate::metrics::describe();
         self.shared.health.set_running(true);
         let _not_running_when_done = NotRunningOnDrop(Arc::clone(&self.shared.health));
