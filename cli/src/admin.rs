@@ -2,9 +2,11 @@
 //! every broker (each lists the transactions it coordinates) and `DescribeTransactions` to
 //! the one that listed an id, spoken directly over the Kafka protocol.
 //!
-//! Only the PLAINTEXT protocol: with TLS or SASL settings the tool says that it cannot
-//! name the transactional ids, and shows the open transactions it sees from the partitions'
-//! last stable offsets instead.
+//! The calls go over the same security as the tool's other Kafka clients ([`crate::wire`]):
+//! PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, with SASL mechanism PLAIN, SCRAM-SHA-256 or
+//! SCRAM-SHA-512. With GSSAPI or OAUTHBEARER the tool says that it cannot name the
+//! transactional ids, and shows the open transactions it sees from the partitions' last
+//! stable offsets instead.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -12,13 +14,15 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    DescribeTransactionsRequest, ListTransactionsRequest, RequestHeader, ResponseHeader, TransactionalId,
+    DescribeTransactionsRequest, ListTransactionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::error::{Context, Error};
+use crate::wire::{Mechanism, Sasl, Scram, Security, Stream};
 
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Responses larger than this are refused (a broker never sends one for these calls).
@@ -40,19 +44,22 @@ pub(crate) struct Transaction {
     pub(crate) coordinator: i32,
 }
 
-/// Whether the admin calls can reach the brokers: only over PLAINTEXT.
+/// Whether the admin calls can reach the brokers: over every protocol, with SASL only
+/// through PLAIN or SCRAM.
 pub(crate) fn usable(config: &ClientConfig) -> bool {
-    config.get("security.protocol").is_none_or(|protocol| protocol.eq_ignore_ascii_case("plaintext"))
+    matches!(Security::from_config(config), Ok(Some(_)))
 }
 
 /// Every transaction in state `Ongoing` on the cluster.
 pub(crate) fn ongoing(config: &ClientConfig) -> Result<Vec<Transaction>, Error> {
+    let security = Security::from_config(config)?
+        .ok_or_else(|| Error::Usage("the tool cannot log in with this SASL mechanism itself".into()))?;
     let client: BaseConsumer = config.create().context(|| "cannot create a Kafka client".to_owned())?;
     let metadata = client.fetch_metadata(None, TIMEOUT).context(|| "cannot read the cluster's brokers".to_owned())?;
     let mut found = Vec::new();
     for broker in metadata.brokers() {
         let address = format!("{}:{}", broker.host(), broker.port());
-        let mut connection = Connection::open(&address)?;
+        let mut connection = Connection::open(&address, &security)?;
         let listed = connection.call(
             ListTransactionsRequest::default().with_state_filters(vec![StrBytes::from_static_str("Ongoing")]),
             0,
@@ -97,12 +104,13 @@ pub(crate) fn ongoing(config: &ClientConfig) -> Result<Vec<Transaction>, Error> 
 /// A connection to one broker.
 struct Connection {
     address: String,
-    stream: TcpStream,
+    stream: Stream,
     correlation: i32,
 }
 
 impl Connection {
-    fn open(address: &str) -> Result<Self, Error> {
+    /// Connects (TCP, then TLS if asked for) and logs in (SASL if asked for).
+    fn open(address: &str, security: &Security) -> Result<Self, Error> {
         let failed = |e: std::io::Error| Error::Unfinished(format!("cannot connect to broker {address}: {e}"));
         let resolved = std::net::ToSocketAddrs::to_socket_addrs(address)
             .map_err(failed)?
@@ -111,7 +119,57 @@ impl Connection {
         let stream = TcpStream::connect_timeout(&resolved, TIMEOUT).map_err(failed)?;
         stream.set_read_timeout(Some(TIMEOUT)).map_err(failed)?;
         stream.set_write_timeout(Some(TIMEOUT)).map_err(failed)?;
-        Ok(Self { address: address.to_owned(), stream, correlation: 0 })
+        let host =
+            address.rsplit_once(':').map_or(address, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+        let stream = security.wrap(host, stream)?;
+        let mut connection = Self { address: address.to_owned(), stream, correlation: 0 };
+        if let Some(sasl) = &security.sasl {
+            connection.log_in(sasl)?;
+        }
+        Ok(connection)
+    }
+
+    /// SaslHandshake, then SaslAuthenticate rounds (KIP-152).
+    fn log_in(&mut self, sasl: &Sasl) -> Result<(), Error> {
+        let mechanism = sasl.mechanism.name();
+        let handshake =
+            self.call(SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism)), 1)?;
+        if handshake.error_code != 0 {
+            let offered: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(Error::Unfinished(format!(
+                "broker {} does not accept SASL mechanism {mechanism} (it offers {})",
+                self.address,
+                offered.join(", ")
+            )));
+        }
+        match sasl.mechanism {
+            Mechanism::Plain => {
+                self.sasl_round(sasl, format!("\0{}\0{}", sasl.username, sasl.password).into_bytes())?;
+            }
+            Mechanism::ScramSha256 | Mechanism::ScramSha512 => {
+                let mut scram = Scram::new(sasl.mechanism, &sasl.username, &sasl.password)?;
+                let server_first = self.sasl_round(sasl, scram.client_first().into_bytes())?;
+                let client_final = scram.client_final(&String::from_utf8_lossy(&server_first))?;
+                let server_final = self.sasl_round(sasl, client_final.into_bytes())?;
+                scram.verify_server_final(&String::from_utf8_lossy(&server_final))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One SaslAuthenticate round: sends `bytes`, returns the broker's.
+    fn sasl_round(&mut self, sasl: &Sasl, bytes: Vec<u8>) -> Result<Bytes, Error> {
+        let response = self.call(SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)), 1)?;
+        if response.error_code != 0 {
+            return Err(Error::Unfinished(format!(
+                "broker {} refused the credentials of user {} ({}): {}",
+                self.address,
+                sasl.username,
+                sasl.mechanism.name(),
+                response.error_message.as_ref().map_or("authentication failed", |m| m.as_str())
+            )));
+        }
+        Ok(response.auth_bytes)
     }
 
     /// Sends `request` at `version` and reads its response.

@@ -27,7 +27,8 @@ pub(crate) struct Connection {
     #[arg(long, env = "EXACTLY_BROKERS", global = true)]
     pub(crate) brokers: Option<String>,
     /// A librdkafka setting `key=value` for every Kafka client the tool makes (TLS, SASL,
-    /// timeouts); repeat it for several.
+    /// timeouts); repeat it for several. Settings also come from `EXACTLY_RDKAFKA_<KEY>`
+    /// variables (`EXACTLY_RDKAFKA_SASL_PASSWORD` is `sasl.password`); `-X` wins.
     /// Kept raw, checked by [`Connection::kafka_settings`]: clap would repeat a malformed
     /// one, which may hold a secret, in its error.
     #[arg(short = 'X', long = "kafka-setting", global = true)]

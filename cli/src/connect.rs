@@ -36,12 +36,24 @@ impl Connection {
             .context(|| format!("cannot connect to PostgreSQL at {place}"))
     }
 
+    /// Fails at once, saying why, when the brokers refuse the tool's login or TLS fails
+    /// (librdkafka would retry for ever, and each call would only time out).
+    pub(crate) async fn check_kafka(&self) -> Result<(), Error> {
+        let config = self.kafka()?;
+        let brokers = config.get("bootstrap.servers").unwrap_or_default().to_owned();
+        exactly::check_kafka(&config, Duration::from_secs(10))
+            .await
+            .context(|| format!("cannot use the Kafka brokers at {brokers}"))
+    }
+
     /// Whether brokers were given.
     pub(crate) fn has_brokers(&self) -> bool {
         self.brokers.is_some()
     }
 
-    /// A Kafka client configuration: the brokers, then every `-X` setting.
+    /// A Kafka client configuration: the brokers, then every `EXACTLY_RDKAFKA_<KEY>`
+    /// variable of the environment (see [`exactly::kafka_settings_from_env`]), then every
+    /// `-X` setting (which wins).
     pub(crate) fn kafka(&self) -> Result<ClientConfig, Error> {
         let brokers = self
             .brokers
@@ -51,6 +63,9 @@ impl Connection {
         config.set("bootstrap.servers", brokers);
         // An unreachable cluster is reported, not waited on for minutes.
         config.set("socket.timeout.ms", "10000");
+        for (key, value) in exactly::kafka_settings_from_env() {
+            config.set(key, value);
+        }
         for (key, value) in self.kafka_settings()? {
             config.set(key, value);
         }

@@ -18,6 +18,7 @@ mod error;
 mod kafka;
 mod render;
 mod timestamp;
+mod wire;
 
 use clap::Parser;
 

@@ -59,6 +59,28 @@ pub enum Error {
     /// The configuration is incomplete or contradicts itself.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A Kafka broker refused the client's credentials (SASL): the mechanism, user name or
+    /// password is wrong, or the user does not exist. Retrying with the same ones cannot help,
+    /// so the runtime stops on it.
+    #[error(
+        "kafka refused the login (SASL authentication failed): {reason}; check `sasl.mechanism`, `sasl.username` \
+         and `sasl.password`"
+    )]
+    KafkaAuthentication {
+        /// librdkafka's account of it (it names the broker and mechanism, never the password).
+        reason: String,
+    },
+    /// The TLS handshake with a Kafka broker failed: its certificate is not signed by a
+    /// trusted CA or does not name the host, or the listener does not speak TLS. The runtime
+    /// stops on it.
+    #[error(
+        "kafka TLS handshake failed: {reason}; check `ssl.ca.location` (or `ssl.ca.pem`), that the broker's \
+         certificate names the host you connect to, and that the listener speaks TLS"
+    )]
+    KafkaTls {
+        /// librdkafka's account of it.
+        reason: String,
+    },
     /// The Kafka client failed. A refused client setting keeps its name, never its value
     /// (it may be a secret).
     #[error("kafka: {0}")]
@@ -188,7 +210,9 @@ impl Error {
             | Error::Fenced { .. }
             | Error::Decode { .. }
             | Error::OffsetOutOfRange { .. }
-            | Error::Listen { .. } => ErrorClass::Fatal,
+            | Error::Listen { .. }
+            | Error::KafkaAuthentication { .. }
+            | Error::KafkaTls { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
             Error::KafkaCallStuck { .. } => ErrorClass::Retriable,
             Error::Database(e) => database_class(e),

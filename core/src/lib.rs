@@ -54,6 +54,7 @@ mod failpoint;
 mod handler;
 mod health;
 mod http;
+mod kafka_client;
 mod message;
 pub mod metrics;
 pub mod mode;
@@ -71,6 +72,9 @@ pub use async_trait::async_trait;
 pub use error::{Error, ErrorClass, Location, Result};
 pub use handler::{Consumes, Context, Handler, HandlerError};
 pub use health::{Health, HealthStatus};
+#[doc(hidden)]
+pub use kafka_client::check_kafka;
+pub use kafka_client::{KAFKA_ENV_PREFIX, kafka_settings_from_env};
 pub use message::Message;
 pub use offsets::migrate;
 pub use output::Output;

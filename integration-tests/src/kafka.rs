@@ -19,6 +19,7 @@ use crate::engine::on_harness;
 use crate::images::{self, KAFKA_IMAGE_VAR, KAFKA_LOCAL, KAFKA_OFFICIAL};
 use crate::names::unique;
 use crate::node::{Node, NodeSpec, free_port};
+use crate::pki::TestCa;
 
 /// How long a broker or cluster may take to answer metadata after its containers start.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -30,9 +31,60 @@ const CLIENT_PORT: u16 = 9092;
 pub struct Kafka {
     nodes: Vec<Node>,
     host_ports: Vec<u16>,
+    /// Set for a broker that accepts only SASL over TLS ([`Kafka::secure`]).
+    security: Option<Security>,
+}
+
+/// What a [`Kafka::secure`] broker trusts and whom it knows.
+#[derive(Debug)]
+struct Security {
+    ca: TestCa,
+    ca_file: std::path::PathBuf,
+    /// The PLAIN super user the harness's own clients and tools log in as.
+    admin: Credentials,
+    /// A PLAIN user declared in the broker's JAAS file.
+    plain: Credentials,
+}
+
+/// A SASL user of a [`Kafka::secure`] broker.
+#[derive(Clone)]
+pub struct Credentials {
+    /// `SCRAM-SHA-512` or `PLAIN`.
+    pub mechanism: &'static str,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The same user with another password.
+    pub fn with_password(&self, password: &str) -> Credentials {
+        Credentials { password: password.to_owned(), ..self.clone() }
+    }
+}
+
+/// The JAAS file, certificates and client settings live here in the secure broker's container.
+const SECRETS: &str = "/etc/kafka/secrets";
+
+/// A random password of 24 letters and digits (safe inside `kafka-configs`' `[...]` syntax).
+pub fn random_password() -> String {
+    use rand::Rng;
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(24).map(char::from).collect()
 }
 
 static SHARED: OnceCell<Kafka> = OnceCell::const_new();
+static SECURE_SHARED: OnceCell<Kafka> = OnceCell::const_new();
 
 impl Kafka {
     /// One broker shared by every test of this test binary (started on first use).
@@ -47,6 +99,28 @@ impl Kafka {
         Self::start(1).await
     }
 
+    /// One broker shared by the tests of this binary that accepts only SASL over TLS
+    /// ([`Kafka::secure`]).
+    pub async fn secure_shared() -> anyhow::Result<&'static Kafka> {
+        SECURE_SHARED.get_or_try_init(Self::secure).await
+    }
+
+    /// A single broker whose every listener speaks SASL: the one for clients and the one
+    /// between brokers over TLS (`SASL_SSL`), the controller's without (`SASL_PLAINTEXT`, not
+    /// published). Mechanisms SCRAM-SHA-512 and PLAIN; its certificate is signed by a CA made
+    /// for this run and names `127.0.0.1`. Configured only through `KAFKA_*` variables and
+    /// files copied in (the JAAS file reaches the JVM through `KAFKA_OPTS`), so the official
+    /// image works too. The harness's own clients ([`Kafka::client_config`]) log in as a
+    /// PLAIN super user; [`Kafka::add_scram_user`] and [`Kafka::plain_user`] give users for
+    /// the code under test.
+    pub async fn secure() -> anyhow::Result<Kafka> {
+        let ca = TestCa::new()?;
+        let ca_file = ca.write_pem_file()?;
+        let admin = Credentials { mechanism: "PLAIN", username: "admin".into(), password: random_password() };
+        let plain = Credentials { mechanism: "PLAIN", username: "plainsvc".into(), password: random_password() };
+        Self::start_with(1, Some(Security { ca, ca_file, admin, plain })).await
+    }
+
     /// Three brokers, replication factor 3 and `min.insync.replicas` 2 for every topic,
     /// the consumer offsets and the transaction state log.
     pub async fn cluster() -> anyhow::Result<Kafka> {
@@ -54,6 +128,10 @@ impl Kafka {
     }
 
     async fn start(brokers: usize) -> anyhow::Result<Kafka> {
+        Self::start_with(brokers, None).await
+    }
+
+    async fn start_with(brokers: usize, security: Option<Security>) -> anyhow::Result<Kafka> {
         crate::engine::ensure_engine().await?;
         let image = on_harness(async {
             let docker = crate::engine::docker().await?;
@@ -62,7 +140,13 @@ impl Kafka {
         .await?;
         let run = unique("kafka");
         let network = format!("{run}_net");
-        let names: Vec<String> = (1..=brokers).map(|id| format!("{run}_{id}")).collect();
+        // Over TLS the name is checked against the certificate, and Java refuses host names
+        // with `_` ("Illegal given domain name"): a secure broker's name has none.
+        let names: Vec<String> = (1..=brokers)
+            .map(
+                |id| if security.is_some() { format!("{}-{id}", run.replace('_', "-")) } else { format!("{run}_{id}") },
+            )
+            .collect();
         let host_ports = (0..brokers).map(|_| free_port()).collect::<anyhow::Result<Vec<u16>>>()?;
         let voters =
             names.iter().enumerate().map(|(i, name)| format!("{}@{name}:9093", i + 1)).collect::<Vec<_>>().join(",");
@@ -99,19 +183,117 @@ impl Kafka {
                 ("KAFKA_BROKER_SESSION_TIMEOUT_MS", "2000".into()),
                 ("KAFKA_BROKER_HEARTBEAT_INTERVAL_MS", "500".into()),
             ];
-            NodeSpec {
+            let mut env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let mut files = Vec::new();
+            if let Some(security) = &security {
+                let (secure_env, secure_files) = security.broker(name, *port)?;
+                for (key, value) in secure_env {
+                    env.retain(|(k, _)| *k != key);
+                    env.push((key, value));
+                }
+                files = secure_files;
+            }
+            anyhow::Ok(NodeSpec {
                 image: image.clone(),
                 name: name.clone(),
                 network: Some(network.clone()),
-                env: env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+                env,
                 ports: vec![(*port, CLIENT_PORT)],
                 cmd: Vec::new(),
-            }
+                files,
+            })
         });
-        let nodes = futures::future::try_join_all(specs.map(Node::start)).await?;
-        let kafka = Kafka { nodes, host_ports };
+        let specs = specs.collect::<anyhow::Result<Vec<_>>>()?;
+        let nodes = futures::future::try_join_all(specs.into_iter().map(Node::start)).await?;
+        let kafka = Kafka { nodes, host_ports, security };
         kafka.wait_ready(kafka.nodes.len(), READY_TIMEOUT).await?;
         Ok(kafka)
+    }
+
+    fn security(&self) -> anyhow::Result<&Security> {
+        self.security.as_ref().context("not a secure broker: start it with Kafka::secure")
+    }
+
+    /// The CA that signed a secure broker's certificate.
+    pub fn ca(&self) -> anyhow::Result<&TestCa> {
+        Ok(&self.security()?.ca)
+    }
+
+    /// A file holding that CA's certificate (for `ssl.ca.location`).
+    pub fn ca_file(&self) -> anyhow::Result<&std::path::Path> {
+        Ok(&self.security()?.ca_file)
+    }
+
+    /// The PLAIN user (not a super user) declared in a secure broker's JAAS file.
+    pub fn plain_user(&self) -> anyhow::Result<Credentials> {
+        Ok(self.security()?.plain.clone())
+    }
+
+    /// Creates SCRAM-SHA-512 user `username` with a random password on a secure broker (as
+    /// the admin, with Kafka's own `kafka-configs.sh` in the container; the password goes
+    /// through the environment, not the command line) and waits until it can log in.
+    pub async fn add_scram_user(&self, username: &str) -> anyhow::Result<Credentials> {
+        self.security()?;
+        let credentials =
+            Credentials { mechanism: "SCRAM-SHA-512", username: username.to_owned(), password: random_password() };
+        let node = &self.nodes[0];
+        let script = format!(
+            "/opt/kafka/bin/kafka-configs.sh --bootstrap-server {}:19092 \
+               --command-config {SECRETS}/admin.properties --alter \
+               --add-config \"SCRAM-SHA-512=[password=$SCRAM_PASSWORD]\" \
+               --entity-type users --entity-name \"$SCRAM_USER\"",
+            node.name()
+        );
+        let (code, output) =
+            node.exec(&script, &[("SCRAM_USER", username), ("SCRAM_PASSWORD", credentials.password.as_str())]).await?;
+        anyhow::ensure!(code == 0, "kafka-configs could not create SCRAM user {username} (exit {code}):\n{output}");
+        self.wait_authenticated(&credentials, READY_TIMEOUT).await?;
+        Ok(credentials)
+    }
+
+    /// The librdkafka settings of a client logging in as `user` over TLS, trusting this run's
+    /// CA (given as a file, as most deployments do).
+    pub fn client_settings(&self, user: &Credentials) -> anyhow::Result<Vec<(String, String)>> {
+        let security = self.security()?;
+        Ok(vec![
+            ("security.protocol".into(), "SASL_SSL".into()),
+            ("sasl.mechanism".into(), user.mechanism.into()),
+            ("sasl.username".into(), user.username.clone()),
+            ("sasl.password".into(), user.password.clone()),
+            ("ssl.ca.location".into(), security.ca_file.display().to_string()),
+            ("ssl.endpoint.identification.algorithm".into(), "https".into()),
+        ])
+    }
+
+    /// [`Kafka::client_config`] (only the brokers) with `settings` added.
+    pub fn config_with(&self, settings: &[(String, String)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", self.bootstrap_servers());
+        for (key, value) in settings {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Waits until `user` can fetch metadata; fails at once when the broker refuses it.
+    pub async fn wait_authenticated(&self, user: &Credentials, timeout: Duration) -> anyhow::Result<()> {
+        let config = self.config_with(&self.client_settings(user)?);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let probe = config.clone();
+            let answer = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+                let consumer: BaseConsumer = probe.create()?;
+                Ok(consumer.fetch_metadata(None, Duration::from_secs(2))?.brokers().len())
+            })
+            .await?;
+            match answer {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("user {} cannot log in after {timeout:?}: {e:#}", user.username)
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// `bootstrap.servers` for clients on this host.
@@ -129,10 +311,19 @@ impl Kafka {
         self.nodes.len()
     }
 
-    /// A client configuration holding only `bootstrap.servers`.
+    /// A client configuration holding `bootstrap.servers` (and, on a secure broker, the
+    /// admin's SASL_SSL login, so every helper works there too).
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", self.bootstrap_servers());
+        if let Some(security) = &self.security {
+            config
+                .set("security.protocol", "SASL_SSL")
+                .set("sasl.mechanism", "PLAIN")
+                .set("sasl.username", &security.admin.username)
+                .set("sasl.password", &security.admin.password)
+                .set("ssl.ca.pem", &security.ca.pem);
+        }
         config
     }
 
@@ -185,5 +376,72 @@ impl Kafka {
         let name = unique(prefix);
         self.create_topic(&name, partitions).await?;
         Ok(name)
+    }
+}
+
+impl Security {
+    /// The variables and files that make broker `name` (host port `port`) accept only SASL
+    /// over TLS.
+    ///
+    /// Listener names carry no protocol (`SECURE`, `BROKER`, `CONTROLLER`): the official
+    /// image's start script has extra requirements for listeners named `SSL` or `SASL_*`
+    /// (a JKS key store with passwords in files). The protocols come from the map.
+    #[allow(clippy::type_complexity)]
+    fn broker(&self, name: &str, port: u16) -> anyhow::Result<(Vec<(String, String)>, Vec<(String, Vec<u8>, u32)>)> {
+        let cert = self.ca.issue(&[name, "localhost"], &["127.0.0.1"])?;
+        let admin = &self.admin;
+        let plain = &self.plain;
+        // The broker logs in to itself (between brokers, and to its controller) as admin.
+        let jaas = format!(
+            "KafkaServer {{\n  org.apache.kafka.common.security.plain.PlainLoginModule required\n  \
+             username=\"{u}\"\n  password=\"{p}\"\n  user_{u}=\"{p}\"\n  user_{pu}=\"{pp}\";\n}};\n",
+            u = admin.username,
+            p = admin.password,
+            pu = plain.username,
+            pp = plain.password,
+        );
+        let tools = format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\n\
+             sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+             username=\"{}\" password=\"{}\";\nssl.truststore.type=PEM\nssl.truststore.location={SECRETS}/ca.pem\n",
+            admin.username, admin.password
+        );
+        let env = [
+            (
+                "KAFKA_LISTENERS",
+                format!("SECURE://0.0.0.0:{CLIENT_PORT},BROKER://0.0.0.0:19092,CONTROLLER://0.0.0.0:9093"),
+            ),
+            ("KAFKA_ADVERTISED_LISTENERS", format!("SECURE://127.0.0.1:{port},BROKER://{name}:19092")),
+            (
+                "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
+                "SECURE:SASL_SSL,BROKER:SASL_SSL,CONTROLLER:SASL_PLAINTEXT".into(),
+            ),
+            ("KAFKA_SASL_ENABLED_MECHANISMS", "SCRAM-SHA-512,PLAIN".into()),
+            ("KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL", "PLAIN".into()),
+            ("KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL", "PLAIN".into()),
+            ("KAFKA_SSL_KEYSTORE_TYPE", "PEM".into()),
+            ("KAFKA_SSL_KEYSTORE_LOCATION", format!("{SECRETS}/broker.pem")),
+            ("KAFKA_SSL_TRUSTSTORE_TYPE", "PEM".into()),
+            ("KAFKA_SSL_TRUSTSTORE_LOCATION", format!("{SECRETS}/ca.pem")),
+            ("KAFKA_OPTS", format!("-Djava.security.auth.login.config={SECRETS}/kafka_server_jaas.conf")),
+            // The SCRAM server needs a login module of its own on each listener that offers it
+            // (it cuts the connection otherwise); the value holds no `=`, so the official
+            // image's variable parsing keeps it.
+            (
+                "KAFKA_LISTENER_NAME_SECURE_SCRAM___SHA___512_SASL_JAAS_CONFIG",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+            ),
+            (
+                "KAFKA_LISTENER_NAME_BROKER_SCRAM___SHA___512_SASL_JAAS_CONFIG",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+            ),
+        ];
+        let files = vec![
+            (format!("{SECRETS}/broker.pem"), format!("{}{}", cert.key_pem, cert.chain_pem).into_bytes(), 0o644),
+            (format!("{SECRETS}/ca.pem"), self.ca.pem.clone().into_bytes(), 0o644),
+            (format!("{SECRETS}/kafka_server_jaas.conf"), jaas.into_bytes(), 0o644),
+            (format!("{SECRETS}/admin.properties"), tools.into_bytes(), 0o644),
+        ];
+        Ok((env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), files))
     }
 }

@@ -25,6 +25,7 @@ pub mod kafka;
 pub mod names;
 pub mod node;
 pub mod pg_proxy;
+pub mod pki;
 pub mod postgres;
 pub mod produce;
 pub mod progress;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
-use testcontainers::core::{ContainerPort, WaitFor};
+use testcontainers::core::{ContainerPort, ExecCommand, WaitFor};
 use testcontainers::runners::AsyncRunner;
-use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+use testcontainers::{ContainerAsync, CopyTargetOptions, GenericImage, ImageExt};
 
 use crate::engine::{self, HARNESS_LABEL, OWNER_PID_LABEL, on_harness};
 use crate::images::ImageRef;
@@ -21,6 +21,8 @@ pub(crate) struct NodeSpec {
     /// (host port, container port); fixed so a restarted container keeps its address.
     pub(crate) ports: Vec<(u16, u16)>,
     pub(crate) cmd: Vec<String>,
+    /// Files copied in before the container starts: (path, content, mode).
+    pub(crate) files: Vec<(String, Vec<u8>, u32)>,
 }
 
 /// A running (or stopped, killed, paused) container; removed when dropped.
@@ -52,6 +54,9 @@ impl Node {
             }
             if !spec.cmd.is_empty() {
                 request = request.with_cmd(spec.cmd.clone());
+            }
+            for (path, content, mode) in &spec.files {
+                request = request.with_copy_to(CopyTargetOptions::new(path.clone()).with_mode(*mode), content.clone());
             }
             request
                 .start()
@@ -126,6 +131,26 @@ impl Node {
         let tail: Vec<&str> = logs.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         anyhow::bail!("container {} exited; its last lines:\n{}", self.name, tail.join("\n"))
+    }
+
+    /// Runs bash `script` in the container with `env` (kept off the command line, so secrets
+    /// stay out of `ps`); returns its exit status and its output, stdout then stderr.
+    pub async fn exec(&self, script: &str, env: &[(&str, &str)]) -> anyhow::Result<(i64, String)> {
+        const STATUS: &str = "exactly-harness-exit-status=";
+        let container = self.container()?;
+        // The status is printed last: reading it from the exec needs a future that is not Send.
+        let wrapped = format!("{script}\nprintf '\\n{STATUS}%s\\n' \"$?\"");
+        let command = ExecCommand::new(["bash", "-c", wrapped.as_str()])
+            .with_env_vars(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let (out, err) = on_harness(async move {
+            let mut result = container.exec(command).await.context("docker exec failed")?;
+            let out = result.stdout_to_vec().await.unwrap_or_default();
+            let err = result.stderr_to_vec().await.unwrap_or_default();
+            anyhow::Ok((String::from_utf8_lossy(&out).into_owned(), String::from_utf8_lossy(&err).into_owned()))
+        })
+        .await?;
+        let (output, status) = out.rsplit_once(STATUS).unwrap_or((out.as_str(), "-1"));
+        Ok((status.trim().parse().unwrap_or(-1), format!("{output}{err}")))
     }
 
     /// Everything the container printed so far, stdout then stderr, for failure messages.

@@ -1,5 +1,6 @@
 //! PostgreSQL in a container, with a fresh database for each test.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -11,6 +12,7 @@ use crate::engine::on_harness;
 use crate::images::{self, POSTGRES_IMAGE_VAR, POSTGRES_LOCAL, POSTGRES_OFFICIAL};
 use crate::names::unique;
 use crate::node::{Node, NodeSpec, free_port};
+use crate::pki::TestCa;
 
 const PASSWORD: &str = "exactly";
 
@@ -25,7 +27,37 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct Postgres {
     node: Node,
     port: u16,
+    /// Set for a server that accepts only TLS connections ([`Postgres::tls`]).
+    tls: Option<Tls>,
 }
+
+/// The CA that signed a TLS server's certificate, and a file holding it.
+#[derive(Debug)]
+struct Tls {
+    ca: TestCa,
+    ca_file: PathBuf,
+}
+
+/// Run by the image's entrypoint as `postgres` after `initdb`: the key must be private to
+/// the server's user (files copied in belong to root), and `ssl = on` must not be on the
+/// command line, which the temporary init server shares (it starts before the key is here).
+const TLS_INIT: &str = r#"#!/bin/bash
+set -euo pipefail
+install -m 0644 /etc/exactly-tls/server.crt "$PGDATA/server.crt"
+install -m 0600 /etc/exactly-tls/server.key "$PGDATA/server.key"
+cat >>"$PGDATA/postgresql.conf" <<'EOF'
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+password_encryption = 'scram-sha-256'
+EOF
+cat >"$PGDATA/pg_hba.conf" <<'EOF'
+local     all all     trust
+hostnossl all all all reject
+hostssl   all all all scram-sha-256
+EOF
+"#;
 
 /// A database of its own for one test, on a [`Postgres`] server.
 #[derive(Debug, Clone)]
@@ -37,6 +69,7 @@ pub struct TestDatabase {
 }
 
 static SHARED: OnceCell<Postgres> = OnceCell::const_new();
+static TLS_SHARED: OnceCell<Postgres> = OnceCell::const_new();
 
 impl Postgres {
     /// One server shared by every test of this test binary (started on first use).
@@ -48,6 +81,25 @@ impl Postgres {
 
     /// A server owned by the caller; removed when dropped.
     pub async fn dedicated() -> anyhow::Result<Postgres> {
+        Self::start(None).await
+    }
+
+    /// One TLS-only server ([`Postgres::tls`]) shared by the tests of this binary.
+    pub async fn tls_shared() -> anyhow::Result<&'static Postgres> {
+        TLS_SHARED.get_or_try_init(Self::tls).await
+    }
+
+    /// A server that refuses connections without TLS (`hostnossl ... reject`) and checks
+    /// passwords (SCRAM) on TLS ones; its certificate names `127.0.0.1` and `localhost` and
+    /// is signed by a CA made for this run. Its [`url`](Postgres::url)s ask for
+    /// `sslmode=verify-full` with that CA.
+    pub async fn tls() -> anyhow::Result<Postgres> {
+        let ca = TestCa::new()?;
+        let ca_file = ca.write_pem_file()?;
+        Self::start(Some(Tls { ca, ca_file })).await
+    }
+
+    async fn start(tls: Option<Tls>) -> anyhow::Result<Postgres> {
         crate::engine::ensure_engine().await?;
         let image = on_harness(async {
             let docker = crate::engine::docker().await?;
@@ -55,6 +107,15 @@ impl Postgres {
         })
         .await?;
         let port = free_port()?;
+        let mut files = Vec::new();
+        if let Some(tls) = &tls {
+            let cert = tls.ca.issue(&["localhost"], &["127.0.0.1"])?;
+            files = vec![
+                ("/etc/exactly-tls/server.crt".to_owned(), cert.chain_pem.into_bytes(), 0o644),
+                ("/etc/exactly-tls/server.key".to_owned(), cert.key_pem.into_bytes(), 0o644),
+                ("/docker-entrypoint-initdb.d/10-tls.sh".to_owned(), TLS_INIT.as_bytes().to_vec(), 0o755),
+            ];
+        }
         let spec = NodeSpec {
             image,
             name: unique("postgres"),
@@ -62,8 +123,9 @@ impl Postgres {
             env: vec![("POSTGRES_PASSWORD".into(), PASSWORD.into())],
             ports: vec![(port, 5432)],
             cmd: ["postgres", "-c", "max_connections=300"].map(String::from).to_vec(),
+            files,
         };
-        let server = Postgres { node: Node::start(spec).await?, port };
+        let server = Postgres { node: Node::start(spec).await?, port, tls };
         server.wait_ready(READY_TIMEOUT).await?;
         Ok(server)
     }
@@ -73,9 +135,30 @@ impl Postgres {
         &self.node
     }
 
-    /// URL of database `database` as the superuser.
+    /// URL of database `database` as the superuser (on a TLS server, with
+    /// `sslmode=verify-full` and this run's CA as `sslrootcert`).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{database}", self.port)
+        let url = self.url_with(database, "");
+        match &self.tls {
+            Some(tls) => format!("{url}?sslmode=verify-full&sslrootcert={}", tls.ca_file.display()),
+            None => url,
+        }
+    }
+
+    /// URL of database `database` as the superuser, followed by `query` (e.g.
+    /// `?sslmode=disable`) and nothing else.
+    pub fn url_with(&self, database: &str, query: &str) -> String {
+        format!("postgres://postgres:{PASSWORD}@127.0.0.1:{}/{database}{query}", self.port)
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca(&self) -> anyhow::Result<&TestCa> {
+        self.tls.as_ref().map(|tls| &tls.ca).context("not a TLS server: start it with Postgres::tls")
     }
 
     /// URL of database `database` as `user` with `password`.

@@ -13,6 +13,10 @@ use crate::error::Error;
 /// Runs the command `cli` names.
 pub(crate) async fn run(cli: Cli) -> Result<(), Error> {
     let (connection, json) = (&cli.connection, cli.json);
+    let uses_kafka = matches!(cli.command, Command::Offsets(_) | Command::Lag(_) | Command::Transactions(_));
+    if uses_kafka && connection.has_brokers() {
+        connection.check_kafka().await?;
+    }
     match cli.command {
         Command::Migrate => migrate::run(connection, json).await,
         Command::Offsets(OffsetsCommand::Show(group)) => offsets::show(connection, &group, json).await,

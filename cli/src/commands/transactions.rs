@@ -113,9 +113,9 @@ pub(crate) fn list(connection: &Connection, topics: &[String], json: bool) -> Re
             .collect();
         (Some(ongoing), None)
     } else {
-        let note = "the transactional ids cannot be listed over TLS or SASL yet (the tool's admin calls speak \
-                    PLAINTEXT only; Kafka's kafka-transactions.sh can): the held partitions still show where \
-                    transactions are open";
+        let note = "the transactional ids cannot be listed with this SASL mechanism (the tool's admin calls \
+                    log in with PLAIN or SCRAM only; Kafka's kafka-transactions.sh can): the held partitions still \
+                    show where transactions are open";
         (None, Some(note.to_owned()))
     };
     let held_partitions = tokio::task::block_in_place(|| open_transactions(connection, topics))?;

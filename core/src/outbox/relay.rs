@@ -52,6 +52,9 @@ pub struct Relay {
     batch_size: i64,
     poll_interval: Duration,
     on_error: Option<ErrorHook>,
+    /// Whether `start` first checks that the brokers accept the client (a runtime's relay
+    /// needs no check: its consumers stop the runtime on a refused login).
+    check: bool,
 }
 
 impl std::fmt::Debug for Relay {
@@ -97,11 +100,22 @@ impl Relay {
             batch_size: 500,
             poll_interval: Duration::from_millis(20),
             on_error: None,
+            check: true,
         }
     }
 
     pub(crate) fn with_properties(name: String, kafka: KafkaProperties, pool: PgPool) -> Self {
-        Self { kafka, ..Self::new(name, String::new(), pool) }
+        Self { kafka, check: false, ..Self::new(name, String::new(), pool) }
+    }
+
+    /// Every librdkafka setting given in the environment as `EXACTLY_RDKAFKA_<KEY>` (see
+    /// [`kafka_settings_from_env`](crate::kafka_settings_from_env)); settings given later
+    /// with [`Relay::kafka_setting`] win.
+    pub fn kafka_settings_from_env(mut self) -> Self {
+        for (key, value) in crate::kafka_settings_from_env() {
+            self.kafka.set(key, value);
+        }
+        self
     }
 
     /// Any librdkafka property (TLS, SASL, ...); unsafe producer settings are refused.
@@ -135,12 +149,22 @@ impl Relay {
         self
     }
 
-    /// Checks the settings and starts the relay in the background.
+    /// Checks the settings, checks that the brokers accept the client, and starts the relay
+    /// in the background.
     ///
     /// # Errors
-    /// When a setting would break the guarantee.
+    /// When a setting would break the guarantee; [`Error::KafkaAuthentication`] when a broker
+    /// refuses the credentials, [`Error::KafkaTls`] when the TLS handshake fails (brokers
+    /// that do not answer within 10 s are not an error: the relay retries them).
     pub async fn start(self) -> Result<RelayHandle> {
         self.kafka.check_producer(Duration::ZERO)?;
+        if self.check {
+            crate::kafka_client::check_kafka(
+                &self.kafka.consumer("exactly-relay-check"),
+                crate::kafka_client::CHECK_TIMEOUT,
+            )
+            .await?;
+        }
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::runtime::Handle::current();
         let metrics = RelayMetrics::new(&self.name);

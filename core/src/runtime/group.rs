@@ -78,7 +78,10 @@ impl ClientContext for GroupContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", group = %self.group, "{error}: {reason}");
+        match crate::kafka_client::fatal(&error, reason) {
+            Some(fatal) => self.shared.fail(fatal),
+            None => tracing::warn!(target: "librdkafka", group = %self.group, "{error}: {reason}"),
+        }
     }
 }
 

@@ -159,7 +159,10 @@ impl ClientContext for KafkaModeContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", "{error}: {reason}");
+        match crate::kafka_client::fatal(&error, reason) {
+            Some(fatal) => self.shared.fail(fatal),
+            None => tracing::warn!(target: "librdkafka", "{error}: {reason}"),
+        }
     }
 }
 

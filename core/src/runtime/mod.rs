@@ -18,6 +18,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Semaphore, watch};
 
+pub(crate) use self::group::log_librdkafka;
 use self::group::{Group, Spawner};
 use self::partition_worker::PartitionWorker;
 use self::shared::{ErrorHook, Shared};
@@ -35,6 +36,10 @@ use crate::subscription::Subscription;
 /// a commit interval: at 1 000, the cap it had, a copy ran at a tenth of the rate of
 /// at-least-once code (benchmark S3).
 const KAFKA_TRANSACTION_RECORDS: usize = 100_000;
+
+/// How long `run` waits for a broker to answer its first check before it goes on (brokers
+/// that are down are waited for as always; only a refusal stops the runtime).
+const START_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds a [`Runtime`]: brokers, database, handlers, batching.
 ///
@@ -111,6 +116,32 @@ impl RuntimeBuilder {
     /// refused by [`RuntimeBuilder::build`] with the reason.
     pub fn kafka_setting(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.kafka.set(key, value);
+        self
+    }
+
+    /// Every librdkafka setting given in the environment as `EXACTLY_RDKAFKA_<KEY>` (see
+    /// [`kafka_settings_from_env`](crate::kafka_settings_from_env)): TLS and SASL settings,
+    /// passwords included, can then come from the deployment rather than the code. Settings
+    /// given later with [`RuntimeBuilder::kafka_setting`] win.
+    ///
+    /// ```no_run
+    /// # async fn run(handler: impl exactly::Handler) -> exactly::Result<()> {
+    /// // EXACTLY_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL EXACTLY_RDKAFKA_SASL_MECHANISM=SCRAM-SHA-512
+    /// // EXACTLY_RDKAFKA_SASL_USERNAME=orders EXACTLY_RDKAFKA_SASL_PASSWORD=...
+    /// // EXACTLY_RDKAFKA_SSL_CA_LOCATION=/etc/kafka/ca.pem
+    /// let runtime = exactly::Runtime::builder()
+    ///     .brokers("kafka-1:9093")
+    ///     .kafka_settings_from_env()
+    ///     .database_url("postgres://orders@db/orders?sslmode=verify-full&sslrootcert=/etc/pg/ca.pem")
+    ///     .handler(handler)
+    ///     .build()
+    ///     .await?;
+    /// # runtime.run().await }
+    /// ```
+    pub fn kafka_settings_from_env(mut self) -> Self {
+        for (key, value) in crate::kafka_settings_from_env() {
+            self.kafka.set(key, value);
+        }
         self
     }
 
@@ -347,6 +378,7 @@ impl RuntimeBuilder {
         }
         panics::install_hook();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shutdown_tx = Arc::new(shutdown_tx);
         let health = Arc::new(HealthState::new(
             self.groups.iter().map(|spec| spec.subscription().group().to_owned()),
             shutdown_rx.clone(),
@@ -375,6 +407,8 @@ impl RuntimeBuilder {
             health,
             lag: LagRegistry::default(),
             trace_context: self.trace_context,
+            stop: Arc::clone(&shutdown_tx),
+            fatal: std::sync::Mutex::new(None),
         });
         let settings = StartSettings {
             kafka: self.kafka,
@@ -385,13 +419,7 @@ impl RuntimeBuilder {
             outbox_relay: self.outbox_relay,
             lag_interval: self.lag_interval,
         };
-        Ok(Runtime {
-            shared,
-            settings,
-            groups: self.groups,
-            shutdown: ShutdownHandle { sender: Arc::new(shutdown_tx) },
-            http,
-        })
+        Ok(Runtime { shared, settings, groups: self.groups, shutdown: ShutdownHandle { sender: shutdown_tx }, http })
     }
 }
 
@@ -472,7 +500,9 @@ impl Runtime {
     /// in-flight batches commit or roll back, the group is left cleanly.
     ///
     /// # Errors
-    /// When a consumer cannot be created or stops on a fatal error.
+    /// When a consumer cannot be created or stops on a fatal error, such as
+    /// [`Error::KafkaAuthentication`] (the brokers refused the credentials) or
+    /// [`Error::KafkaTls`] (the TLS handshake failed): those stop the runtime at once.
     pub async fn run(self) -> Result<()> {
         self.run_until(shutdown_signal()).await
     }
@@ -488,6 +518,10 @@ impl Runtime {
     /// When a consumer cannot be created or stops on a fatal error.
     pub async fn run_until(self, signal: impl Future<Output = ()> + Send) -> Result<()> {
         let _stop_when_dropped = StopOnDrop(self.shutdown.clone());
+        // A refused login or TLS handshake is found here, before any client blocks on it (a
+        // Kafka-mode producer's init_transactions would wait out its timeout); later ones
+        // reach the clients' error callbacks, which stop the runtime too.
+        crate::kafka_client::check_kafka(&self.settings.kafka.consumer("exactly-check"), START_CHECK_TIMEOUT).await?;
         crate::metrics::describe();
         self.shared.health.set_running(true);
         let _not_running_when_done = NotRunningOnDrop(Arc::clone(&self.shared.health));
@@ -553,7 +587,10 @@ impl Runtime {
         if let Some(server) = server {
             server.stop().await;
         }
-        outcome
+        match self.shared.take_fatal() {
+            Some(error) => Err(error),
+            None => outcome,
+        }
     }
 }
 

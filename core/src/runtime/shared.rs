@@ -32,6 +32,10 @@ pub(crate) struct Shared {
     pub(crate) lag: LagRegistry,
     /// Whether `traceparent` headers are read and carried to emitted records.
     pub(crate) trace_context: bool,
+    /// Stops the runtime (what [`crate::ShutdownHandle`] sends).
+    pub(crate) stop: Arc<watch::Sender<bool>>,
+    /// The error the runtime stopped on, for `run` to return.
+    pub(crate) fatal: std::sync::Mutex<Option<Error>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -56,6 +60,22 @@ impl Shared {
         if let Some(hook) = &self.on_error {
             hook(error);
         }
+    }
+
+    /// Reports `error`, keeps it (the first one) for `run` to return, and stops the runtime.
+    pub(crate) fn fail(&self, error: Error) {
+        self.report(&error);
+        let mut fatal = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if fatal.is_none() {
+            *fatal = Some(error);
+        }
+        drop(fatal);
+        self.stop.send_replace(true);
+    }
+
+    /// The error the runtime stopped on, if it stopped on one.
+    pub(crate) fn take_fatal(&self) -> Option<Error> {
+        self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// The database pool (there is one whenever a Database-mode handler runs).
