@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -147,6 +148,8 @@ pub(crate) fn offsets_for_time(
 
 /// The timestamp (ms since the epoch) of the record at `offset`, read uncommitted: where
 /// an open transaction starts, the last stable offset, it is that transaction's first.
+/// `None` when it cannot be read in time, or may not be read: reading needs Read on the
+/// topic and Describe on the group `exactly-cli`, which the tool's read-only ACLs do not give.
 pub(crate) fn timestamp_at(
     config: &ClientConfig,
     topic: &str,
@@ -162,6 +165,9 @@ pub(crate) fn timestamp_at(
     while std::time::Instant::now() < deadline {
         match client.poll(Duration::from_millis(200)) {
             Some(Ok(message)) if message.offset() >= offset => return Ok(message.timestamp().to_millis()),
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::GroupAuthorizationFailed,
+            ))) => return Ok(None),
             Some(Err(e)) => return Err(e).context(|| format!("cannot read {topic}/{partition} at {offset}")),
             _ => {}
         }

@@ -147,3 +147,72 @@ async fn a_wrong_password_fails_at_once_and_is_not_printed() -> anyhow::Result<(
     assert_eq!(message.trim_end().lines().count(), 1, "{message}");
     Ok(())
 }
+
+/// The tool under the Security chapter's ACLs, granted by its own script
+/// (`docs/src/security/kafka-acls.sh`) on a broker that enforces them: the `tool` part lets
+/// it read (`lag`, `offsets show` of a Kafka-mode group, `transactions list`) and nothing
+/// more; a reset without the `tool-admin` part is refused by the broker and reported as
+/// such, and works once it is granted, as does aborting a transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tool_works_under_the_documented_acls_and_needs_each_part() -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let kafka = Kafka::authorizing().await?;
+    let user = kafka.add_scram_user(&unique("tool")).await?;
+    let principal = format!("User:{}", user.username);
+    let topic = kafka.unique_topic("acl-tool", 2).await?;
+    let database = Postgres::shared().await?.database().await?;
+    produce(&kafka.client_config(), &topic, (0..10).map(|i| Input::to(i % 2, format!("k{i}"), format!("v{i}"))))
+        .await?;
+    // A Kafka-mode group that has committed 3 of each partition's 5 (as the admin).
+    let group = unique("acl-group");
+    let committer: BaseConsumer = kafka.client_config().set("group.id", &group).create()?;
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, Offset::Offset(3))?;
+    offsets.add_partition_offset(&topic, 1, Offset::Offset(3))?;
+    committer.commit(&offsets, CommitMode::Sync)?;
+    // A transaction left open under the service's transactional id (as the admin).
+    let transactional_id = unique("acl-tx");
+    let hanging: BaseProducer = kafka
+        .client_config()
+        .set("transactional.id", &transactional_id)
+        .set("transaction.timeout.ms", "600000")
+        .create()?;
+    hanging.init_transactions(Duration::from_secs(30))?;
+    hanging.begin_transaction()?;
+    hanging.send(BaseRecord::<str, str>::to(&topic).partition(1).key("k").payload("stuck")).map_err(|(e, _)| e)?;
+    hanging.flush(Duration::from_secs(30))?;
+
+    let vars = [("TOOL_TOPICS", topic.as_str()), ("GROUP", group.as_str()), ("TRANSACTIONAL_ID", &transactional_id)];
+    kafka.grant_documented_acls(&principal, &["tool"], &vars).await?;
+    let settings = kafka.client_settings(&user)?;
+    let tool = |args: &[&str]| exactly(&kafka, &database.url, &settings, args);
+
+    let lag = json(&tool(&["--json", "lag", "--group", &group, "--topic", &topic, "--mode", "kafka"])?)?;
+    assert_eq!(lag["mode"], "kafka", "{lag}");
+    let shown = json(&tool(&["--json", "offsets", "show", "--group", &group, "--topic", &topic])?)?;
+    assert_eq!(shown["mode"], "kafka", "{shown}");
+    let positions: Vec<i64> =
+        shown["partitions"].as_array().into_iter().flatten().filter_map(|p| p["position"].as_i64()).collect();
+    assert_eq!(positions, [3, 3], "{shown}");
+    let listing = json(&tool(&["--json", "transactions", "list", "--topic", &topic])?)?;
+    let named = listing["transactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["transactional_id"] == transactional_id.as_str());
+    assert!(named, "the open transaction is not named: {listing}");
+
+    // Changing needs the `tool-admin` part.
+    let reset = ["--json", "offsets", "reset", "--group", &group, "--topic", &topic, "--to", "earliest"];
+    let refused = tool(&reset)?;
+    let message = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "a reset without Read on the group: {message}");
+    assert!(message.to_lowercase().contains("authorization"), "unclear: {message}");
+    kafka.grant_documented_acls(&principal, &["tool-admin"], &vars).await?;
+    let changed = json(&tool(&reset)?)?;
+    assert_eq!(changed["changes"][0]["after"], 0, "{changed}");
+    let aborted = tool(&["transactions", "abort", "--transactional-id", &transactional_id])?;
+    assert!(aborted.status.success(), "abort: {}", stderr(&aborted));
+    Ok(())
+}

@@ -81,6 +81,23 @@ pub enum Error {
         /// librdkafka's account of it.
         reason: String,
     },
+    /// A Kafka broker refused an operation because the client's principal has no ACL for
+    /// it: reading a topic or the consumer group, writing a topic, using the transactional
+    /// id, or acting on the cluster. Retrying cannot help until an administrator grants it,
+    /// so the runtime and the outbox relay stop on it; nothing committed is lost, and what
+    /// was not committed is redone after the restart. The Security chapter lists the ACLs
+    /// exactly needs.
+    #[error(
+        "kafka refused {resource} to this client's principal: {reason}; grant the ACL for it (the Security \
+         chapter lists the ACLs exactly needs)"
+    )]
+    KafkaAuthorization {
+        /// What was refused, as precisely as it is known: `topic `orders``, `group `g``,
+        /// `transactional id `tx``, or only the kind (`a topic`).
+        resource: String,
+        /// librdkafka's account of it.
+        reason: String,
+    },
     /// The Kafka client failed. A refused client setting keeps its name, never its value
     /// (it may be a secret).
     #[error("kafka: {0}")]
@@ -189,7 +206,11 @@ impl From<rdkafka::error::KafkaError> for Error {
     /// Keeps a refused client setting's name and drops its value, which may be a secret (a
     /// misspelt `sasl.pasword` is not known to be one): librdkafka's description may quote
     /// it too.
+    /// An authorization failure (a missing ACL) becomes [`Error::KafkaAuthorization`].
     fn from(error: rdkafka::error::KafkaError) -> Self {
+        if let Some(resource) = crate::kafka_client::refused_resource(&error) {
+            return Error::KafkaAuthorization { resource: resource.to_owned(), reason: error.to_string() };
+        }
         Error::Kafka(crate::redact::kafka_error(error))
     }
 }
@@ -212,11 +233,36 @@ impl Error {
             | Error::OffsetOutOfRange { .. }
             | Error::Listen { .. }
             | Error::KafkaAuthentication { .. }
-            | Error::KafkaTls { .. } => ErrorClass::Fatal,
+            | Error::KafkaTls { .. }
+            | Error::KafkaAuthorization { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
             Error::KafkaCallStuck { .. } => ErrorClass::Retriable,
             Error::Database(e) => database_class(e),
             Error::Handler { .. } | Error::AssignmentLost { .. } | Error::DeadLettered { .. } => ErrorClass::Abortable,
+        }
+    }
+
+    /// A copy of this error when Kafka refused the client access (credentials, TLS or an
+    /// ACL): errors no part of the runtime can work around, so it stops on them.
+    pub(crate) fn refused_access(&self) -> Option<Error> {
+        match self {
+            Error::KafkaAuthentication { reason } => Some(Error::KafkaAuthentication { reason: reason.clone() }),
+            Error::KafkaTls { reason } => Some(Error::KafkaTls { reason: reason.clone() }),
+            Error::KafkaAuthorization { resource, reason } => {
+                Some(Error::KafkaAuthorization { resource: resource.clone(), reason: reason.clone() })
+            }
+            _ => None,
+        }
+    }
+
+    /// The same error, naming `resource` when it is a refused authorization of that kind
+    /// (`resource` is only used when `kind` is the kind the error names).
+    pub(crate) fn naming(self, kind: &str, resource: impl FnOnce() -> String) -> Self {
+        match self {
+            Error::KafkaAuthorization { resource: known, reason } if known == kind => {
+                Error::KafkaAuthorization { resource: resource(), reason }
+            }
+            other => other,
         }
     }
 

@@ -81,6 +81,57 @@ pub(crate) fn fatal(error: &KafkaError, reason: &str) -> Option<Error> {
     }
 }
 
+/// What a refused authorization is about, by kind, for a Kafka error that is one.
+pub(crate) const A_TOPIC: &str = "a topic";
+/// See [`A_TOPIC`].
+pub(crate) const THE_GROUP: &str = "the consumer group";
+/// See [`A_TOPIC`].
+pub(crate) const THE_TRANSACTIONAL_ID: &str = "the transactional id";
+
+/// When `error` is a broker's refusal for lack of an ACL: what kind of resource it was
+/// refused ([`A_TOPIC`], [`THE_GROUP`], [`THE_TRANSACTIONAL_ID`] or the cluster).
+pub(crate) fn refused_resource(error: &KafkaError) -> Option<&'static str> {
+    match error.rdkafka_error_code()? {
+        RDKafkaErrorCode::TopicAuthorizationFailed => Some(A_TOPIC),
+        RDKafkaErrorCode::GroupAuthorizationFailed => Some(THE_GROUP),
+        RDKafkaErrorCode::TransactionalIdAuthorizationFailed => Some(THE_TRANSACTIONAL_ID),
+        RDKafkaErrorCode::ClusterAuthorizationFailed => Some("an operation on the cluster"),
+        _ => None,
+    }
+}
+
+/// The refusal a consumer of `group` subscribed to `topics` got from `poll`, when `error`
+/// is one, naming the group or the topics it may not read (asked of the brokers: a
+/// consumer's error does not say which topic).
+pub(crate) fn consumer_refusal<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    error: &KafkaError,
+    group: &str,
+    topics: &[String],
+) -> Option<Error> {
+    refused_resource(error)?;
+    let refusal = Error::from(error.clone()).naming(THE_GROUP, || format!("group `{group}`"));
+    Some(refusal.naming(A_TOPIC, || {
+        let refused: Vec<String> = topics
+            .iter()
+            .filter(|topic| {
+                consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).is_ok_and(|metadata| {
+                    metadata.topics().iter().any(|t| {
+                        t.error()
+                            .is_some_and(|e| RDKafkaErrorCode::from(e) == RDKafkaErrorCode::TopicAuthorizationFailed)
+                    })
+                })
+            })
+            .map(|topic| format!("`{topic}`"))
+            .collect();
+        match refused.as_slice() {
+            [] => format!("one of the topics {}", topics.join(", ")),
+            [one] => format!("topic {one}"),
+            many => format!("topics {}", many.join(", ")),
+        }
+    }))
+}
+
 /// How long [`check_kafka`] waits for an answer when nothing refuses it.
 pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -202,5 +253,25 @@ mod tests {
         let error = Error::KafkaAuthentication { reason: refused.into() };
         assert_eq!(error.class(), crate::ErrorClass::Fatal);
         assert!(error.to_string().contains("SCRAM-SHA-512"));
+    }
+
+    #[test]
+    fn authorization_failures_become_fatal_errors_naming_what_was_refused() {
+        let group = Error::from(KafkaError::MessageConsumption(RDKafkaErrorCode::GroupAuthorizationFailed));
+        assert!(matches!(&group, Error::KafkaAuthorization { resource, .. } if resource == THE_GROUP), "{group:?}");
+        assert_eq!(group.class(), crate::ErrorClass::Fatal);
+        assert!(group.refused_access().is_some());
+        let named = group.naming(THE_GROUP, || "group `orders`".into());
+        assert!(named.to_string().starts_with("kafka refused group `orders` to this client's principal"), "{named}");
+        // Only the kind it is about is replaced.
+        let topic = Error::from(KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed));
+        let topic = topic.naming(THE_GROUP, || "group `orders`".into());
+        assert!(matches!(&topic, Error::KafkaAuthorization { resource, .. } if resource == A_TOPIC), "{topic:?}");
+        let id = Error::from(KafkaError::Global(RDKafkaErrorCode::TransactionalIdAuthorizationFailed));
+        assert!(matches!(&id, Error::KafkaAuthorization { resource, .. } if resource == THE_TRANSACTIONAL_ID));
+        // Anything else stays a Kafka error, and does not stop the runtime.
+        let lost = Error::from(KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure));
+        assert!(matches!(lost, Error::Kafka(_)), "{lost:?}");
+        assert!(lost.refused_access().is_none());
     }
 }

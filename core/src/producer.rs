@@ -126,8 +126,10 @@ pub(crate) fn flush(producer: &TxnProducer, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Enqueues `record`, waiting while librdkafka's queue is full (never drops it).
+/// Enqueues `record`, waiting while librdkafka's queue is full (never drops it). A refused
+/// authorization names the record's topic.
 pub(crate) fn send(producer: &TxnProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    let topic = record.topic;
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -135,7 +137,9 @@ pub(crate) fn send(producer: &TxnProducer, mut record: BaseRecord<'_, [u8], [u8]
                 record = again;
                 std::thread::sleep(Duration::from_millis(1));
             }
-            Err((e, _)) => return Err(e.into()),
+            Err((e, _)) => {
+                return Err(Error::from(e).naming(crate::kafka_client::A_TOPIC, || format!("topic `{topic}`")));
+            }
         }
     }
 }
@@ -168,6 +172,10 @@ pub(crate) fn record<'a>(
 /// incarnation with the same `transactional.id` and aborts (or completes) what it left open.
 pub(crate) fn transactional(config: &rdkafka::ClientConfig) -> Result<TxnProducer> {
     let producer: TxnProducer = config.create()?;
-    producer.init_transactions(CALL_TIMEOUT)?;
+    producer.init_transactions(CALL_TIMEOUT).map_err(|e| {
+        Error::from(e).naming(crate::kafka_client::THE_TRANSACTIONAL_ID, || {
+            format!("transactional id `{}`", config.get("transactional.id").unwrap_or_default())
+        })
+    })?;
     Ok(producer)
 }

@@ -44,6 +44,8 @@ struct Security {
     admin: Credentials,
     /// A PLAIN user declared in the broker's JAAS file.
     plain: Credentials,
+    /// Whether the broker enforces ACLs ([`Kafka::authorizing`]).
+    authorizer: bool,
 }
 
 /// A SASL user of a [`Kafka::secure`] broker.
@@ -83,6 +85,9 @@ pub fn random_password() -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(24).map(char::from).collect()
 }
 
+/// The ACLs of the Security chapter, as the script a Kafka administrator runs.
+const KAFKA_ACLS_SH: &str = include_str!("../../docs/src/security/kafka-acls.sh");
+
 static SHARED: OnceCell<Kafka> = OnceCell::const_new();
 static SECURE_SHARED: OnceCell<Kafka> = OnceCell::const_new();
 
@@ -114,11 +119,22 @@ impl Kafka {
     /// PLAIN super user; [`Kafka::add_scram_user`] and [`Kafka::plain_user`] give users for
     /// the code under test.
     pub async fn secure() -> anyhow::Result<Kafka> {
+        Self::secure_with(false).await
+    }
+
+    /// A [`Kafka::secure`] broker that also enforces ACLs (KRaft's `StandardAuthorizer`):
+    /// the harness's admin is its only super user, and no one else may do anything an ACL
+    /// does not allow. Grant with [`Kafka::grant_documented_acls`] and [`Kafka::remove_acl`].
+    pub async fn authorizing() -> anyhow::Result<Kafka> {
+        Self::secure_with(true).await
+    }
+
+    async fn secure_with(authorizer: bool) -> anyhow::Result<Kafka> {
         let ca = TestCa::new()?;
         let ca_file = ca.write_pem_file()?;
         let admin = Credentials { mechanism: "PLAIN", username: "admin".into(), password: random_password() };
         let plain = Credentials { mechanism: "PLAIN", username: "plainsvc".into(), password: random_password() };
-        Self::start_with(1, Some(Security { ca, ca_file, admin, plain })).await
+        Self::start_with(1, Some(Security { ca, ca_file, admin, plain, authorizer })).await
     }
 
     /// Three brokers, replication factor 3 and `min.insync.replicas` 2 for every topic,
@@ -249,6 +265,56 @@ impl Kafka {
         anyhow::ensure!(code == 0, "kafka-configs could not create SCRAM user {username} (exit {code}):\n{output}");
         self.wait_authenticated(&credentials, READY_TIMEOUT).await?;
         Ok(credentials)
+    }
+
+    /// Runs the Security chapter's ACL script (`docs/src/security/kafka-acls.sh`) as the
+    /// admin, in the broker's container with Kafka's own `kafka-acls.sh`: grants
+    /// `principal` (`User:name`) the ACLs of `parts` (`handler`, `kafka-mode`, `relay`,
+    /// `tool`, `tool-admin`), with the script's variables (`INPUT_TOPICS`, `GROUP`, ...)
+    /// from `vars`. Returns what it printed.
+    pub async fn grant_documented_acls(
+        &self,
+        principal: &str,
+        parts: &[&str],
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<String> {
+        self.security()?;
+        let node = &self.nodes[0];
+        let bootstrap = format!("{}:19092", node.name());
+        let admin_config = format!("{SECRETS}/admin.properties");
+        let mut env = vec![
+            ("ACL_SCRIPT", KAFKA_ACLS_SH),
+            ("KAFKA_ACLS", "/opt/kafka/bin/kafka-acls.sh"),
+            ("BOOTSTRAP", bootstrap.as_str()),
+            ("ADMIN_CONFIG", admin_config.as_str()),
+            ("PRINCIPAL", principal),
+        ];
+        env.extend_from_slice(vars);
+        let script = format!("sh -c \"$ACL_SCRIPT\" kafka-acls.sh {}", parts.join(" "));
+        let (code, output) = node.exec(&script, &env).await?;
+        anyhow::ensure!(code == 0, "kafka-acls.sh {} failed (exit {code}):\n{output}", parts.join(" "));
+        Ok(output)
+    }
+
+    /// Removes one ACL of `principal` (`kafka-acls.sh --remove` with `acl`, e.g.
+    /// `["--operation", "Read", "--group", "g"]`), to show that it is needed.
+    pub async fn remove_acl(&self, principal: &str, acl: &[&str]) -> anyhow::Result<()> {
+        self.security()?;
+        let node = &self.nodes[0];
+        let mut script = format!(
+            "/opt/kafka/bin/kafka-acls.sh --bootstrap-server {}:19092 --command-config {SECRETS}/admin.properties \
+             --remove --force --allow-principal \"$PRINCIPAL\"",
+            node.name()
+        );
+        for (i, _) in acl.iter().enumerate() {
+            script.push_str(&format!(" \"$ACL_{i}\""));
+        }
+        let names: Vec<String> = (0..acl.len()).map(|i| format!("ACL_{i}")).collect();
+        let mut env: Vec<(&str, &str)> = vec![("PRINCIPAL", principal)];
+        env.extend(names.iter().map(String::as_str).zip(acl.iter().copied()));
+        let (code, output) = node.exec(&script, &env).await?;
+        anyhow::ensure!(code == 0, "kafka-acls.sh --remove {acl:?} failed (exit {code}):\n{output}");
+        Ok(())
     }
 
     /// The librdkafka settings of a client logging in as `user` over TLS, trusting this run's
@@ -436,12 +502,21 @@ impl Security {
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
             ),
         ];
+        let mut env: Vec<(String, String)> = env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        if self.authorizer {
+            // The broker and its controller log in as admin: as the super user they pass.
+            env.push((
+                "KAFKA_AUTHORIZER_CLASS_NAME".into(),
+                "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+            ));
+            env.push(("KAFKA_SUPER_USERS".into(), format!("User:{}", admin.username)));
+        }
         let files = vec![
             (format!("{SECRETS}/broker.pem"), format!("{}{}", cert.key_pem, cert.chain_pem).into_bytes(), 0o644),
             (format!("{SECRETS}/ca.pem"), self.ca.pem.clone().into_bytes(), 0o644),
             (format!("{SECRETS}/kafka_server_jaas.conf"), jaas.into_bytes(), 0o644),
             (format!("{SECRETS}/admin.properties"), tools.into_bytes(), 0o644),
         ];
-        Ok((env.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(), files))
+        Ok((env, files))
     }
 }

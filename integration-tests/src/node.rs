@@ -72,6 +72,11 @@ impl Node {
         &self.name
     }
 
+    /// The container's id, while it exists.
+    pub fn container_id(&self) -> Option<String> {
+        self.container.as_ref().map(|container| container.id().to_owned())
+    }
+
     fn container(&self) -> anyhow::Result<Arc<ContainerAsync<GenericImage>>> {
         self.container.clone().context("container already removed")
     }

@@ -197,6 +197,11 @@ impl Worker {
         while !self.stopping() {
             match self.lead() {
                 Ok(()) => {}
+                // Kafka refused access (a missing ACL): retrying would hide it.
+                Err(error) if error.refused_access().is_some() => {
+                    self.report(&error);
+                    return Err(error);
+                }
                 Err(error) => {
                     self.report(&error);
                     std::thread::sleep(Duration::from_secs(1));
@@ -255,13 +260,15 @@ impl Worker {
                     }
                 }
                 Err(error) => {
-                    self.report(&error);
                     let _ = producer.abort_transaction(CALL_TIMEOUT);
-                    if let Error::Kafka(KafkaError::Transaction(e)) = &error
-                        && e.is_fatal()
+                    // Fenced (another relay publishes now), or Kafka refused access (a
+                    // missing ACL): `run` reports it.
+                    if error.refused_access().is_some()
+                        || matches!(&error, Error::Kafka(KafkaError::Transaction(e)) if e.is_fatal())
                     {
-                        return Err(error); // fenced: another relay publishes now
+                        return Err(error);
                     }
+                    self.report(&error);
                     // The outcome may be unknown: start over from what Kafka says.
                     producer = self.producer()?;
                     position = self.read_position()?;

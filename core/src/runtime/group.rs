@@ -265,12 +265,13 @@ impl Group {
         let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
         let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
+        let topics = subscription.topics().to_vec();
         let shared = Arc::clone(shared);
         let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
         let poller = shared.handle.clone().spawn_blocking(move || {
             let _alive = alive;
             ON_POLL_THREAD.with(|on| on.set(true));
-            let outcome = poll(&consumer, &shared);
+            let outcome = poll(&consumer, &shared, &topics);
             // Closing the consumer revokes what it still owns: still on this thread.
             drop(consumer);
             ON_POLL_THREAD.with(|on| on.set(false));
@@ -280,8 +281,10 @@ impl Group {
     }
 }
 
-/// Serves the group queue (rebalances, errors) until shutdown, then leaves the group cleanly.
-fn poll(consumer: &Arc<GroupConsumer>, shared: &Shared) -> Result<()> {
+/// Serves the group queue (rebalances, errors) until shutdown, then leaves the group
+/// cleanly. A refused authorization (a missing ACL on the group or one of `topics`) stops
+/// the runtime.
+fn poll(consumer: &Arc<GroupConsumer>, shared: &Shared, topics: &[String]) -> Result<()> {
     while !shared.shutting_down() {
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
@@ -297,7 +300,13 @@ fn poll(consumer: &Arc<GroupConsumer>, shared: &Shared) -> Result<()> {
                 )));
                 consumer.context().halt(message.topic(), message.partition());
             }
-            Some(Err(e)) => tracing::warn!(group = %consumer.context().group, "consumer: {e}"),
+            Some(Err(e)) => {
+                let group = &consumer.context().group;
+                match crate::kafka_client::consumer_refusal(consumer, &e, group, topics) {
+                    Some(refusal) => shared.fail(refusal),
+                    None => tracing::warn!(%group, "consumer: {e}"),
+                }
+            }
         }
     }
     consumer.context().stop_all();

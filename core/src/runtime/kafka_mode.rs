@@ -791,20 +791,23 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
     }
     let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
+    let topics = subscription.topics().to_vec();
     let shared = Arc::clone(shared);
     let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
     let poller = shared.handle.clone().spawn_blocking(move || {
         let _alive = alive;
-        run(&consumer, &*handler, &shared)
+        run(&consumer, &*handler, &shared, &topics)
     });
     Ok(super::group::Group { name: group, poller })
 }
 
-/// The group's loop: poll, handle, commit when due; at shutdown commit and leave.
+/// The group's loop: poll, handle, commit when due; at shutdown commit and leave. A
+/// refused authorization (a missing ACL on the group or one of `topics`) stops the runtime.
 fn run<H: Handler<Mode = Kafka>>(
     consumer: &BaseConsumer<KafkaModeContext>,
     handler: &H,
     shared: &Shared,
+    topics: &[String],
 ) -> Result<()> {
     let mut outputs = Vec::new();
     while !shared.shutting_down() {
@@ -825,7 +828,10 @@ fn run<H: Handler<Mode = Kafka>>(
             Some(Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
                 shared.report(&Error::from(e));
             }
-            Some(Err(e)) => tracing::warn!(group = %txn.group, "consumer: {e}"),
+            Some(Err(e)) => match crate::kafka_client::consumer_refusal(consumer, &e, &txn.group, topics) {
+                Some(refusal) => shared.fail(refusal),
+                None => tracing::warn!(group = %txn.group, "consumer: {e}"),
+            },
             None => txn.skip_control_records(consumer, shared),
         }
         txn.settle_committing(consumer, shared, false);

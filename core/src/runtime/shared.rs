@@ -48,8 +48,17 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Logs `error` with its context and hands it to the user's hook.
+    /// Logs `error` with its context and hands it to the user's hook. When Kafka refused
+    /// the client access (credentials, TLS, a missing ACL), which nothing here can work
+    /// around, also stops the runtime on it.
     pub(crate) fn report(&self, error: &Error) {
+        self.log(error);
+        if let Some(refusal) = error.refused_access() {
+            self.keep_fatal(refusal);
+        }
+    }
+
+    fn log(&self, error: &Error) {
         match error.location() {
             Some(location) => tracing::error!(
                 group = %location.group, topic = %location.topic, partition = location.partition,
@@ -64,7 +73,12 @@ impl Shared {
 
     /// Reports `error`, keeps it (the first one) for `run` to return, and stops the runtime.
     pub(crate) fn fail(&self, error: Error) {
-        self.report(&error);
+        self.log(&error);
+        self.keep_fatal(error);
+    }
+
+    /// Keeps `error` (the first one) for `run` to return, and stops the runtime.
+    fn keep_fatal(&self, error: Error) {
         let mut fatal = self.fatal.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if fatal.is_none() {
             *fatal = Some(error);
