@@ -22,9 +22,74 @@ pub(crate) fn sql_name(name: &str) -> anyhow::Result<&str> {
     Ok(name)
 }
 
+/// Fails, before anything starts, when the Docker engine's data directory has less than
+/// `needed` bytes free: a broker that runs out of disk mid-run fails its scenario with
+/// nothing but "Meta data fetch error: OperationTimedOut". Only checked when the engine is
+/// on this machine (its data directory is a local path).
+///
+/// # Errors
+/// When less is free, saying how much is needed and where.
+pub(crate) async fn check_free_disk(needed: u64) -> anyhow::Result<()> {
+    let docker = exactly_integration_tests::engine::docker().await?;
+    let Some(root) = docker.info().await.ok().and_then(|info| info.docker_root_dir) else { return Ok(()) };
+    if !std::path::Path::new(&root).is_dir() {
+        return Ok(());
+    }
+    let df = std::process::Command::new("df").args(["-Pk", &root]).output().context("cannot run df")?;
+    let text = String::from_utf8_lossy(&df.stdout);
+    let free_kib: Option<u64> = text.lines().nth(1).and_then(|line| line.split_whitespace().nth(3)?.parse().ok());
+    let Some(free) = free_kib.map(|kib| kib * 1024) else { return Ok(()) };
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    anyhow::ensure!(
+        free >= needed,
+        "only {:.1} GiB free under {root} (the Docker engine's data, where the broker writes); this run needs \
+         about {:.1} GiB. Free some (old `target/` builds, `docker system prune`) or pass --scale",
+        gib(free),
+        gib(needed)
+    );
+    Ok(())
+}
+
+/// Reads the CPU time a container has used, from its cgroup, when the engine is on this
+/// machine (cgroup v1 `cpuacct`, or v2 under systemd or cgroupfs).
+#[derive(Debug)]
+pub(crate) struct ContainerCpu {
+    /// `cpuacct.usage` (nanoseconds) or `cpu.stat` (its `usage_usec` line).
+    file: Option<std::path::PathBuf>,
+}
+
+impl ContainerCpu {
+    pub(crate) fn of(container_id: Option<String>) -> Self {
+        let file = container_id.and_then(|id| {
+            [
+                format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"),
+                format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat"),
+                format!("/sys/fs/cgroup/docker/{id}/cpu.stat"),
+            ]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_file())
+        });
+        Self { file }
+    }
+
+    /// CPU seconds used so far, when known.
+    pub(crate) fn seconds(&self) -> Option<f64> {
+        let file = self.file.as_ref()?;
+        let text = std::fs::read_to_string(file).ok()?;
+        if file.ends_with("cpuacct.usage") {
+            return Some(text.trim().parse::<f64>().ok()? / 1e9);
+        }
+        let micros = text.lines().find_map(|line| line.strip_prefix("usage_usec "))?;
+        Some(micros.trim().parse::<f64>().ok()? / 1e6)
+    }
+}
+
 /// Kafka and PostgreSQL for one bench run.
 #[derive(Debug)]
 pub(crate) struct Bed {
+    /// The broker's CPU time, for the "broker CPU per msg" figures.
+    pub(crate) broker_cpu: ContainerCpu,
     pub(crate) kafka: Kafka,
     /// Kept so that the server lives as long as the bed.
     _postgres: Postgres,
@@ -45,7 +110,8 @@ impl Bed {
         )
         .execute(&pool)
         .await?;
-        Ok(Self { kafka, _postgres: postgres, database, pool })
+        let broker_cpu = ContainerCpu::of(kafka.broker(0).container_id());
+        Ok(Self { broker_cpu, kafka, _postgres: postgres, database, pool })
     }
 
     pub(crate) fn brokers(&self) -> String {

@@ -10,7 +10,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use crate::bed::{Bed, now_micros, payload, sent_micros};
+use crate::bed::{Bed, ContainerCpu, now_micros, payload, sent_micros};
 use crate::process::Measured;
 use crate::progress::Progress;
 
@@ -27,6 +27,8 @@ pub(crate) struct Throughput {
     pub(crate) peak_rss_kib: u64,
     /// CPU time the process used over the same window, in seconds, when known.
     pub(crate) cpu_seconds: Option<f64>,
+    /// CPU time the broker used over the same window, in seconds, when known.
+    pub(crate) broker_cpu_seconds: Option<f64>,
 }
 
 impl Throughput {
@@ -36,21 +38,32 @@ impl Throughput {
 
     /// CPU time per message, in microseconds, when known.
     pub(crate) fn cpu_micros_per_message(&self) -> Option<f64> {
-        let cpu = self.cpu_seconds?;
-        (self.messages > 0).then(|| cpu * 1e6 / self.messages as f64)
+        self.per_message(self.cpu_seconds?)
+    }
+
+    /// The broker's CPU time per message, in microseconds, when known.
+    pub(crate) fn broker_cpu_micros_per_message(&self) -> Option<f64> {
+        self.per_message(self.broker_cpu_seconds?)
+    }
+
+    fn per_message(&self, seconds: f64) -> Option<f64> {
+        (self.messages > 0).then(|| seconds * 1e6 / self.messages as f64)
     }
 }
 
 /// Watches `process` work through a backlog of `target` messages. The clock starts at the
 /// first progress it makes durable (so start-up and group joining are not counted) and
-/// stops when all `target` are durable; the process is then killed.
+/// stops when all `target` are durable; the process is then killed. The broker's CPU time
+/// (`broker_cpu`) is taken over the same window.
 pub(crate) async fn throughput(
     mut process: Measured,
     progress: &Progress,
     target: i64,
     timeout: Duration,
+    broker_cpu: &ContainerCpu,
 ) -> anyhow::Result<Throughput> {
     let mut first: Option<(Instant, i64, Option<f64>)> = None;
+    let mut broker_before = None;
     let deadline = Instant::now() + timeout;
     let result = loop {
         process.check_running()?;
@@ -65,10 +78,12 @@ pub(crate) async fn throughput(
                 seconds: now.duration_since(since).as_secs_f64(),
                 peak_rss_kib: process.peak_rss_kib(),
                 cpu_seconds: process.cpu_seconds().zip(cpu_before).map(|(after, before)| after - before),
+                broker_cpu_seconds: broker_cpu.seconds().zip(broker_before).map(|(after, before)| after - before),
             };
         }
         if first.is_none() && done > 0 {
             first = Some((now, done, process.cpu_seconds()));
+            broker_before = broker_cpu.seconds();
         }
         if now >= deadline {
             bail!(

@@ -78,6 +78,14 @@ impl Profile {
         self
     }
 
+    /// Bytes the broker may hold at once: the largest scenario's input and output topics
+    /// (1 KB records, with batch and index overhead) twice over, since a deleted topic's
+    /// files go a minute later, plus 4 GiB for the database, logs and builds meanwhile.
+    pub(crate) fn disk_needed(&self) -> u64 {
+        let largest = self.recovery_cap.max(self.curve_messages).max(self.s3_messages).max(self.s1_messages);
+        largest * 1100 * 2 * 2 + (4 << 30)
+    }
+
     /// ", changed: …" when the profile was changed, for the report.
     pub(crate) fn note(&self) -> String {
         if self.changes.is_empty() { String::new() } else { format!(", changed: {}", self.changes.join(", ")) }
@@ -235,10 +243,11 @@ impl<'a> Suite<'a> {
             &format!(
                 "{n} messages of 1 KB in {PARTITIONS} partitions; one `INSERT` per message into a table with a \
                  primary key; median of {} runs (range in brackets). Ratios are to (a). CPU per msg: the \
-                 process's user and system time over the measured window, per message (PostgreSQL's is not in it).",
+                 process's user and system time over the measured window, per message (PostgreSQL's is not in it); \
+                 broker CPU per msg: the broker container's, over the same window.",
                 self.profile.repeats
             ),
-            &["system", "settings", "msg/s", "MB/s", "ratio to (a)", "peak RSS", "CPU per msg"],
+            &["system", "settings", "msg/s", "MB/s", "ratio to (a)", "peak RSS", "CPU per msg", "broker CPU per msg"],
         );
         for (variant, runs) in variants.iter().zip(&results) {
             section.row(throughput_row(variant, runs, KB, baseline));
@@ -272,7 +281,16 @@ impl<'a> Suite<'a> {
                  {DEFAULT_CONCURRENCY} partitions' transactions at once. Median of {} runs.",
                 self.profile.repeats
             ),
-            &["system", "settings", "msg/s", "MB/s", "ratio to the loop", "peak RSS", "CPU per msg"],
+            &[
+                "system",
+                "settings",
+                "msg/s",
+                "MB/s",
+                "ratio to the loop",
+                "peak RSS",
+                "CPU per msg",
+                "broker CPU per msg",
+            ],
         );
         for (variant, runs) in variants.iter().zip(&results) {
             section.row(throughput_row(variant, runs, KB, baseline));
@@ -301,10 +319,21 @@ impl<'a> Suite<'a> {
                  {COMMIT_MS} ms; exactly and Kafka Streams in transactions (read_committed), the baseline \
                  idempotent and at-least-once. Every output is read back: it holds each input once. Median of {} \
                  runs; ratios are to the idempotent copy (a). CPU per msg: the process's user and system time \
-                 over the measured window, per message (the broker's is not in it).",
+                 over the measured window, per message; broker CPU per msg: the broker container's, over the \
+                 same window (the transactional work of exactly and Kafka Streams is there).",
                 self.profile.repeats
             ),
-            &["system", "message size", "msg/s", "MB/s", "ratio to (a)", "ratio to Streams", "peak RSS", "CPU per msg"],
+            &[
+                "system",
+                "message size",
+                "msg/s",
+                "MB/s",
+                "ratio to (a)",
+                "ratio to Streams",
+                "peak RSS",
+                "CPU per msg",
+                "broker CPU per msg",
+            ],
         );
         for size in [KB, 100] {
             self.say(&format!("S3: filling a topic with {n} messages of {size} B"));
@@ -645,6 +674,7 @@ impl<'a> Suite<'a> {
                 seconds: outcome.seconds,
                 peak_rss_kib: outcome.peak_rss_kib,
                 cpu_seconds: None,
+                broker_cpu_seconds: None,
             }
         } else {
             let process = self.start(variant, input, &group, &table, &output).await?;
@@ -652,7 +682,7 @@ impl<'a> Suite<'a> {
                 Subject::Worker(_) => self.progress(&self.spec(variant, input, &group, &table, &output), partitions)?,
                 Subject::KafkaStreams => Progress::committed(&self.bed.brokers(), &group, input, partitions)?,
             };
-            measure::throughput(process, &progress, target, timeout).await?
+            measure::throughput(process, &progress, target, timeout, &self.bed.broker_cpu).await?
         };
         if writes_rows {
             let rows = self.bed.rows(&table).await?;
@@ -763,6 +793,11 @@ fn median(runs: &[Throughput]) -> Throughput {
     sorted[(sorted.len() - 1) / 2]
 }
 
+/// "4.2 µs", or "—" when not known.
+fn micros(value: Option<f64>) -> String {
+    value.map_or_else(|| "—".to_owned(), |micros| format!("{micros:.1} µs"))
+}
+
 fn throughput_row(variant: &Variant, runs: &[Throughput], size: usize, baseline: f64) -> Vec<String> {
     let middle = median(runs);
     let rate = if runs.len() > 1 {
@@ -780,7 +815,8 @@ fn throughput_row(variant: &Variant, runs: &[Throughput], size: usize, baseline:
         format!("{:.1}", middle.rate() * size as f64 / 1e6),
         format!("{:.2}", middle.rate() / baseline),
         mib(peak),
-        middle.cpu_micros_per_message().map_or_else(|| "—".to_owned(), |micros| format!("{micros:.1} µs")),
+        micros(middle.cpu_micros_per_message()),
+        micros(middle.broker_cpu_micros_per_message()),
     ]
 }
 
