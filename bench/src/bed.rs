@@ -110,7 +110,7 @@ impl Bed {
         )
         .execute(&pool)
         .await?;
-        let broker_cpu = ContainerCpu::of(kafka.broker(0).container_id());
+        let broker_cpu = ContainerCpu::of(kafka.broker(1).container_id());
         Ok(Self { broker_cpu, kafka, _postgres: postgres, database, pool })
     }
 
