@@ -122,7 +122,7 @@ async fn run(
         profile = profile.repeated(repeats);
     }
     let started = std::time::Instant::now();
-    bed::check_free_disk(profile.disk_needed()).await?;
+    bed::check_free_disk(profile.disk_needed(only.contains(&Scenario::S6))).await?;
     eprintln!("exactly-bench: starting Kafka and PostgreSQL (profile {}; logs in {})", profile.name, logs.display());
     let bed = bed::Bed::start().await?;
     let context = context(&bed, &profile).await;

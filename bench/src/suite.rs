@@ -81,8 +81,10 @@ impl Profile {
     /// Bytes the broker may hold at once: the largest scenario's input and output topics
     /// (1 KB records, with batch and index overhead) twice over, since a deleted topic's
     /// files go a minute later, plus 4 GiB for the database, logs and builds meanwhile.
-    pub(crate) fn disk_needed(&self) -> u64 {
-        let largest = self.recovery_cap.max(self.curve_messages).max(self.s3_messages).max(self.s1_messages);
+    /// S6's backlog counts only `with_recovery`.
+    pub(crate) fn disk_needed(&self, with_recovery: bool) -> u64 {
+        let recovery = if with_recovery { self.recovery_cap } else { 0 };
+        let largest = recovery.max(self.curve_messages).max(self.s3_messages).max(self.s1_messages);
         largest * 1100 * 2 * 2 + (4 << 30)
     }
 

@@ -146,6 +146,8 @@ struct Transactions {
     metrics: GroupMetrics,
     /// The span of the open transaction (the "batch" of Kafka mode), from its first message.
     span: Option<tracing::Span>,
+    /// The partition of the last message handled (its key is reused for the next one).
+    last_key: Partition,
 }
 
 pub(crate) struct KafkaModeContext {
@@ -313,22 +315,40 @@ impl Transactions {
         shared: &Shared,
         outputs: &mut Vec<Output>,
     ) {
-        let key = (message.topic().to_owned(), message.partition());
+        // Messages come in runs of one partition: its key is made once per run, not per message.
+        let mut key = std::mem::take(&mut self.last_key);
+        if key.1 != message.partition() || key.0 != message.topic() {
+            key = (message.topic().to_owned(), message.partition());
+        }
+        self.handle_of(consumer, handler, message, &key, shared, outputs);
+        self.last_key = key;
+    }
+
+    /// [`Transactions::handle`] of a message of partition `key`.
+    fn handle_of<H: Handler<Mode = Kafka>>(
+        &mut self,
+        consumer: &BaseConsumer<KafkaModeContext>,
+        handler: &H,
+        message: &BorrowedMessage<'_>,
+        key: &Partition,
+        shared: &Shared,
+        outputs: &mut Vec<Output>,
+    ) {
         let offset = message.offset();
-        if self.blocked.contains_key(&key) || self.pending.get(&key).is_some_and(|next| offset < *next) {
+        if self.blocked.contains_key(key) || self.pending.get(key).is_some_and(|next| offset < *next) {
             return; // fetched before the partition was paused or rewound: it comes again
         }
-        if let Some(state) = self.partitions.get_mut(&key)
+        if let Some(state) = self.partitions.get_mut(key)
             && offset > state.consumed_through
         {
             state.consumed_through = offset;
             state.metrics.consumed.increment(1);
         }
-        let span = self.message_span(&key, offset);
+        let span = self.message_span(key, offset);
         let _entered = span.enter();
         let failure = match decode::<H>(message) {
             Decoded::Failed { part, error } => {
-                Some((Error::Decode { location: self.location(&key, offset), part, source: error }, true))
+                Some((Error::Decode { location: self.location(key, offset), part, source: error }, true))
             }
             Decoded::Message(decoded) => {
                 outputs.clear();
@@ -341,23 +361,23 @@ impl Transactions {
                     }
                     cx.set_trace(trace);
                 }
-                match panics::catch_blocking(|| shared.handle.block_on(handler.handle(&decoded, &mut cx))) {
+                match panics::catch_blocking(|| complete(&shared.handle, handler.handle(&decoded, &mut cx))) {
                     Ok(Ok(())) => self.undeclared(outputs).map(|topic| {
                         let source = format!(
                             "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
                             self.outputs
                         );
-                        (Error::Handler { location: self.location(&key, offset), source: source.into() }, false)
+                        (Error::Handler { location: self.location(key, offset), source: source.into() }, false)
                     }),
                     Ok(Err(e)) => {
                         let permanent = e.is_permanent();
                         Some((
-                            Error::Handler { location: self.location(&key, offset), source: e.into_inner() },
+                            Error::Handler { location: self.location(key, offset), source: e.into_inner() },
                             permanent,
                         ))
                     }
                     Err(panic) => {
-                        Some((Error::Handler { location: self.location(&key, offset), source: panic.into() }, false))
+                        Some((Error::Handler { location: self.location(key, offset), source: panic.into() }, false))
                     }
                 }
             }
@@ -365,11 +385,11 @@ impl Transactions {
         if let Some((error, permanent)) = failure {
             shared.report(&error);
             if !matches!(error, Error::Decode { .. })
-                && let Some(state) = self.partitions.get(&key)
+                && let Some(state) = self.partitions.get(key)
             {
                 state.metrics.failed.increment(1);
             }
-            let count = match self.failures.get(&key) {
+            let count = match self.failures.get(key) {
                 Some(failed) if failed.offset == offset => failed.count + 1,
                 _ => 1,
             };
@@ -377,7 +397,7 @@ impl Transactions {
             let spent = permanent || count >= self.retry.max_attempts;
             match &self.dead_letter_topic {
                 Some(topic) if spent => {
-                    let (location, reason) = (self.location(&key, offset), error.to_string());
+                    let (location, reason) = (self.location(key, offset), error.to_string());
                     let letter = Letter { at: &location, raw: &raw(message), error: &reason, attempts: count };
                     *outputs = vec![dead_letters::record(topic, &letter)];
                     if let Err(error) = self.produce(outputs) {
@@ -386,17 +406,17 @@ impl Transactions {
                         return;
                     }
                     shared.report(&Error::DeadLettered { location, attempts: count, reason });
-                    if let Some(state) = self.partitions.get_mut(&key) {
+                    if let Some(state) = self.partitions.get_mut(key) {
                         state.dead_lettered += 1;
                     }
-                    self.pending.insert(key, offset + 1);
+                    self.pending.insert(key.clone(), offset + 1);
                     self.records_in_txn += 1;
                 }
                 _ => {
-                    if let Some(state) = self.partitions.get(&key) {
+                    if let Some(state) = self.partitions.get(key) {
                         state.metrics.retried.increment(1);
                     }
-                    self.block(consumer, key, offset, count);
+                    self.block(consumer, key.clone(), offset, count);
                 }
             }
             return;
@@ -407,10 +427,15 @@ impl Transactions {
             return;
         }
         crate::failpoint::hit("kafka.after_produce");
-        if let Some(state) = self.partitions.get_mut(&key) {
+        if let Some(state) = self.partitions.get_mut(key) {
             state.processed += 1;
         }
-        self.pending.insert(key, offset + 1);
+        match self.pending.get_mut(key) {
+            Some(next) => *next = offset + 1,
+            None => {
+                self.pending.insert(key.clone(), offset + 1);
+            }
+        }
         self.records_in_txn += 1;
     }
 
@@ -504,9 +529,11 @@ impl Transactions {
         Ok(())
     }
 
-    fn due(&self) -> bool {
+    /// Whether the open transaction should close at `now`.
+    fn due_at(&self, now: Instant) -> bool {
         self.open.is_some_and(|opened| {
-            opened.elapsed() >= self.settings.commit_interval || self.records_in_txn >= self.settings.max_records
+            now.saturating_duration_since(opened) >= self.settings.commit_interval
+                || self.records_in_txn >= self.settings.max_records
         })
     }
 
@@ -724,6 +751,9 @@ impl Transactions {
 
     /// Seeks blocked partitions whose retry is due back to their failed message, and resumes them.
     fn retry_due(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        if self.blocked.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let due: Vec<(Partition, i64)> =
             self.blocked.iter().filter(|(_, b)| b.retry_at <= now).map(|(key, b)| (key.clone(), b.offset)).collect();
@@ -739,6 +769,22 @@ impl Transactions {
             }
         }
     }
+}
+
+/// Runs `future` to its end on this (blocking) thread: polled once in place, inside the
+/// runtime's context, which is all a handler that does not wait needs; only one that waits
+/// is driven on by `block_on`. Entering the runtime with `block_on` for every message cost
+/// more CPU than copying the message.
+fn complete<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    {
+        let _entered = handle.enter();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+    handle.block_on(future)
 }
 
 /// Ends a transaction's span with its outcome and size.
@@ -779,6 +825,7 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             partitions: HashMap::new(),
             metrics: GroupMetrics::new(ModeKind::Kafka, &group),
             span: None,
+            last_key: (String::new(), -1),
         }),
     };
     let consumer: BaseConsumer<KafkaModeContext> = consumer_config.create_with_context(context)?;
@@ -810,13 +857,18 @@ fn run<H: Handler<Mode = Kafka>>(
     topics: &[String],
 ) -> Result<()> {
     let mut outputs = Vec::new();
+    // Read once per message, after it is handled (the clock is a fair share of the loop's
+    // CPU): for when the transaction is due, and for how long the next poll may wait.
+    let mut now = Instant::now();
     while !shared.shutting_down() {
         let wait = {
             let txn = consumer.context().lock();
             // While a commit runs, look for its end often.
             let most = if txn.committing.is_some() { Duration::from_millis(5) } else { Duration::from_millis(100) };
             match txn.open {
-                Some(opened) => txn.settings.commit_interval.saturating_sub(opened.elapsed()).min(most),
+                Some(opened) => {
+                    txn.settings.commit_interval.saturating_sub(now.saturating_duration_since(opened)).min(most)
+                }
                 None => most,
             }
         };
@@ -835,7 +887,8 @@ fn run<H: Handler<Mode = Kafka>>(
             None => txn.skip_control_records(consumer, shared),
         }
         txn.settle_committing(consumer, shared, false);
-        if txn.due() {
+        now = Instant::now();
+        if txn.due_at(now) {
             txn.start_commit(consumer, shared);
         }
         txn.retry_due(consumer, shared);
