@@ -5,6 +5,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use exactly_integration_tests::copier::Copier;
+use exactly_integration_tests::produce::hanging_transaction;
 use exactly_integration_tests::recorder::{Recorder, effect_rows};
 use exactly_integration_tests::support::{Running, builder, topic_and_database};
 use exactly_integration_tests::{Input, Kafka, Postgres, committed_records, produce, unique, wait_until};
@@ -389,15 +390,7 @@ async fn a_hanging_transaction_is_listed_then_aborted_by_fencing_its_id() -> any
 
     // A transactional producer that begins, writes, and never ends (as a killed instance).
     let transactional_id = unique("cli-hanging");
-    let hanging: BaseProducer = kafka
-        .client_config()
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", "600000")
-        .create()?;
-    hanging.init_transactions(Duration::from_secs(30))?;
-    hanging.begin_transaction()?;
-    hanging.send(BaseRecord::<str, str>::to(&topic).partition(1).key("k").payload("stuck")).map_err(|(e, _)| e)?;
-    hanging.flush(Duration::from_secs(30))?;
+    let hanging = hanging_transaction(&kafka.client_config(), &transactional_id, &topic, 1)?;
 
     // Its coordinator names it, with the partition it holds back.
     let listing = json(kafka, url, &["transactions", "list", "--topic", &topic])?;

@@ -7,9 +7,10 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use exactly_integration_tests::kafka::Credentials;
+use exactly_integration_tests::produce::hanging_transaction;
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_rows};
 use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::Producer;
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -91,15 +92,7 @@ async fn transactions_list_logs_in_with_scram_and_plain_over_tls() -> anyhow::Re
     let database = Postgres::tls_shared().await?.database().await?;
 
     let transactional_id = unique("cli-hanging");
-    let hanging: BaseProducer = kafka
-        .client_config()
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", "600000")
-        .create()?;
-    hanging.init_transactions(Duration::from_secs(30))?;
-    hanging.begin_transaction()?;
-    hanging.send(BaseRecord::<str, str>::to(&topic).partition(1).key("k").payload("stuck")).map_err(|(e, _)| e)?;
-    hanging.flush(Duration::from_secs(30))?;
+    let hanging = hanging_transaction(&kafka.client_config(), &transactional_id, &topic, 1)?;
 
     // SCRAM-SHA-512 from the environment.
     let settings = kafka.client_settings(&scram)?;
@@ -173,15 +166,7 @@ async fn the_tool_works_under_the_documented_acls_and_needs_each_part() -> anyho
     committer.commit(&offsets, CommitMode::Sync)?;
     // A transaction left open under the service's transactional id (as the admin).
     let transactional_id = unique("acl-tx");
-    let hanging: BaseProducer = kafka
-        .client_config()
-        .set("transactional.id", &transactional_id)
-        .set("transaction.timeout.ms", "600000")
-        .create()?;
-    hanging.init_transactions(Duration::from_secs(30))?;
-    hanging.begin_transaction()?;
-    hanging.send(BaseRecord::<str, str>::to(&topic).partition(1).key("k").payload("stuck")).map_err(|(e, _)| e)?;
-    hanging.flush(Duration::from_secs(30))?;
+    let _hanging = hanging_transaction(&kafka.client_config(), &transactional_id, &topic, 1)?;
 
     let vars = [("TOOL_TOPICS", topic.as_str()), ("GROUP", group.as_str()), ("TRANSACTIONAL_ID", &transactional_id)];
     kafka.grant_documented_acls(&principal, &["tool"], &vars).await?;

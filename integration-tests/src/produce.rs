@@ -106,3 +106,25 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A transactional producer (`transactional_id`, as `config`'s user) that began a
+/// transaction, wrote one record to `topic` partition `partition` and never ends it, as a
+/// killed instance leaves one: the partition's last stable offset stays behind it for 10
+/// minutes, or until the id is fenced.
+pub fn hanging_transaction(
+    config: &ClientConfig,
+    transactional_id: &str,
+    topic: &str,
+    partition: i32,
+) -> anyhow::Result<rdkafka::producer::BaseProducer> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let hanging: BaseProducer =
+        config.clone().set("transactional.id", transactional_id).set("transaction.timeout.ms", "600000").create()?;
+    hanging.init_transactions(Duration::from_secs(30))?;
+    hanging.begin_transaction()?;
+    hanging
+        .send(BaseRecord::<str, str>::to(topic).partition(partition).key("k").payload("stuck"))
+        .map_err(|(e, _)| e)?;
+    hanging.flush(Duration::from_secs(30))?;
+    Ok(hanging)
+}

@@ -120,3 +120,48 @@ pub fn assert_refused(outcome: exactly::Result<Runtime>, key: &str, value: &str,
         other => panic!("{key}={value} was not refused: {other:?}"),
     }
 }
+
+/// A builder logging in to the secure broker `kafka` as `user` (SASL over TLS, trusting
+/// the run's CA), with quick revocation.
+pub fn secure_builder(kafka: &Kafka, user: &crate::kafka::Credentials) -> anyhow::Result<RuntimeBuilder> {
+    let mut builder =
+        Runtime::builder().brokers(kafka.bootstrap_servers()).revoke_grace(std::time::Duration::from_secs(5));
+    for (key, value) in kafka.client_settings(user)? {
+        builder = builder.kafka_setting(key, value);
+    }
+    Ok(builder)
+}
+
+/// Builds and runs `builder` until it stops by itself, for at most `limit`: what `run`
+/// returned (an `Error::Config` saying so when it was still running), and how long it took.
+pub async fn run_until_it_stops(
+    builder: RuntimeBuilder,
+    limit: std::time::Duration,
+) -> (exactly::Result<()>, std::time::Duration) {
+    let started = std::time::Instant::now();
+    let outcome = match builder.build().await {
+        Ok(runtime) => match tokio::time::timeout(limit, runtime.run_until(std::future::pending())).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Error::Config(format!("still running after {limit:?}"))),
+        },
+        Err(e) => Err(e),
+    };
+    (outcome, started.elapsed())
+}
+
+/// Waits until a `read_committed` reader sees `expected` records on `topic`; fails at once
+/// when it sees more.
+pub async fn wait_for_committed(
+    kafka: &Kafka,
+    topic: &str,
+    expected: usize,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    crate::wait_until(timeout, &format!("{expected} records on {topic}"), || async {
+        let records =
+            crate::read_to_end(kafka.client_config(), topic, crate::Isolation::ReadCommitted, timeout).await?;
+        anyhow::ensure!(records.len() <= expected, "{} records for {expected} inputs", records.len());
+        Ok((records.len() == expected).then_some(()))
+    })
+    .await
+}

@@ -6,13 +6,14 @@
 //! ACLs and nothing more; without any one of them the runtime stops within seconds with
 //! [`Error::KafkaAuthorization`] naming what it was refused, and writes nothing.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use exactly::{Error, Runtime};
+use exactly::Error;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::kafka::Credentials;
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
+use exactly_integration_tests::support::{run_until_it_stops, secure_builder, wait_for_committed};
 use exactly_integration_tests::{Isolation, Kafka, Postgres, produce, read_to_end, unique, wait_until};
 use tokio::sync::OnceCell;
 
@@ -43,15 +44,6 @@ async fn create_positions_topic(kafka: &Kafka) -> anyhow::Result<()> {
         outcome.map_err(|(name, code)| anyhow::anyhow!("cannot create {name}: {code}"))?;
     }
     Ok(())
-}
-
-/// A runtime builder logging in as `user`.
-fn builder(kafka: &Kafka, user: &Credentials) -> anyhow::Result<exactly::RuntimeBuilder> {
-    let mut builder = Runtime::builder().brokers(kafka.bootstrap_servers()).revoke_grace(Duration::from_secs(5));
-    for (key, value) in kafka.client_settings(user)? {
-        builder = builder.kafka_setting(key, value);
-    }
-    Ok(builder)
 }
 
 fn principal(user: &Credentials) -> String {
@@ -94,7 +86,7 @@ impl KafkaModeService {
     }
 
     fn runtime(&self, kafka: &Kafka) -> anyhow::Result<exactly::RuntimeBuilder> {
-        Ok(builder(kafka, &self.user)?.transactional_id(&self.transactional_id).handler(Copier::new(
+        Ok(secure_builder(kafka, &self.user)?.transactional_id(&self.transactional_id).handler(Copier::new(
             &self.input,
             &self.output,
             &self.group,
@@ -105,28 +97,6 @@ impl KafkaModeService {
 /// Records on `topic` that a `read_committed` reader sees.
 async fn committed(kafka: &Kafka, topic: &str) -> anyhow::Result<usize> {
     Ok(read_to_end(kafka.client_config(), topic, Isolation::ReadCommitted, WAIT).await?.len())
-}
-
-async fn wait_for_records(kafka: &Kafka, topic: &str, expected: usize) -> anyhow::Result<()> {
-    wait_until(WAIT, &format!("{expected} records on {topic}"), || async {
-        let records = committed(kafka, topic).await?;
-        anyhow::ensure!(records <= expected, "{records} records for {expected} inputs");
-        Ok((records == expected).then_some(()))
-    })
-    .await
-}
-
-/// Builds and runs `builder` until it stops by itself; the outcome and how long it took.
-async fn run_until_it_stops(builder: exactly::RuntimeBuilder) -> (exactly::Result<()>, Duration) {
-    let started = Instant::now();
-    let outcome = match builder.build().await {
-        Ok(runtime) => match tokio::time::timeout(FAIL_FAST, runtime.run_until(std::future::pending())).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Error::Config(format!("still running after {FAIL_FAST:?}"))),
-        },
-        Err(e) => Err(e),
-    };
-    (outcome, started.elapsed())
 }
 
 /// Asserts that `outcome` is a refused authorization whose message names `resource`.
@@ -150,7 +120,7 @@ async fn kafka_mode_copies_exactly_once_under_the_documented_acls() -> anyhow::R
     let runtime = service.runtime(kafka)?.build().await?;
     let shutdown = runtime.shutdown_handle();
     let run = tokio::spawn(runtime.run_until(std::future::pending()));
-    wait_for_records(kafka, &service.output, 600).await?;
+    wait_for_committed(kafka, &service.output, 600, WAIT).await?;
     shutdown.shutdown();
     run.await??;
 
@@ -190,7 +160,7 @@ async fn kafka_mode_without_any_one_documented_acl_stops_with_an_error_naming_it
         let (removed, named) = removal(&service);
         let removed: Vec<&str> = removed.iter().map(String::as_str).collect();
         kafka.remove_acl(&principal(&service.user), &removed).await?;
-        let (outcome, took) = run_until_it_stops(service.runtime(kafka)?).await;
+        let (outcome, took) = run_until_it_stops(service.runtime(kafka)?, FAIL_FAST).await;
         eprintln!("without {what}: {outcome:?} after {took:?}");
         assert_refused(&outcome, took, &named);
         assert_eq!(committed(kafka, &service.output).await?, 0, "output written without {what}");
@@ -237,7 +207,7 @@ impl OutboxService {
     fn runtime(&self, kafka: &Kafka, database_url: &str) -> anyhow::Result<exactly::RuntimeBuilder> {
         let mut recorder = Recorder::new(&self.input, &self.group, "a");
         recorder.emit_to = Some(self.output.clone());
-        Ok(builder(kafka, &self.user)?.database_url(database_url).outbox_relay(&self.relay).handler(recorder))
+        Ok(secure_builder(kafka, &self.user)?.database_url(database_url).outbox_relay(&self.relay).handler(recorder))
     }
 }
 
@@ -252,7 +222,7 @@ async fn database_mode_and_the_outbox_relay_run_exactly_once_under_the_documente
     let runtime = service.runtime(kafka, &database.url)?.build().await?;
     let shutdown = runtime.shutdown_handle();
     let run = tokio::spawn(runtime.run_until(std::future::pending()));
-    wait_for_records(kafka, &service.output, 300).await?;
+    wait_for_committed(kafka, &service.output, 300, WAIT).await?;
     wait_until(WAIT, "the outbox to be emptied", || async {
         Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
     })
@@ -281,7 +251,7 @@ async fn a_relay_without_its_transactional_id_acl_stops_with_an_error_naming_it(
         .remove_acl(&principal(&service.user), &["--operation", "Write", "--transactional-id", &service.relay])
         .await?;
 
-    let (outcome, took) = run_until_it_stops(service.runtime(kafka, &database.url)?).await;
+    let (outcome, took) = run_until_it_stops(service.runtime(kafka, &database.url)?, FAIL_FAST).await;
     assert_refused(&outcome, took, "transactional id");
     assert_eq!(committed(kafka, &service.output).await?, 0, "the relay wrote without its transactional id");
     // Whatever the handler committed stays in the outbox for the relay's next start.

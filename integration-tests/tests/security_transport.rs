@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use exactly::{Error, Runtime};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
-use exactly_integration_tests::kafka::Credentials;
 use exactly_integration_tests::pki::TestCa;
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
-use exactly_integration_tests::{Isolation, Kafka, Postgres, produce, read_to_end, unique, wait_until};
+use exactly_integration_tests::support::{run_until_it_stops, secure_builder, wait_for_committed};
+use exactly_integration_tests::{Kafka, Postgres, produce, unique, wait_until};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use sqlx::{Connection, PgConnection};
@@ -23,37 +23,6 @@ use sqlx::{Connection, PgConnection};
 const WAIT: Duration = Duration::from_secs(180);
 /// How soon a refused login or certificate must stop the runtime.
 const FAIL_FAST: Duration = Duration::from_secs(20);
-
-/// A runtime builder logging in as `user` to the secure broker.
-fn secure_builder(kafka: &Kafka, user: &Credentials) -> anyhow::Result<exactly::RuntimeBuilder> {
-    let mut builder = Runtime::builder().brokers(kafka.bootstrap_servers()).revoke_grace(Duration::from_secs(5));
-    for (key, value) in kafka.client_settings(user)? {
-        builder = builder.kafka_setting(key, value);
-    }
-    Ok(builder)
-}
-
-async fn wait_for_copies(kafka: &Kafka, topic: &str, expected: usize) -> anyhow::Result<()> {
-    wait_until(WAIT, &format!("{expected} records on {topic}"), || async {
-        let records = read_to_end(kafka.client_config(), topic, Isolation::ReadCommitted, WAIT).await?;
-        anyhow::ensure!(records.len() <= expected, "{} records for {expected} inputs", records.len());
-        Ok((records.len() == expected).then_some(()))
-    })
-    .await
-}
-
-/// Builds and runs `builder` until it stops by itself; the outcome and how long it took.
-async fn run_until_it_stops(builder: exactly::RuntimeBuilder) -> (exactly::Result<()>, Duration) {
-    let started = Instant::now();
-    let outcome = match builder.build().await {
-        Ok(runtime) => match tokio::time::timeout(FAIL_FAST, runtime.run_until(std::future::pending())).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(Error::Config(format!("still running after {FAIL_FAST:?}"))),
-        },
-        Err(e) => Err(e),
-    };
-    (outcome, started.elapsed())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_mode_copies_exactly_once_over_sasl_ssl_with_scram() -> anyhow::Result<()> {
@@ -71,7 +40,7 @@ async fn kafka_mode_copies_exactly_once_over_sasl_ssl_with_scram() -> anyhow::Re
     let runtime = builder.build().await?;
     let shutdown = runtime.shutdown_handle();
     let run = tokio::spawn(runtime.run_until(std::future::pending()));
-    wait_for_copies(kafka, &output, 600).await?;
+    wait_for_committed(kafka, &output, 600, WAIT).await?;
     shutdown.shutdown();
     run.await??;
 
@@ -106,7 +75,7 @@ async fn database_mode_and_outbox_over_sasl_ssl_with_plain_and_postgres_verify_f
     let runtime_pool = runtime.pool().cloned().ok_or_else(|| anyhow::anyhow!("no pool"))?;
     let shutdown = runtime.shutdown_handle();
     let run = tokio::spawn(runtime.run_until(std::future::pending()));
-    wait_for_copies(kafka, &output, 300).await?;
+    wait_for_committed(kafka, &output, 300, WAIT).await?;
     wait_until(WAIT, "the outbox to be emptied", || async {
         Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
     })
@@ -189,7 +158,7 @@ async fn a_wrong_password_stops_the_runtime_at_once_with_a_clear_error() -> anyh
             &unique("out"),
             &unique("copy"),
         ));
-        let (outcome, took) = run_until_it_stops(builder).await;
+        let (outcome, took) = run_until_it_stops(builder, FAIL_FAST).await;
         match outcome {
             Err(error @ Error::KafkaAuthentication { .. }) => {
                 let text = error.to_string();
@@ -220,7 +189,7 @@ async fn an_untrusted_broker_certificate_stops_the_runtime_and_the_relay() -> an
         builder = builder.kafka_setting(key, value);
     }
     let builder = builder.transactional_id(unique("tx")).handler(Copier::new(&input, &unique("out"), &unique("c")));
-    let (outcome, took) = run_until_it_stops(builder).await;
+    let (outcome, took) = run_until_it_stops(builder, FAIL_FAST).await;
     match outcome {
         Err(error @ Error::KafkaTls { .. }) => {
             assert!(error.to_string().contains("certificate verify failed"), "unclear: {error}");
