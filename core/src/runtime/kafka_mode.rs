@@ -89,9 +89,6 @@ struct PartitionState {
     dead_lettered: u64,
 }
 
-/// How long the flush of a transaction's records may take when it closes.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A transaction committing on a thread of its own while the loop handles the next
 /// messages with the other producer.
 struct Committing {
@@ -469,7 +466,7 @@ impl Transactions {
     }
 
     /// A transaction committed: counts what it handled, and notes the positions.
-    fn counted_committed(&mut self, counts: &[(Partition, u64, u64)], records: usize, took: Duration) {
+    fn counted_committed(&self, counts: &[(Partition, u64, u64)], records: usize, took: Duration) {
         for (key, processed, dead_lettered) in counts {
             if let Some(state) = self.partitions.get(key) {
                 state.metrics.processed.increment(*processed);
@@ -560,7 +557,7 @@ impl Transactions {
         }
         let span = self.span.clone().unwrap_or_else(tracing::Span::none);
         let call = span.in_scope(|| -> Result<CommitCall> {
-            flush(self.producer(self.current)?, FLUSH_TIMEOUT)?;
+            flush(self.producer(self.current)?, CALL_TIMEOUT)?;
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &self.pending {
                 offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
