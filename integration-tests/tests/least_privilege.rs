@@ -52,16 +52,18 @@ async fn a_service_role_without_ddl_rights_processes_with_the_default_migrate() 
 
     let app = pool(&roles.app_url).await?;
     // It really has no DDL rights: not on the database, not in `exactly`, not in `public`.
-    let rights: (bool, bool, bool) = sqlx::query_as(
+    let rights: (bool, bool, bool, bool) = sqlx::query_as(
         "SELECT has_database_privilege(current_database(), 'CREATE'),
+                has_database_privilege(current_database(), 'TEMPORARY'),
                 has_schema_privilege('exactly', 'CREATE'), has_schema_privilege('public', 'CREATE')",
     )
     .fetch_one(&app)
     .await?;
-    assert_eq!(rights, (false, false, false), "the service role has DDL rights");
+    assert_eq!(rights, (false, false, false, false), "the service role has DDL rights");
     for ddl in [
         "CREATE TABLE exactly.mine (id INT)",
         "CREATE TABLE public.mine (id INT)",
+        "CREATE TEMPORARY TABLE mine (id INT)",
         "ALTER TABLE exactly.offsets ADD COLUMN mine INT",
         "DROP TABLE exactly.outbox",
         // Why `migrate` must not reach sqlx on a current database: PostgreSQL checks CREATE on

@@ -4,3 +4,6 @@ CREATE ROLE exactly_owner LOGIN PASSWORD 'change-me';
 CREATE ROLE orders_app LOGIN PASSWORD 'change-me';
 GRANT CONNECT, CREATE ON DATABASE orders TO exactly_owner;
 GRANT CONNECT ON DATABASE orders TO orders_app;
+-- Every role (PUBLIC) may connect and create temporary tables by default: take both back,
+-- so only the roles above connect and the service creates nothing, not even a temporary table.
+REVOKE CONNECT, TEMPORARY ON DATABASE orders FROM PUBLIC;
