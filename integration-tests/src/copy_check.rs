@@ -44,6 +44,15 @@ pub struct CopyVerdict {
     pub out_of_order: usize,
 }
 
+impl CopyVerdict {
+    /// Asserts that the output holds `records` records: every input once, none missing, each
+    /// key in order.
+    #[track_caller]
+    pub fn assert_exactly_once(&self, records: usize) {
+        assert_eq!((self.records, self.duplicates, self.missing, self.out_of_order), (records, 0, 0, 0), "{self:?}");
+    }
+}
+
 /// Reads `topic` (read_committed) and checks it against `expected` keyed inputs.
 pub async fn verify_copy(kafka: &Kafka, topic: &str, expected: &[Input]) -> anyhow::Result<CopyVerdict> {
     let records = read_to_end(kafka.client_config(), topic, Isolation::ReadCommitted, Duration::from_secs(120)).await?;
