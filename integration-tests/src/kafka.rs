@@ -254,11 +254,10 @@ impl Kafka {
             Credentials { mechanism: "SCRAM-SHA-512", username: username.to_owned(), password: random_password() };
         let node = &self.nodes[0];
         let script = format!(
-            "/opt/kafka/bin/kafka-configs.sh --bootstrap-server {}:19092 \
-               --command-config {SECRETS}/admin.properties --alter \
+            "/opt/kafka/bin/kafka-configs.sh {} --alter \
                --add-config \"SCRAM-SHA-512=[password=$SCRAM_PASSWORD]\" \
                --entity-type users --entity-name \"$SCRAM_USER\"",
-            node.name()
+            self.admin_tool_flags()
         );
         let (code, output) =
             node.exec(&script, &[("SCRAM_USER", username), ("SCRAM_PASSWORD", credentials.password.as_str())]).await?;
@@ -279,9 +278,7 @@ impl Kafka {
         vars: &[(&str, &str)],
     ) -> anyhow::Result<String> {
         self.security()?;
-        let node = &self.nodes[0];
-        let bootstrap = format!("{}:19092", node.name());
-        let admin_config = format!("{SECRETS}/admin.properties");
+        let (bootstrap, admin_config) = self.admin_tool_connection();
         let mut env = vec![
             ("ACL_SCRIPT", KAFKA_ACLS_SH),
             ("KAFKA_ACLS", "/opt/kafka/bin/kafka-acls.sh"),
@@ -291,7 +288,7 @@ impl Kafka {
         ];
         env.extend_from_slice(vars);
         let script = format!("sh -c \"$ACL_SCRIPT\" kafka-acls.sh {}", parts.join(" "));
-        let (code, output) = node.exec(&script, &env).await?;
+        let (code, output) = self.nodes[0].exec(&script, &env).await?;
         anyhow::ensure!(code == 0, "kafka-acls.sh {} failed (exit {code}):\n{output}", parts.join(" "));
         Ok(output)
     }
@@ -300,21 +297,31 @@ impl Kafka {
     /// `["--operation", "Read", "--group", "g"]`), to show that it is needed.
     pub async fn remove_acl(&self, principal: &str, acl: &[&str]) -> anyhow::Result<()> {
         self.security()?;
-        let node = &self.nodes[0];
-        let mut script = format!(
-            "/opt/kafka/bin/kafka-acls.sh --bootstrap-server {}:19092 --command-config {SECRETS}/admin.properties \
-             --remove --force --allow-principal \"$PRINCIPAL\"",
-            node.name()
-        );
-        for (i, _) in acl.iter().enumerate() {
-            script.push_str(&format!(" \"$ACL_{i}\""));
-        }
+        // Each word travels in a variable of its own, so none is read by the shell.
         let names: Vec<String> = (0..acl.len()).map(|i| format!("ACL_{i}")).collect();
+        let words: Vec<String> = names.iter().map(|name| format!("\"${name}\"")).collect();
+        let script = format!(
+            "/opt/kafka/bin/kafka-acls.sh {} --remove --force --allow-principal \"$PRINCIPAL\" {}",
+            self.admin_tool_flags(),
+            words.join(" ")
+        );
         let mut env: Vec<(&str, &str)> = vec![("PRINCIPAL", principal)];
         env.extend(names.iter().map(String::as_str).zip(acl.iter().copied()));
-        let (code, output) = node.exec(&script, &env).await?;
+        let (code, output) = self.nodes[0].exec(&script, &env).await?;
         anyhow::ensure!(code == 0, "kafka-acls.sh --remove {acl:?} failed (exit {code}):\n{output}");
         Ok(())
+    }
+
+    /// How Kafka's own tools in the first broker's container reach it as the admin: its
+    /// inter-broker listener, and the admin's client properties.
+    fn admin_tool_connection(&self) -> (String, String) {
+        (format!("{}:19092", self.nodes[0].name()), format!("{SECRETS}/admin.properties"))
+    }
+
+    /// [`Kafka::admin_tool_connection`] as a Kafka tool's flags.
+    fn admin_tool_flags(&self) -> String {
+        let (bootstrap, admin_config) = self.admin_tool_connection();
+        format!("--bootstrap-server {bootstrap} --command-config {admin_config}")
     }
 
     /// The librdkafka settings of a client logging in as `user` over TLS, trusting this run's
