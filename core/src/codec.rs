@@ -25,7 +25,7 @@ pub type DecodeError = Box<dyn std::error::Error + Send + Sync>;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot decode payloads into `{T}`",
     label = "this codec does not produce `{T}`",
-    note = "`json` decodes any `serde::Deserialize` type, `bytes` gives `Vec<u8>`, `utf8` gives `String`; \
+    note = "`json` decodes any `serde::Deserialize` type, `bytes` gives `Vec<u8>` or `bytes::Bytes`, `utf8` gives `String`; \
             implement `exactly::codec::Codec<{T}>` for a codec of your own"
 )]
 pub trait Codec<T>: 'static {
@@ -48,13 +48,22 @@ impl<T: serde::de::DeserializeOwned> Codec<T> for Json {
     }
 }
 
-/// The raw payload bytes; a missing payload is empty.
+/// The raw payload bytes, as a `Vec<u8>` or a [`bytes::Bytes`]; a missing payload is empty.
+///
+/// With [`bytes::Bytes`], a handler can emit the payload it consumed (a clone shares the
+/// buffer) without copying it again.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bytes;
 
 impl Codec<Vec<u8>> for Bytes {
     fn decode(payload: Option<&[u8]>) -> Result<Vec<u8>, DecodeError> {
         Ok(payload.unwrap_or_default().to_vec())
+    }
+}
+
+impl Codec<bytes::Bytes> for Bytes {
+    fn decode(payload: Option<&[u8]>) -> Result<bytes::Bytes, DecodeError> {
+        Ok(bytes::Bytes::copy_from_slice(payload.unwrap_or_default()))
     }
 }
 
@@ -71,7 +80,7 @@ impl Codec<String> for Utf8 {
 /// A record key type.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be used as a message key",
-    note = "keys can be `String` (UTF-8), `Vec<u8>` (raw bytes) or `()` (ignored); implement `exactly::codec::Key` for others"
+    note = "keys can be `String` (UTF-8), `Vec<u8>` and `bytes::Bytes` (raw bytes), or `()` (ignored); implement `exactly::codec::Key` for others"
 )]
 pub trait Key: Sized + Send + Sync + 'static {
     /// Decodes a key from its bytes.
@@ -90,6 +99,12 @@ impl Key for String {
 impl Key for Vec<u8> {
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         Ok(bytes.to_vec())
+    }
+}
+
+impl Key for bytes::Bytes {
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(bytes::Bytes::copy_from_slice(bytes))
     }
 }
 

@@ -56,8 +56,8 @@ pub(crate) async fn write(tx: &mut PgConnection, letter: &Letter<'_>, topic: Opt
 /// plus `exactly.*` headers saying where it came from and why it failed.
 pub(crate) fn record(topic: &str, letter: &Letter<'_>) -> Output {
     let mut output = Output::to(topic);
-    output.key.clone_from(&letter.raw.key);
-    output.payload.clone_from(&letter.raw.payload);
+    output.key = letter.raw.key.as_deref().map(bytes::Bytes::copy_from_slice);
+    output.payload = letter.raw.payload.as_deref().map(bytes::Bytes::copy_from_slice);
     for (name, value) in &letter.raw.headers {
         output = output.header(name.clone(), value.clone().unwrap_or_default());
     }

@@ -69,6 +69,8 @@ mod subscription;
 mod trace_context;
 
 pub use async_trait::async_trait;
+/// The [`bytes`](https://docs.rs/bytes) crate, for payloads and keys shared without a copy.
+pub use bytes;
 pub use error::{Error, ErrorClass, Location, Result};
 pub use handler::{Consumes, Context, Handler, HandlerError};
 pub use health::{Health, HealthStatus};
@@ -77,7 +79,7 @@ pub use kafka_client::check_kafka;
 pub use kafka_client::{KAFKA_ENV_PREFIX, kafka_settings_from_env};
 pub use message::Message;
 pub use offsets::migrate;
-pub use output::Output;
+pub use output::{Output, OutputBytes};
 pub use runtime::{Runtime, RuntimeBuilder, ShutdownHandle};
 pub use settings::{Batch, RetryPolicy, StartFrom};
 pub use subscription::{Delivery, Subscription};

@@ -1,9 +1,11 @@
 //! exactly in Kafka mode: copies every record (key and payload) to the output topic in the
-//! Kafka transaction that commits the input offsets.
+//! Kafka transaction that commits the input offsets. Key and payload are decoded as
+//! `bytes::Bytes`, so the emitted record shares their buffers instead of copying them.
 
 use std::time::Duration;
 
-use exactly::codec::Bytes;
+use exactly::bytes::Bytes;
+use exactly::codec;
 use exactly::mode::Kafka;
 use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Output, Runtime, Subscription};
 
@@ -19,9 +21,9 @@ struct Copy {
 }
 
 impl Consumes for Copy {
-    type Key = Vec<u8>;
-    type Payload = Vec<u8>;
-    type Codec = Bytes;
+    type Key = Bytes;
+    type Payload = Bytes;
+    type Codec = codec::Bytes;
     type Mode = Kafka;
 
     fn subscription(&self) -> Subscription {
@@ -32,17 +34,13 @@ impl Consumes for Copy {
 
 #[exactly::async_trait]
 impl Handler for Copy {
-    async fn handle(
-        &self,
-        message: &Message<Vec<u8>, Vec<u8>>,
-        cx: &mut Context<'_, Kafka>,
-    ) -> Result<(), HandlerError> {
+    async fn handle(&self, message: &Message<Bytes, Bytes>, cx: &mut Context<'_, Kafka>) -> Result<(), HandlerError> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        let mut record = Output::to(&self.output).payload(message.payload.clone());
+        let mut record = Output::to(&self.output).payload(&message.payload);
         if let Some(key) = &message.key {
-            record = record.key(key.clone());
+            record = record.key(key);
         }
         cx.emit(record);
         Ok(())
