@@ -157,6 +157,24 @@ async fn run(
     Ok(())
 }
 
+/// How clients reach the containers' published ports on 127.0.0.1. A `docker-proxy`
+/// process per port (Docker's userland proxy, on by default) copies every byte in user
+/// space, on the cores the bench measures, and its CPU counts against neither side;
+/// `scripts/setup` starts the engine without it.
+fn network() -> String {
+    let proxied =
+        std::process::Command::new("pgrep").args(["-x", "docker-proxy"]).output().is_ok_and(|o| o.status.success());
+    if proxied {
+        eprintln!(
+            "exactly-bench: warning: docker-proxy relays the containers' ports; its CPU is not counted and it \
+             shares the measured cores (start dockerd with --userland-proxy=false, as scripts/setup does)"
+        );
+        "through Docker's userland proxy (docker-proxy): its CPU, counted against neither side, shares the cores".into()
+    } else {
+        "published ports on 127.0.0.1, forwarded by the kernel (dockerd --userland-proxy=false)".into()
+    }
+}
+
 /// Date, versions, machine and settings, for the report's head.
 async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
     let command_line = |program: &str, args: &[&str]| {
@@ -201,6 +219,7 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
             ),
         ),
         ("machine".into(), format!("{cores} cores ({cpu}), {memory}; broker, database and processes share it")),
+        ("network".into(), network()),
         (
             "settings".into(),
             "client defaults except: exactly's safe defaults (acks=all, idempotence, read_committed), baselines \

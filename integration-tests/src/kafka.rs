@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tokio::sync::OnceCell;
 
 use crate::engine::on_harness;
@@ -432,16 +433,33 @@ impl Kafka {
     }
 
     /// Creates a topic with `partitions` partitions, replicated on up to three brokers.
+    ///
+    /// librdkafka can drop the connection a request went out on once the first metadata
+    /// names the brokers (the bootstrap connection is replaced by the broker's own), which
+    /// fails that request with `DestroyBroker`; the request is then sent again from a new
+    /// client, and a topic the first one did create counts as created.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config().create().context("cannot create an admin client")?;
         let replication = i32::try_from(self.nodes.len().min(3))?;
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for result in admin.create_topics([&topic], &options).await? {
-            result.map_err(|(topic, code)| anyhow::anyhow!("cannot create topic {topic}: {code}"))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let admin: AdminClient<DefaultClientContext> =
+                self.client_config().create().context("cannot create an admin client")?;
+            let results = match admin.create_topics([&topic], &options).await {
+                Err(KafkaError::AdminOp(RDKafkaErrorCode::DestroyBroker)) if attempts < 3 => continue,
+                other => other?,
+            };
+            for result in results {
+                match result {
+                    Ok(_) => {}
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) if attempts > 1 => {}
+                    Err((topic, code)) => bail!("cannot create topic {topic}: {code}"),
+                }
+            }
+            return Ok(());
         }
-        Ok(())
     }
 
     /// A new topic with a unique name; returns the name.
