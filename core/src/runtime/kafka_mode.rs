@@ -45,6 +45,10 @@ use crate::trace_context::TraceContext;
 
 type Partition = (String, i32);
 
+/// A map keyed by partition, looked up several times per message: with the Fx hash, not
+/// SipHash (its keys are the group's own assignment, not input an attacker chooses).
+type PartitionMap<V> = HashMap<Partition, V, rustc_hash::FxBuildHasher>;
+
 /// The `transactional.id`s of a group's two producers, from the one configured.
 pub(crate) fn transactional_ids(id: &str) -> [String; 2] {
     [id.to_owned(), format!("{id}.2")]
@@ -133,13 +137,13 @@ struct Transactions {
     records_in_txn: usize,
     /// Next offsets as last committed (what a rewind goes back to).
     committed: BTreeMap<Partition, i64>,
-    blocked: HashMap<Partition, Blocked>,
-    failures: HashMap<Partition, Failures>,
+    blocked: PartitionMap<Blocked>,
+    failures: PartitionMap<Failures>,
     retry: RetryPolicy,
     /// Where a message goes once its retries are spent; without one its partition waits.
     dead_letter_topic: Option<String>,
     /// The assigned partitions' metrics.
-    partitions: HashMap<Partition, PartitionState>,
+    partitions: PartitionMap<PartitionState>,
     metrics: GroupMetrics,
     /// The span of the open transaction (the "batch" of Kafka mode), from its first message.
     span: Option<tracing::Span>,
@@ -815,11 +819,11 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             pending: BTreeMap::new(),
             records_in_txn: 0,
             committed: BTreeMap::new(),
-            blocked: HashMap::new(),
-            failures: HashMap::new(),
+            blocked: PartitionMap::default(),
+            failures: PartitionMap::default(),
             retry: subscription.retry().unwrap_or(shared.retry),
             dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
-            partitions: HashMap::new(),
+            partitions: PartitionMap::default(),
             metrics: GroupMetrics::new(ModeKind::Kafka, &group),
             span: None,
             last_key: (String::new(), -1),
@@ -869,8 +873,13 @@ fn run<H: Handler<Mode = Kafka>>(
                 None => most,
             }
         };
-        // The rebalance callback runs inside poll and takes the lock itself.
-        let polled = consumer.poll(wait);
+        // The rebalance callback runs inside poll and takes the lock itself. A message
+        // already fetched is taken without a timeout first: librdkafka then reads no clock
+        // and arms no wait, which under a steady stream is most of what a poll costs.
+        let polled = match consumer.poll(Duration::ZERO) {
+            None => consumer.poll(wait),
+            ready => ready,
+        };
         let mut txn = consumer.context().lock();
         match polled {
             Some(Ok(message)) => txn.handle(consumer, handler, &message, shared, &mut outputs),
