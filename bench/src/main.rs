@@ -159,15 +159,16 @@ async fn run(
 
 /// How clients reach the containers' published ports on 127.0.0.1. A `docker-proxy`
 /// process per port (Docker's userland proxy, on by default) copies every byte in user
-/// space, on the cores the bench measures, and its CPU counts against neither side;
-/// `scripts/setup` starts the engine without it.
+/// space, on the cores the bench measures, and its CPU counts against neither side. The
+/// committed figures were measured with the engine started as `dockerd
+/// --userland-proxy=false` (docs/src/performance.md, fix 7).
 fn network() -> String {
     let proxied =
         std::process::Command::new("pgrep").args(["-x", "docker-proxy"]).output().is_ok_and(|o| o.status.success());
     if proxied {
         eprintln!(
             "exactly-bench: warning: docker-proxy relays the containers' ports; its CPU is not counted and it \
-             shares the measured cores (start dockerd with --userland-proxy=false, as scripts/setup does)"
+             shares the measured cores (the committed figures were measured with dockerd --userland-proxy=false)"
         );
         "through Docker's userland proxy (docker-proxy): its CPU, counted against neither side, shares the cores".into()
     } else {

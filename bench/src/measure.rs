@@ -236,8 +236,10 @@ fn output_reader(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<
 /// Counts the committed records of `topic`, expecting `expected`. A transaction's commit
 /// returns before its markers reach every partition, so a partition's end under
 /// `read_committed` can still move: the count goes on until it reaches `expected` (and
-/// then a second more, to see any record beyond it) or until nothing has come for five
-/// seconds after every partition reached its end.
+/// then a second more, to see any record beyond it), or until nothing has come for five
+/// seconds and every partition's position is at its end as the broker gives it now (the
+/// last stable offset, under `read_committed`). A reader that merely stalled is therefore
+/// never taken for a topic that ends short.
 pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32, expected: u64) -> anyhow::Result<u64> {
     let consumer = output_reader(brokers, topic, partitions)?;
     tokio::task::spawn_blocking(move || {
@@ -261,8 +263,9 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
             if count >= expected && reached.is_none() {
                 reached = Some(Instant::now());
             }
-            let settled =
-                at_end.len() >= usize::try_from(partitions)? && last_record.elapsed() > Duration::from_secs(5);
+            let settled = at_end.len() >= usize::try_from(partitions)?
+                && last_record.elapsed() > Duration::from_secs(5)
+                && read_to_the_end(&consumer)?;
             if reached.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) || settled {
                 return Ok(count);
             }
@@ -272,6 +275,19 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
         }
     })
     .await?
+}
+
+/// Whether `consumer` has read each of its partitions up to the end the broker reports now.
+fn read_to_the_end(consumer: &BaseConsumer) -> anyhow::Result<bool> {
+    for element in consumer.position()?.elements() {
+        let (_, end) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(10))?;
+        // A partition read from nowhere yet has no position: it is at its start, offset 0.
+        let position = if let Offset::Offset(position) = element.offset() { position } else { 0 };
+        if position < end {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn consumer_topic(consumer: &BaseConsumer) -> String {
