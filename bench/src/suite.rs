@@ -229,8 +229,7 @@ impl<'a> Suite<'a> {
         self.throughput(&Variant::of(System::ExactlyDatabase), &database_input, PARTITIONS, KB, small).await?;
         let kafka_input = self.bed.filled_topic(PARTITIONS, n, KB).await?;
         // The smoke profile warms up as it did before the broker's warm-up grew (Kafka mode
-        // only): with the copy added there, its smoke run twice lost records at the 10 ms
-        // point of the curve, for a reason not yet found (see docs/src/performance.md).
+        // only).
         let copy_too = n > small;
         for system in [System::ExactlyKafka, System::IdempotentCopy] {
             if system == System::IdempotentCopy && !copy_too {
