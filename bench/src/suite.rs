@@ -230,11 +230,9 @@ impl<'a> Suite<'a> {
         let kafka_input = self.bed.filled_topic(PARTITIONS, n, KB).await?;
         // The smoke profile warms up as it did before the broker's warm-up grew (Kafka mode
         // only).
-        let copy_too = n > small;
-        for system in [System::ExactlyKafka, System::IdempotentCopy] {
-            if system == System::IdempotentCopy && !copy_too {
-                continue;
-            }
+        let systems: &[System] =
+            if n > small { &[System::ExactlyKafka, System::IdempotentCopy] } else { &[System::ExactlyKafka] };
+        for &system in systems {
             self.throughput(&Variant::of(system), &kafka_input, PARTITIONS, KB, n).await?;
         }
         self.bed.delete_topics(&[&database_input, &kafka_input]).await?;
