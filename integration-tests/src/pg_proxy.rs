@@ -2,6 +2,10 @@
 //! after the server committed a transaction, before the client hears so. The client sees a
 //! lost connection during `COMMIT`, an unknown outcome, though the commit happened.
 //!
+//! It can also fall silent on the connections open at a moment, the way a server that went
+//! away without closing them does (a failover, a restarted container behind NAT): their
+//! sockets stay open, what the client sends is taken, and nothing ever comes back.
+//!
 //! Connect with `sslmode=disable`: the proxy reads the server's messages (type byte, length,
 //! body) and has to see them in the clear.
 
@@ -18,6 +22,9 @@ pub struct PgProxy {
     /// The port it listens on, on 127.0.0.1.
     pub port: u16,
     state: Arc<State>,
+    /// Bumped to silence the connections open at that moment; dropped with the proxy, which
+    /// closes the silenced ones.
+    silence: tokio::sync::watch::Sender<u64>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -36,17 +43,35 @@ impl PgProxy {
         let port = listener.local_addr()?.port();
         let state = Arc::new(State::default());
         let shared = Arc::clone(&state);
+        let (silence, silenced) = tokio::sync::watch::channel(0);
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let state = Arc::clone(&shared);
+                let mut silenced = silenced.clone();
+                silenced.mark_unchanged();
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(upstream).await {
-                        let _ = relay(client, server, state).await;
+                        let _ = relay(client, server, state, silenced).await;
                     }
                 });
             }
         });
-        Ok(Self { port, state, accept })
+        Ok(Self { port, state, silence, accept })
+    }
+
+    /// Starts a proxy to the server of `url` (`postgres://user:password@host:port/database`,
+    /// the host an IP address, as the harness gives it).
+    pub async fn in_front_of(url: &str) -> anyhow::Result<Self> {
+        let (_, tail) = url.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+        let (host, _) = tail.split_once('/').ok_or_else(|| anyhow::anyhow!("no database in {url}"))?;
+        Self::start(host.parse()?).await
+    }
+
+    /// Falls silent on every connection open now: the server's side is closed, the
+    /// client's stays open, and the client is never answered again (until the proxy is
+    /// dropped). Connections made afterwards work.
+    pub fn silence_open_connections(&self) {
+        self.silence.send_modify(|epoch| *epoch += 1);
     }
 
     /// Cuts the connection of each of the next `count` commits, after the server committed.
@@ -74,7 +99,12 @@ impl Drop for PgProxy {
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) -> std::io::Result<()> {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    state: Arc<State>,
+    mut silenced: tokio::sync::watch::Receiver<u64>,
+) -> std::io::Result<()> {
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (mut client_read, mut client_write) = client.into_split();
@@ -99,7 +129,18 @@ async fn relay(client: TcpStream, server: TcpStream, state: Arc<State>) -> std::
             client_write.write_all(&message).await?;
         }
     };
-    let outcome = downstream.await;
+    let outcome = tokio::select! {
+        outcome = downstream => outcome,
+        Ok(()) = silenced.changed() => {
+            // The client's reading half goes with the copy; its writing half keeps the
+            // socket open, unanswered, until the proxy is dropped.
+            upstream.abort();
+            drop(server_read);
+            while silenced.changed().await.is_ok() {}
+            drop(client_write);
+            return Ok(());
+        }
+    };
     upstream.abort();
     outcome
 }

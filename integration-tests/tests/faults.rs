@@ -291,12 +291,6 @@ async fn transactional_input_with_aborted_records_and_markers_kafka_mode() -> an
 }
 
 /// The host:port a database URL points at.
-fn address(url: &str) -> anyhow::Result<std::net::SocketAddr> {
-    let (_, tail) = url.rsplit_once('@').ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
-    let (host, _) = tail.split_once('/').ok_or_else(|| anyhow::anyhow!("no database in {url}"))?;
-    Ok(host.parse()?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_connection_cut_during_commit_outcome_unknown() -> anyhow::Result<()> {
     let profile = Profile::current();
@@ -308,7 +302,7 @@ async fn database_connection_cut_during_commit_outcome_unknown() -> anyhow::Resu
     let expected: Vec<String> = (0..count).map(|i| format!("v-{i}")).collect();
     let feeder = feed(kafka.client_config(), topic.clone(), values(count, partitions), Duration::from_millis(500));
 
-    let proxy = exactly_integration_tests::pg_proxy::PgProxy::start(address(&url)?).await?;
+    let proxy = exactly_integration_tests::pg_proxy::PgProxy::in_front_of(&url).await?;
     let group = unique("faults-cut");
     // Small batches: many commits to cut.
     let batch = exactly::Batch::default().max_records(20).max_wait(Duration::from_millis(20));

@@ -113,3 +113,66 @@ async fn a_relay_killed_twenty_times_publishes_each_record_once_in_key_order() -
     verdict.assert_exactly_once(4_000);
     Ok(())
 }
+
+/// Enqueues one outbox record per input, to `topic`, a few per transaction.
+async fn enqueue_all(
+    pool: &sqlx::PgPool,
+    topic: &str,
+    inputs: &[exactly_integration_tests::Input],
+) -> anyhow::Result<()> {
+    for chunk in inputs.chunks(5) {
+        let mut tx = pool.begin().await?;
+        for input in chunk {
+            let record =
+                exactly::Output::to(topic).key(input.key.clone().unwrap_or_default()).payload(input.payload.clone());
+            exactly::outbox::enqueue(&mut tx, &record).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+/// The relay's database connection falls silent mid-run, as when its server goes away
+/// without closing it (a failover, a host that lost power): it is never answered again.
+/// The relay gives it up after its deadline, reconnects, and publishes the rest, each
+/// record once. Without the deadline it would wait on that connection for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_database_connection_falls_silent_reconnects_and_publishes_the_rest() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let output = kafka.unique_topic("out", 2).await?;
+    let positions = kafka.unique_topic("positions", 1).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    exactly::migrate(&pool).await?;
+    let proxy = exactly_integration_tests::pg_proxy::PgProxy::in_front_of(&database.url).await?;
+    let relay_pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&proxy.url(&database.url)?)
+        .await?;
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = std::sync::Arc::clone(&errors);
+    let relay = exactly::outbox::Relay::new(unique("relay"), kafka.bootstrap_servers(), relay_pool)
+        .positions_topic(&positions)
+        .on_error(move |error| seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(error.to_string()))
+        .start()
+        .await?;
+
+    let inputs = keyed_inputs(200, 10);
+    enqueue_all(&pool, &output, &inputs[..100]).await?;
+    wait_for_records(kafka, &output, 100).await?;
+    proxy.silence_open_connections();
+    enqueue_all(&pool, &output, &inputs[100..]).await?;
+    let finished = wait_for_records(kafka, &output, 200).await;
+    // A relay stuck on its connection would not stop either.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), relay.stop()).await;
+    let errors = errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    finished.map_err(|e| anyhow::anyhow!("{e:#}; the relay reported: {errors:?}"))?;
+    stopped.map_err(|_| anyhow::anyhow!("the relay did not stop within 60 s"))??;
+
+    assert!(
+        errors.iter().any(|e| e.contains("did not answer within")),
+        "the relay went on without noticing its silent connection; it reported: {errors:?}"
+    );
+    verify_copy(kafka, &output, &inputs).await?.assert_exactly_once(200);
+    Ok(())
+}

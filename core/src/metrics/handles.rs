@@ -140,16 +140,19 @@ impl RelayMetrics {
         self.commit.record(commit.as_secs_f64());
     }
 
-    /// Counts the rows waiting in the outbox, at most every few seconds; a failed count is
-    /// skipped (the relay's own queries report the database's trouble).
-    pub(crate) fn count_backlog(&self, handle: &tokio::runtime::Handle, pool: &sqlx::PgPool) {
+    /// Whether the rows waiting in the outbox are due to be counted again (at most every
+    /// few seconds); if so, the count is taken as done now.
+    pub(crate) fn backlog_due(&self) -> bool {
         if self.counted.get().is_some_and(|at| at.elapsed() < BACKLOG_INTERVAL) {
-            return;
+            return false;
         }
         self.counted.set(Some(Instant::now()));
-        if let Ok(rows) = handle.block_on(crate::outbox::backlog(pool)) {
-            #[allow(clippy::cast_precision_loss)] // a row count stays far below 2^52
-            self.backlog.set(rows as f64);
-        }
+        true
+    }
+
+    /// `rows` wait in the outbox.
+    pub(crate) fn backlog(&self, rows: i64) {
+        #[allow(clippy::cast_precision_loss)] // a row count stays far below 2^52
+        self.backlog.set(rows as f64);
     }
 }

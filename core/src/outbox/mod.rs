@@ -43,12 +43,13 @@ pub async fn enqueue(tx: &mut PgConnection, record: &Output) -> sqlx::Result<()>
     Ok(())
 }
 
-/// How many records wait in the outbox.
+/// How many records wait in the outbox, counted through `database`: a pool, a connection
+/// or a transaction.
 ///
 /// # Errors
 /// When the query fails.
-pub async fn backlog(pool: &sqlx::PgPool) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM exactly.outbox").fetch_one(pool).await
+pub async fn backlog<'c>(database: impl sqlx::PgExecutor<'c>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM exactly.outbox").fetch_one(database).await
 }
 
 /// What waits in the outbox.

@@ -34,6 +34,13 @@ use crate::settings::KafkaProperties;
 /// A position in the outbox: the `(txid, id)` of the last published row.
 type Position = (i64, i64);
 
+/// How long one database call of the relay may take before the relay gives up its
+/// connection and starts over. A connection whose server went away without closing it (a
+/// failover, a host that lost power, a restarted container behind NAT) is never answered,
+/// and sqlx sets no TCP keepalive that would notice: without a deadline the relay would
+/// wait on it for good. The relay's queries are small; a long one means a lost server.
+const DATABASE_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Publishes the outbox to Kafka exactly once. See [the outbox](crate::outbox).
 ///
 /// ```no_run
@@ -212,15 +219,24 @@ impl Worker {
     }
 
     /// Waits for the advisory lock, then publishes while it holds it.
+    /// The relay's own connection, which holds the lock and makes every query: if it is
+    /// lost, so is the lock, and the next query fails instead of running unlocked.
     fn lead(&self) -> Result<()> {
-        let mut lock: PgConnection = self.handle.block_on(self.relay.pool.acquire())?.detach();
+        let mut lock: PgConnection = self.database(self.relay.pool.acquire())?.detach();
+        let outcome = self.lock_and_publish(&mut lock);
+        // A connection that stopped answering may not answer the goodbye either.
+        let _ = self.handle.block_on(tokio::time::timeout(Duration::from_secs(5), lock.close()));
+        outcome
+    }
+
+    fn lock_and_publish(&self, lock: &mut PgConnection) -> Result<()> {
         let key = format!("exactly-relay:{}", self.relay.name);
         loop {
             if self.stopping() {
                 return Ok(());
             }
-            let acquired: bool = self.handle.block_on(
-                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(&key).fetch_one(&mut lock),
+            let acquired: bool = self.database(
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(&key).fetch_one(&mut *lock),
             )?;
             if acquired {
                 break;
@@ -228,9 +244,21 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(500));
         }
         tracing::info!(relay = %self.relay.name, "leading: publishing the outbox");
-        let outcome = self.publish(&mut lock);
-        let _ = self.handle.block_on(lock.close());
-        outcome
+        self.publish(lock)
+    }
+
+    /// Runs one database call, for at most [`DATABASE_CALL_TIMEOUT`].
+    fn database<T>(&self, call: impl Future<Output = sqlx::Result<T>>) -> Result<T> {
+        match self.handle.block_on(tokio::time::timeout(DATABASE_CALL_TIMEOUT, call)) {
+            Ok(outcome) => Ok(outcome?),
+            Err(_) => Err(Error::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the database did not answer within {DATABASE_CALL_TIMEOUT:?} (its server may be gone without \
+                     closing the connection); the relay reconnects"
+                ),
+            )))),
+        }
     }
 
     /// Fences a previous relay with this name and aborts what it left open.
@@ -244,10 +272,12 @@ impl Worker {
         let mut position = self.read_position()?;
         tracing::info!(relay = %self.relay.name, ?position, "outbox position read from Kafka");
         while !self.stopping() {
-            // Still the leader? (A lost connection released the lock.)
-            self.handle.block_on(sqlx::query("SELECT 1").execute(&mut *lock))?;
-            self.metrics.count_backlog(&self.handle, &self.relay.pool);
-            let rows = self.handle.block_on(self.fetch(position))?;
+            if self.metrics.backlog_due()
+                && let Ok(rows) = self.database(super::backlog(&mut *lock))
+            {
+                self.metrics.backlog(rows);
+            }
+            let rows = self.fetch(lock, position)?;
             let Some(last) = rows.last().map(|row| row.position) else {
                 std::thread::sleep(self.relay.poll_interval);
                 continue;
@@ -255,7 +285,7 @@ impl Worker {
             match self.send_batch(&producer, &rows, last) {
                 Ok(()) => {
                     position = last;
-                    if let Err(e) = self.handle.block_on(self.delete_through(position)) {
+                    if let Err(e) = self.delete_through(lock, position) {
                         self.report(&e); // harmless: the rows stay behind the position
                     }
                 }
@@ -296,17 +326,19 @@ impl Worker {
         Ok(())
     }
 
-    async fn fetch(&self, after: Position) -> Result<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, txid, topic, key, payload, header_names, header_values FROM exactly.outbox
+    /// The next rows after `after`, read through the relay's own connection.
+    fn fetch(&self, lock: &mut PgConnection, after: Position) -> Result<Vec<OutboxRow>> {
+        let rows = self.database(
+            sqlx::query(
+                "SELECT id, txid, topic, key, payload, header_names, header_values FROM exactly.outbox
              WHERE (txid, id) > ($1, $2) AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
              ORDER BY txid, id LIMIT $3",
-        )
-        .bind(after.0)
-        .bind(after.1)
-        .bind(self.relay.batch_size)
-        .fetch_all(&self.relay.pool)
-        .await?;
+            )
+            .bind(after.0)
+            .bind(after.1)
+            .bind(self.relay.batch_size)
+            .fetch_all(lock),
+        )?;
         rows.into_iter()
             .map(|row| {
                 let names: Vec<String> = row.try_get("header_names")?;
@@ -322,12 +354,13 @@ impl Worker {
             .collect()
     }
 
-    async fn delete_through(&self, position: Position) -> Result<()> {
-        sqlx::query("DELETE FROM exactly.outbox WHERE (txid, id) <= ($1, $2)")
-            .bind(position.0)
-            .bind(position.1)
-            .execute(&self.relay.pool)
-            .await?;
+    fn delete_through(&self, lock: &mut PgConnection, position: Position) -> Result<()> {
+        self.database(
+            sqlx::query("DELETE FROM exactly.outbox WHERE (txid, id) <= ($1, $2)")
+                .bind(position.0)
+                .bind(position.1)
+                .execute(lock),
+        )?;
         Ok(())
     }
 
