@@ -244,14 +244,16 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
     let consumer = output_reader(brokers, topic, partitions)?;
     tokio::task::spawn_blocking(move || {
         let mut count = 0_u64;
+        let mut counts = std::collections::BTreeMap::<i32, u64>::new();
         let mut at_end = std::collections::HashSet::new();
         let mut last_record = Instant::now();
         let mut reached: Option<Instant> = None;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(_)) => {
+                Some(Ok(record)) => {
                     count += 1;
+                    *counts.entry(record.partition()).or_default() += 1;
                     last_record = Instant::now();
                 }
                 Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -267,6 +269,13 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
                 && last_record.elapsed() > Duration::from_secs(5)
                 && read_to_the_end(&consumer)?;
             if reached.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) || settled {
+                if count != expected {
+                    eprintln!(
+                        "exactly-bench: {count} records in {} where {expected} were expected; {}",
+                        consumer_topic(&consumer),
+                        where_records_are(&consumer, &counts)
+                    );
+                }
                 return Ok(count);
             }
             if Instant::now() > deadline {
@@ -288,6 +297,26 @@ fn read_to_the_end(consumer: &BaseConsumer) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Per partition: the records read, the offsets the broker holds (low to high watermark)
+/// and the reader's position, for a count that came out wrong.
+fn where_records_are(consumer: &BaseConsumer, counts: &std::collections::BTreeMap<i32, u64>) -> String {
+    let Ok(positions) = consumer.position() else { return "positions unknown".to_owned() };
+    positions
+        .elements()
+        .iter()
+        .map(|element| {
+            let (topic, partition) = (element.topic(), element.partition());
+            let marks = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10));
+            format!(
+                "partition {partition}: {} read, watermarks {marks:?}, position {:?}",
+                counts.get(&partition).copied().unwrap_or_default(),
+                element.offset()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn consumer_topic(consumer: &BaseConsumer) -> String {
