@@ -10,7 +10,9 @@
 //!
 //! One relay per name publishes at a time: instances elect one with a PostgreSQL advisory
 //! lock, and all use the relay's name as `transactional.id`, so a relay that lost the lock
-//! but still runs is fenced by its successor.
+//! but still runs is fenced by its successor. Each database call has a 30 s deadline: a
+//! connection whose server went away without closing it is given up, with the lock, and
+//! the relay starts over from the position it reads back from Kafka.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -218,9 +220,9 @@ impl Worker {
         Ok(())
     }
 
-    /// Waits for the advisory lock, then publishes while it holds it.
-    /// The relay's own connection, which holds the lock and makes every query: if it is
-    /// lost, so is the lock, and the next query fails instead of running unlocked.
+    /// Waits for the advisory lock on a connection of its own, then publishes while it
+    /// holds it. That connection makes every query: if it is lost, so is the lock, and the
+    /// next query fails instead of running unlocked.
     fn lead(&self) -> Result<()> {
         let mut lock: PgConnection = self.database(self.relay.pool.acquire())?.detach();
         let outcome = self.lock_and_publish(&mut lock);
