@@ -249,5 +249,21 @@ async fn a_relay_without_its_transactional_id_acl_stops_with_an_error_naming_it(
     // Whatever the handler committed stays in the outbox for the relay's next start.
     let handled = effect_counts(&pool, &service.group).await?.0;
     assert_eq!(exactly::outbox::backlog(&pool).await?, handled, "outbox records lost");
+
+    // Run on its own, the relay ends by itself with the same error, for `ended` to return.
+    let mut relay = exactly::outbox::Relay::new(&service.relay, kafka.bootstrap_servers(), pool.clone());
+    for (key, value) in kafka.client_settings(&service.user)? {
+        relay = relay.kafka_setting(key, value);
+    }
+    let started = std::time::Instant::now();
+    let mut handle = relay.start().await?;
+    let ended = tokio::time::timeout(FAIL_FAST, handle.ended()).await;
+    let outcome = match ended {
+        Ok(outcome) => outcome,
+        Err(_) => Err(exactly::Error::Config(format!("the relay was still running after {FAIL_FAST:?}"))),
+    };
+    assert_refused(&outcome, started.elapsed(), "transactional id");
+    handle.stop().await?;
+    assert_eq!(exactly::outbox::backlog(&pool).await?, handled, "outbox records lost");
     Ok(())
 }

@@ -81,18 +81,52 @@ impl std::fmt::Debug for Relay {
 #[derive(Debug)]
 pub struct RelayHandle {
     stop: watch::Sender<bool>,
-    task: JoinHandle<Result<()>>,
+    /// `None` once [`RelayHandle::ended`] has returned the relay's outcome.
+    task: Option<JoinHandle<Result<()>>>,
 }
 
 impl RelayHandle {
     /// Stops after the batch in flight (committed or aborted) and waits.
     ///
     /// # Errors
-    /// What the relay stopped on, if anything.
+    /// What the relay stopped on, if anything (`Ok` if [`RelayHandle::ended`] already
+    /// returned it).
     pub async fn stop(self) -> Result<()> {
         self.stop.send_replace(true);
-        self.task.await.map_err(|e| Error::Config(format!("the outbox relay panicked: {e}")))?
+        match self.task {
+            Some(task) => outcome(task.await),
+            None => Ok(()),
+        }
     }
+
+    /// Waits until the relay ends by itself, and returns why. It does so only when Kafka
+    /// refuses it access (credentials, TLS, a missing ACL), which retrying cannot mend;
+    /// every other error it reports and retries. Cancel-safe, so it fits in a `select!`
+    /// beside a shutdown signal:
+    ///
+    /// ```no_run
+    /// # async fn run(mut relay: exactly::outbox::RelayHandle) -> exactly::Result<()> {
+    /// tokio::select! {
+    ///     outcome = relay.ended() => outcome,
+    ///     _ = tokio::signal::ctrl_c() => relay.stop().await,
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// Once it has returned, it never returns again, and [`RelayHandle::stop`] returns `Ok`.
+    ///
+    /// # Errors
+    /// What the relay ended on.
+    pub async fn ended(&mut self) -> Result<()> {
+        let Some(task) = self.task.as_mut() else { return std::future::pending().await };
+        let result = task.await;
+        self.task = None;
+        outcome(result)
+    }
+}
+
+fn outcome(joined: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+    joined.map_err(|e| Error::Config(format!("the outbox relay panicked: {e}")))?
 }
 
 impl Relay {
@@ -178,7 +212,7 @@ impl Relay {
         let handle = tokio::runtime::Handle::current();
         let metrics = RelayMetrics::new(&self.name);
         let task = tokio::task::spawn_blocking(move || Worker { relay: self, handle, stopped, metrics }.run());
-        Ok(RelayHandle { stop, task })
+        Ok(RelayHandle { stop, task: Some(task) })
     }
 }
 
