@@ -47,8 +47,9 @@ impl System {
     }
 }
 
-/// Everything a worker needs, passed as one JSON argument.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Everything a worker needs, passed as one JSON argument. Its `Debug` hides the database
+/// URL's password.
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     pub(crate) system: System,
     pub(crate) brokers: String,
@@ -78,6 +79,29 @@ pub(crate) struct WorkerSpec {
     pub(crate) row_bytes: usize,
 }
 
+impl std::fmt::Debug for WorkerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerSpec")
+            .field("system", &self.system)
+            .field("brokers", &self.brokers)
+            .field("database_url", &exactly::redact::redact_url(&self.database_url))
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("table", &self.table)
+            .field("group", &self.group)
+            .field("batch", &self.batch)
+            .field("batch_wait_ms", &self.batch_wait_ms)
+            .field("commit_interval_ms", &self.commit_interval_ms)
+            .field("concurrency", &self.concurrency)
+            .field("instance", &self.instance)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("handler_delay_us", &self.handler_delay_us)
+            .field("rows", &self.rows)
+            .field("row_bytes", &self.row_bytes)
+            .finish()
+    }
+}
+
 /// Runs the worker `spec` describes until it is stopped (or, inserting only, done).
 pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
     match spec.system {
@@ -98,4 +122,34 @@ pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
 pub(crate) fn insert_sql(table: &str) -> anyhow::Result<String> {
     let table = crate::bed::sql_name(table)?;
     Ok(format!("INSERT INTO {table} (partition, message_offset, payload) VALUES ($1, $2, $3)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{System, WorkerSpec};
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let spec = WorkerSpec {
+            system: System::ExactlyDatabase,
+            brokers: "127.0.0.1:9092".into(),
+            database_url: "postgres://bench:s3cret-pw@127.0.0.1:5432/bench".into(),
+            input: "in".into(),
+            output: String::new(),
+            table: "t".into(),
+            group: "g".into(),
+            batch: 500,
+            batch_wait_ms: 50,
+            commit_interval_ms: 100,
+            concurrency: 8,
+            instance: None,
+            session_timeout_ms: 10_000,
+            handler_delay_us: 0,
+            rows: 0,
+            row_bytes: 0,
+        };
+        let shown = format!("{spec:?} {spec:#?}");
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("postgres://bench:[redacted]@127.0.0.1:5432/bench"), "{shown}");
+    }
 }
