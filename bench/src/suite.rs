@@ -522,6 +522,22 @@ impl<'a> Suite<'a> {
             if at_one.is_empty() {
                 at_one.clone_from(&rates);
             }
+            if partitions == PARTITIONS {
+                // S1's and S3's workloads measured a second time in the same run: the targets
+                // are judged here too, so that one lucky measurement cannot pass them alone.
+                self.target(
+                    "S1, measured again in S5: exactly / hand-written at-least-once (a)",
+                    rates[0],
+                    rates[1],
+                    0.9,
+                );
+                self.target(
+                    "S3 (1 KB), measured again in S5: exactly / idempotent at-least-once copy (a)",
+                    rates[2],
+                    rates[3],
+                    0.9,
+                );
+            }
             for (i, (variant, runs)) in rows.iter().enumerate() {
                 let versus_baseline =
                     if i % 2 == 0 { format!("{:.2}", rates[i] / rates[i + 1]) } else { "—".to_owned() };
