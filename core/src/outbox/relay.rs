@@ -100,8 +100,8 @@ impl RelayHandle {
     }
 
     /// Waits until the relay ends by itself, and returns why. It does so only when Kafka
-    /// refuses it access (credentials, TLS, a missing ACL), which retrying cannot mend;
-    /// every other error it reports and retries. Cancel-safe, so it fits in a `select!`
+    /// refuses it access (credentials, TLS, a missing ACL), which retrying cannot mend, or
+    /// when it panicked; every other error it reports and retries. Cancel-safe, so it fits in a `select!`
     /// beside a shutdown signal:
     ///
     /// ```no_run
