@@ -286,37 +286,53 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
     .await?
 }
 
+/// Where a reader stands in one partition, against what the broker holds there now.
+struct PartitionEnd {
+    partition: i32,
+    /// The reader's position (0 before its first read).
+    position: i64,
+    /// The low and high watermarks.
+    low: i64,
+    high: i64,
+}
+
+/// [`PartitionEnd`] of each partition assigned to `consumer`.
+fn partition_ends(consumer: &BaseConsumer) -> anyhow::Result<Vec<PartitionEnd>> {
+    consumer
+        .position()?
+        .elements()
+        .iter()
+        .map(|element| {
+            let (low, high) =
+                consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(10))?;
+            let position = if let Offset::Offset(position) = element.offset() { position } else { 0 };
+            Ok(PartitionEnd { partition: element.partition(), position, low, high })
+        })
+        .collect()
+}
+
 /// Whether `consumer` has read each of its partitions up to the end the broker reports now.
 fn read_to_the_end(consumer: &BaseConsumer) -> anyhow::Result<bool> {
-    for element in consumer.position()?.elements() {
-        let (_, end) = consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(10))?;
-        // A partition read from nowhere yet has no position: it is at its start, offset 0.
-        let position = if let Offset::Offset(position) = element.offset() { position } else { 0 };
-        if position < end {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    Ok(partition_ends(consumer)?.iter().all(|end| end.position >= end.high))
 }
 
 /// Per partition: the records read, the offsets the broker holds (low to high watermark)
 /// and the reader's position, for a count that came out wrong.
 fn where_records_are(consumer: &BaseConsumer, counts: &std::collections::BTreeMap<i32, u64>) -> String {
-    let Ok(positions) = consumer.position() else { return "positions unknown".to_owned() };
-    positions
-        .elements()
-        .iter()
-        .map(|element| {
-            let (topic, partition) = (element.topic(), element.partition());
-            let marks = consumer.fetch_watermarks(topic, partition, Duration::from_secs(10));
-            format!(
-                "partition {partition}: {} read, watermarks {marks:?}, position {:?}",
-                counts.get(&partition).copied().unwrap_or_default(),
-                element.offset()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
+    match partition_ends(consumer) {
+        Ok(ends) => ends
+            .iter()
+            .map(|end| {
+                let read = counts.get(&end.partition).copied().unwrap_or_default();
+                format!(
+                    "partition {}: {read} read, offsets {} to {}, position {}",
+                    end.partition, end.low, end.high, end.position
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        Err(e) => format!("partition ends unknown: {e:#}"),
+    }
 }
 
 fn consumer_topic(consumer: &BaseConsumer) -> String {
