@@ -183,6 +183,27 @@ pub enum Error {
         /// How long it was waited for.
         waited: std::time::Duration,
     },
+    /// A database transaction of a Database-mode partition (or the claim of a partition)
+    /// did not finish within the runtime's
+    /// [`database_transaction_timeout`](crate::RuntimeBuilder::database_transaction_timeout).
+    /// The database stopped answering (a server or network gone without closing the
+    /// connection never does), or the handler took that long. The work was abandoned, its
+    /// connection dropped, and it is retried from the stored position.
+    #[error(
+        "{during}{} did not finish within {after:?}: the database stopped answering (a server or network gone \
+         without closing the connection never answers) or the handler took that long; it was abandoned and is \
+         retried from the stored position (raise `database_transaction_timeout` if handlers need longer)",
+        at(location.as_ref())
+    )]
+    DatabaseTimedOut {
+        /// What was under way: `the batch`, `dead-lettering the message`, `claiming group
+        /// g topic t partition 0`, ...
+        during: String,
+        /// The partition, at its first unprocessed message, when known.
+        location: Option<Location>,
+        /// The deadline it ran past.
+        after: std::time::Duration,
+    },
     /// The operations HTTP server ([`RuntimeBuilder::serve_http`](crate::RuntimeBuilder::serve_http))
     /// cannot listen on its address.
     #[error("cannot serve HTTP on {addr}: {source}")]
@@ -236,7 +257,7 @@ impl Error {
             | Error::KafkaTls { .. }
             | Error::KafkaAuthorization { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
-            Error::KafkaCallStuck { .. } => ErrorClass::Retriable,
+            Error::KafkaCallStuck { .. } | Error::DatabaseTimedOut { .. } => ErrorClass::Retriable,
             Error::Database(e) => database_class(e),
             Error::Handler { .. } | Error::AssignmentLost { .. } | Error::DeadLettered { .. } => ErrorClass::Abortable,
         }
@@ -279,9 +300,15 @@ impl Error {
             | Error::Handler { location, .. }
             | Error::DeadLettered { location, .. }
             | Error::OffsetOutOfRange { location } => Some(location),
+            Error::DatabaseTimedOut { location, .. } => location.as_ref(),
             _ => None,
         }
     }
+}
+
+/// ` at <location>`, or nothing.
+fn at(location: Option<&Location>) -> String {
+    location.map(|location| format!(" at {location}")).unwrap_or_default()
 }
 
 fn kafka_class(error: &rdkafka::error::KafkaError) -> ErrorClass {

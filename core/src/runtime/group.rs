@@ -169,7 +169,12 @@ impl GroupContext {
                 })
             };
             let claimed = async { offsets::claim(self.shared.pool()?, key, initial).await };
-            match self.shared.handle.block_on(claimed) {
+            let deadline = self.shared.transaction_timeout;
+            let claimed = self.shared.handle.block_on(tokio::time::timeout(deadline, claimed)).unwrap_or_else(|_| {
+                let during = format!("claiming group {} topic {} partition {}", key.group, key.topic, key.partition);
+                Err(Error::DatabaseTimedOut { during, location: None, after: deadline })
+            });
+            match claimed {
                 Ok(claim) => return Some(claim),
                 Err(e) => {
                     self.shared.report(&e);

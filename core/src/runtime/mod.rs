@@ -67,6 +67,7 @@ pub struct RuntimeBuilder {
     on_error: Option<ErrorHook>,
     migrate: bool,
     revoke_grace: Duration,
+    database_transaction_timeout: Duration,
     transactional_id: Option<String>,
     commit_interval: Duration,
     outbox_relay: Option<String>,
@@ -250,6 +251,23 @@ impl RuntimeBuilder {
         self
     }
 
+    /// How long one PostgreSQL transaction of a Database-mode partition may take, from
+    /// taking a pooled connection to `COMMIT`, its handler calls included (default 60 s);
+    /// claiming a partition on assignment has the same deadline.
+    ///
+    /// A database server or network that goes away without closing the connection (a
+    /// failover, a host that lost power) never answers it again, and without a deadline
+    /// the partition would wait on it for good. Past the deadline the work is abandoned,
+    /// reported as [`Error::DatabaseTimedOut`], and retried from the stored position: the
+    /// abandoned transaction rolls back if the server ever sees it, and a `COMMIT` whose
+    /// answer never came is looked up before the retry, so nothing is lost or applied
+    /// twice. A handler that needs longer than this is abandoned the same way, again and
+    /// again: raise the deadline for it.
+    pub fn database_transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.database_transaction_timeout = timeout;
+        self
+    }
+
     /// Serves operations endpoints over HTTP/1.1 on `addr` while the runtime runs (bound by
     /// [`RuntimeBuilder::build`]; port 0 picks a free one, see [`Runtime::http_addr`]):
     ///
@@ -403,6 +421,7 @@ impl RuntimeBuilder {
             handle: tokio::runtime::Handle::current(),
             shutdown: shutdown_rx,
             revoke_grace: self.revoke_grace,
+            transaction_timeout: self.database_transaction_timeout,
             retry: self.retry,
             health,
             lag: LagRegistry::default(),
@@ -464,6 +483,7 @@ impl Runtime {
             on_error: None,
             migrate: true,
             revoke_grace: Duration::from_secs(30),
+            database_transaction_timeout: Duration::from_secs(60),
             transactional_id: None,
             commit_interval: Duration::from_millis(100),
             outbox_relay: None,

@@ -267,8 +267,10 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 Advance::AlreadyCommitted => tx.rollback().await?,
             }
             Ok::<(), Error>(())
-        }
-        .await;
+        };
+        let outcome = tokio::time::timeout(self.shared.transaction_timeout, outcome)
+            .await
+            .unwrap_or_else(|_| Err(self.timed_out("moving past control records")));
         match outcome {
             Ok(()) => {
                 tracing::debug!(from = self.next, to = position, "position moved past records not delivered");
@@ -292,7 +294,9 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         let mut infrastructure = Backoff::new();
         while !self.batch.is_empty() {
             let span = self.batch_span();
-            let delay = match self.attempt().instrument(span).await {
+            let attempt = tokio::time::timeout(self.shared.transaction_timeout, self.attempt().instrument(span));
+            let outcome = attempt.await.unwrap_or_else(|_| Err(Failure::Transient(self.abandoned("the batch"))));
+            let delay = match outcome {
                 Ok(()) => {
                     infrastructure = Backoff::new();
                     continue;
@@ -325,15 +329,18 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     }
                     // Settle it for good (dead letter), try it alone now, park it (its key
                     // waits, the other keys go on), or retry it after the policy's backoff.
+                    let limit = self.shared.transaction_timeout;
                     let settled = if permanent || count >= self.retry.max_attempts {
-                        Some(self.dead_letter(error.to_string()).await)
+                        let settling = tokio::time::timeout(limit, self.dead_letter(error.to_string())).await;
+                        Some(settling.unwrap_or_else(|_| Err(self.abandoned("dead-lettering the message"))))
                     } else if self.limit > 1 {
                         // Alone it may pass (its failure may come from a neighbour): try now.
                         self.start.metrics.retried.increment(1);
                         self.limit = 1;
                         continue;
                     } else if self.parked.is_some() {
-                        Some(self.park_head(count, error.to_string()).await)
+                        let settling = tokio::time::timeout(limit, self.park_head(count, error.to_string())).await;
+                        Some(settling.unwrap_or_else(|_| Err(self.abandoned("parking the message"))))
                     } else {
                         None
                     };
@@ -485,6 +492,21 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         Ok(())
     }
 
+    /// [`Error::DatabaseTimedOut`] for `during`, at the head of the batch.
+    fn timed_out(&self, during: &'static str) -> Error {
+        let offset = self.batch.first().map_or(self.next, Item::offset);
+        let location = Some(self.start.key.location(offset));
+        Error::DatabaseTimedOut { during: during.to_owned(), location, after: self.shared.transaction_timeout }
+    }
+
+    /// Work on the database ran past the deadline and was dropped where it waited: its
+    /// transaction rolls back once its connection goes, unless the deadline struck during
+    /// `COMMIT`, so the stored position is read before the next attempt.
+    fn abandoned(&mut self, during: &'static str) -> Error {
+        self.commit_unknown = true;
+        self.timed_out(during)
+    }
+
     /// The try at the message at `offset` this is, as the retry policy counts them.
     fn attempt_of(&self, offset: i64) -> u32 {
         match &self.failures {
@@ -583,7 +605,11 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         let mut backoff = Backoff::new();
         loop {
             let loaded = match self.shared.pool() {
-                Ok(pool) => ParkedKeys::load(pool, &self.start.key).await,
+                Ok(pool) => {
+                    tokio::time::timeout(self.shared.transaction_timeout, ParkedKeys::load(pool, &self.start.key))
+                        .await
+                        .unwrap_or_else(|_| Err(self.timed_out("loading the parked keys")))
+                }
                 Err(error) => Err(error),
             };
             match loaded {
@@ -612,7 +638,9 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             if self.stopping() {
                 return false;
             }
-            if let Err(error) = self.retry_parked_key(&message_key).await {
+            let retrying = tokio::time::timeout(self.shared.transaction_timeout, self.retry_parked_key(&message_key));
+            let outcome = retrying.await.unwrap_or_else(|_| Err(self.abandoned("retrying a parked key")));
+            if let Err(error) = outcome {
                 self.shared.report(&error);
                 if error.class() == ErrorClass::Fatal {
                     return false;

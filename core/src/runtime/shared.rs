@@ -25,6 +25,8 @@ pub(crate) struct Shared {
     pub(crate) handle: tokio::runtime::Handle,
     pub(crate) shutdown: watch::Receiver<bool>,
     pub(crate) revoke_grace: Duration,
+    /// The deadline of one database transaction of a partition (and of a claim).
+    pub(crate) transaction_timeout: Duration,
     pub(crate) retry: RetryPolicy,
     /// What the health probes read.
     pub(crate) health: Arc<HealthState>,
