@@ -46,6 +46,12 @@ pub trait Consumes {
 ///
 /// Return an error to roll the batch back; the partition does not advance past a message
 /// whose handler fails.
+///
+/// In Database mode a batch's transaction, handler calls included, has a deadline
+/// ([`RuntimeBuilder::database_transaction_timeout`](crate::RuntimeBuilder::database_transaction_timeout),
+/// 60 s by default): past it the batch is abandoned, rolled back and tried again, so a
+/// database that stops answering cannot hold a partition for good. A handler that needs
+/// longer needs a longer deadline.
 #[async_trait::async_trait]
 pub trait Handler: Consumes + Send + Sync + 'static {
     /// Handles one message.
