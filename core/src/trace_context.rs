@@ -1,10 +1,14 @@
-//! W3C trace context: the `traceparent` header of a consumed message, carried to the records
-//! its handler emits, without any tracing backend.
+//! W3C trace context: the `traceparent` and `tracestate` headers of a consumed message,
+//! carried to the records its handler emits, without any tracing backend.
 //!
 //! A valid `traceparent` (W3C Trace Context, level 1) gives the message's processing a new
 //! span id under the message's trace id; that span id is the parent of every record the
 //! handler emits (which gets a `traceparent` header unless the handler set one). A header
-//! that is not valid is ignored, as the specification says.
+//! that is not valid is ignored, as the specification says. The message's `tracestate`
+//! (the vendors' own entries) goes along unchanged, as the specification asks of a
+//! participant that adds no entry of its own; several `tracestate` headers are joined with
+//! commas, as HTTP joins repeated headers. Without a valid `traceparent`, `tracestate` is
+//! ignored too.
 
 use std::fmt;
 
@@ -13,8 +17,11 @@ use crate::output::Output;
 /// The header's name.
 pub(crate) const HEADER: &str = "traceparent";
 
+/// The name of the header with the vendors' entries.
+pub(crate) const STATE_HEADER: &str = "tracestate";
+
 /// The trace a message belongs to, and the span of its processing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TraceContext {
     trace_id: [u8; 16],
     /// The span that produced the message (the message's `traceparent` parent id).
@@ -22,16 +29,29 @@ pub(crate) struct TraceContext {
     /// The span of this message's processing: the parent of the records its handler emits.
     span_id: [u8; 8],
     sampled: bool,
+    /// The message's `tracestate`, passed on unchanged; `None` when it had none.
+    state: Option<Vec<u8>>,
 }
 
 impl TraceContext {
     /// The trace context of a message with these headers: from its first `traceparent`
-    /// header, if that is valid.
+    /// header, if that is valid, with its `tracestate` headers joined.
     pub(crate) fn from_headers<'h, V: AsRef<[u8]> + 'h>(
-        headers: impl IntoIterator<Item = (&'h str, Option<&'h V>)>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h V>)> + Clone,
     ) -> Option<Self> {
-        let (_, value) = headers.into_iter().find(|(name, _)| name.eq_ignore_ascii_case(HEADER))?;
-        Self::parse(value?.as_ref())
+        let (_, value) = headers.clone().into_iter().find(|(name, _)| name.eq_ignore_ascii_case(HEADER))?;
+        let mut trace = Self::parse(value?.as_ref())?;
+        for (name, value) in headers {
+            let Some(value) = value.map(AsRef::as_ref).filter(|v| !v.is_empty()) else { continue };
+            if name.eq_ignore_ascii_case(STATE_HEADER) {
+                let state = trace.state.get_or_insert_with(Vec::new);
+                if !state.is_empty() {
+                    state.push(b',');
+                }
+                state.extend_from_slice(value);
+            }
+        }
+        Some(trace)
     }
 
     /// Parses a `traceparent` value; `None` unless it is valid. The span of the processing
@@ -55,7 +75,7 @@ impl TraceContext {
         if trace_id == [0; 16] || parent_id == [0; 8] {
             return None;
         }
-        Some(Self { trace_id, parent_id, span_id: new_span_id(), sampled: flags & 0x01 == 1 })
+        Some(Self { trace_id, parent_id, span_id: new_span_id(), sampled: flags & 0x01 == 1, state: None })
     }
 
     /// The trace id, as 32 hex digits.
@@ -86,11 +106,18 @@ impl TraceContext {
         format!("00-{}-{}-{:02x}", self.trace_id(), self.span_id(), u8::from(self.sampled))
     }
 
-    /// Adds the `traceparent` of a record emitted while processing to `output`, unless the
-    /// handler gave it one.
+    /// Adds the `traceparent` of a record emitted while processing to `output`, and the
+    /// message's `tracestate`, unless the handler gave the record a `traceparent` (its own
+    /// trace, which the message's `tracestate` does not describe) or a `tracestate`.
     pub(crate) fn stamp(&self, output: &mut Output) {
-        if !output.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(HEADER)) {
-            output.headers.push((HEADER.to_owned(), self.child_traceparent().into_bytes()));
+        let has = |header: &str| output.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case(header));
+        if has(HEADER) {
+            return;
+        }
+        let state = self.state.as_ref().filter(|_| !has(STATE_HEADER));
+        output.headers.push((HEADER.to_owned(), self.child_traceparent().into_bytes()));
+        if let Some(state) = state {
+            output.headers.push((STATE_HEADER.to_owned(), state.clone()));
         }
     }
 }
@@ -190,5 +217,39 @@ mod tests {
         assert_eq!(own.headers, vec![(HEADER.to_owned(), b"mine".to_vec())]);
         let none: Vec<(String, Option<Vec<u8>>)> = vec![("traceparent".into(), None)];
         assert_eq!(TraceContext::from_headers(none.iter().map(|(n, v)| (n.as_str(), v.as_ref()))), None);
+    }
+
+    fn trace_of(headers: &[(&str, &str)]) -> Option<TraceContext> {
+        let headers: Vec<(String, Option<Vec<u8>>)> =
+            headers.iter().map(|(n, v)| ((*n).to_owned(), Some(v.as_bytes().to_vec()))).collect();
+        TraceContext::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())))
+    }
+
+    #[test]
+    fn carries_tracestate_unchanged_and_joins_repeated_headers() {
+        let trace = trace_of(&[("tracestate", "congo=t61rcWkgMzE"), ("traceparent", VALID), ("TraceState", "rojo=1")]);
+        let trace = trace.expect("valid");
+        let mut output = Output::to("t");
+        trace.stamp(&mut output);
+        assert_eq!(
+            output.headers,
+            vec![
+                (HEADER.to_owned(), trace.child_traceparent().into_bytes()),
+                (STATE_HEADER.to_owned(), b"congo=t61rcWkgMzE,rojo=1".to_vec())
+            ]
+        );
+        // The handler's own tracestate wins; its own traceparent starts a trace of its own.
+        let mut own_state = Output::to("t").header("tracestate", "mine=1");
+        trace.stamp(&mut own_state);
+        assert_eq!(own_state.headers.iter().filter(|(n, _)| n == STATE_HEADER).count(), 1);
+        assert_eq!(own_state.headers[0], (STATE_HEADER.to_owned(), b"mine=1".to_vec()));
+        let mut own_parent = Output::to("t").header("traceparent", "mine");
+        trace.stamp(&mut own_parent);
+        assert_eq!(own_parent.headers, vec![(HEADER.to_owned(), b"mine".to_vec())]);
+        // No tracestate, no header; without a valid traceparent, tracestate is ignored.
+        let mut plain = Output::to("t");
+        trace_of(&[("traceparent", VALID), ("tracestate", "")]).expect("valid").stamp(&mut plain);
+        assert_eq!(plain.headers.len(), 1);
+        assert_eq!(trace_of(&[("tracestate", "congo=t61rcWkgMzE")]), None);
     }
 }

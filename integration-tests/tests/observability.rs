@@ -419,11 +419,16 @@ async fn produce_with_headers(
 
 /// The `traceparent` of the record with `payload`, split into its four fields.
 fn traceparent_of(records: &[ReadRecord], payload: &str) -> anyhow::Result<Option<Vec<String>>> {
+    Ok(header_of(records, payload, "traceparent")?.map(|value| value.split('-').map(str::to_owned).collect()))
+}
+
+/// The header `name` of the record with `payload`.
+fn header_of(records: &[ReadRecord], payload: &str, name: &str) -> anyhow::Result<Option<String>> {
     let record = records
         .iter()
         .find(|r| r.payload.as_deref() == Some(payload.as_bytes()))
         .with_context(|| format!("no record {payload}"))?;
-    Ok(record.header("traceparent").map(|value| value.split('-').map(str::to_owned).collect()))
+    Ok(record.header(name))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,11 +449,15 @@ async fn trace_context_goes_from_consumed_messages_to_the_records_handlers_emit(
         ("uppercase", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01".to_owned()),
         ("zero-trace", "00-00000000000000000000000000000000-00f067aa0ba902b7-01".to_owned()),
     ];
+    let tracestate = ["congo=t61rcWkgMzE", "rojo=00f067aa0ba902b7"];
     for topic in [&kafka_input, &db_input] {
         for (payload, value) in &inputs {
-            produce_with_headers(kafka, topic, payload, &[("traceparent", value.as_str())]).await?;
+            // Every input has a tracestate (in two headers): only the traced one's goes on.
+            let headers =
+                [("traceparent", value.as_str()), ("tracestate", tracestate[0]), ("tracestate", tracestate[1])];
+            produce_with_headers(kafka, topic, payload, &headers).await?;
         }
-        produce_with_headers(kafka, topic, "untraced", &[]).await?;
+        produce_with_headers(kafka, topic, "untraced", &[("tracestate", tracestate[0])]).await?;
     }
 
     let mut recorder = Recorder::new(&db_input, &unique("tc_db"), "a");
@@ -493,8 +502,14 @@ async fn trace_context_goes_from_consumed_messages_to_the_records_handlers_emit(
         assert_ne!(span_id, parent_id, "{how}: the emitted record must have a span of its own as parent");
         assert_ne!(span_id, "0000000000000000", "{how}");
         span_ids.push(span_id.clone());
+        assert_eq!(
+            header_of(records, "traced", "tracestate")?.as_deref(),
+            Some("congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"),
+            "{how}: the message's tracestate goes on unchanged, its two headers joined"
+        );
         for payload in ["malformed", "uppercase", "zero-trace", "untraced"] {
             assert_eq!(traceparent_of(records, payload)?, None, "{how}: {payload} must give no traceparent");
+            assert_eq!(header_of(records, payload, "tracestate")?, None, "{how}: {payload} must give no tracestate");
         }
     }
     assert_ne!(span_ids[0], span_ids[1], "each processing has its own span id");

@@ -310,9 +310,10 @@ impl RuntimeBuilder {
     /// `parent_span_id` and a new `span_id`, and every record its handler emits through
     /// [`Context::emit`](crate::Context::emit), in Kafka mode and through the outbox, gets a
     /// `traceparent` with the same trace id and that new span id as parent, unless the
-    /// handler gave the record one itself.
+    /// handler gave the record one itself, and the message's `tracestate` unchanged (the
+    /// vendors' entries; repeated headers joined with commas).
     ///
-    /// Not covered: `tracestate` (not carried), messages without a valid `traceparent` (no
+    /// Not covered: a `tracestate` entry of exactly's own, messages without a valid `traceparent` (no
     /// new trace is started), records produced otherwise than through `emit`, and dead
     /// letters (they keep the original message's headers). Spans are `tracing` spans: to
     /// export them, use a `tracing` subscriber that does.
