@@ -126,6 +126,13 @@ const CONSUMER_FIXED: &[(&str, &str)] = &[
     ("auto.offset.reset", "error"),
 ];
 
+/// How long librdkafka waits before fetching again for a partition whose prefetch queue
+/// was full (a default; yours wins). At librdkafka's default, 1000 ms, a consumer that
+/// drains its queue faster than that waits on an empty one: in benchmark S3 the Kafka-mode
+/// copy ran at about 75 000 msg/s (1 KB) and 125 000 (100 B) with it, and about 160 000 and
+/// 470 000 with 20 ms. Checking a full queue 50 times a second costs next to nothing.
+const FETCH_QUEUE_BACKOFF: (&str, &str) = ("fetch.queue.backoff.ms", "20");
+
 /// Client properties that only consumers read; not copied to the producer.
 fn consumer_only(key: &str) -> bool {
     key.starts_with("fetch.")
@@ -253,7 +260,7 @@ impl KafkaProperties {
 
     /// The configuration of a consumer for `group`: the user's properties, then the fixed ones.
     pub(crate) fn consumer(&self, group: &str) -> ClientConfig {
-        self.consumer_with(group, &[])
+        self.consumer_with(group, &[FETCH_QUEUE_BACKOFF])
     }
 
     /// A Database-mode group's consumer. Its partitions have queues of their own, and then
@@ -262,7 +269,7 @@ impl KafkaProperties {
     /// messages on 8 partitions peaked at 827 MiB (benchmark S6). A Database-mode batch
     /// commits a few thousand messages a second, so 4 MiB per partition is seconds of work.
     pub(crate) fn database_consumer(&self, group: &str) -> ClientConfig {
-        self.consumer_with(group, &[("queued.max.messages.kbytes", "4096")])
+        self.consumer_with(group, &[("queued.max.messages.kbytes", "4096"), FETCH_QUEUE_BACKOFF])
     }
 
     /// A consumer of `group` with `defaults` under the user's properties.
@@ -292,6 +299,20 @@ mod tests {
         properties.set("bootstrap.servers", "localhost:9092");
         properties.set(key, value);
         properties
+    }
+
+    #[test]
+    fn consumers_fetch_again_soon_after_a_full_queue_unless_told_otherwise() {
+        let defaults = KafkaProperties::default();
+        for config in [defaults.consumer("g"), defaults.database_consumer("g")] {
+            assert_eq!(config.get("fetch.queue.backoff.ms"), Some("20"));
+        }
+        assert_eq!(defaults.database_consumer("g").get("queued.max.messages.kbytes"), Some("4096"));
+        let mine = with("fetch.queue.backoff.ms", "500");
+        for config in [mine.consumer("g"), mine.database_consumer("g")] {
+            assert_eq!(config.get("fetch.queue.backoff.ms"), Some("500"), "the user's value wins");
+        }
+        assert_eq!(mine.producer("tx").get("fetch.queue.backoff.ms"), None, "a consumer setting");
     }
 
     #[test]
