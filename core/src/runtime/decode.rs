@@ -32,13 +32,15 @@ pub(crate) fn raw(message: &BorrowedMessage<'_>) -> Raw {
 }
 
 /// Decodes key and payload straight from librdkafka's buffer (no copy of the raw bytes).
-pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>) -> Decoded<H::Key, H::Payload> {
+/// `topic` is the message's, as the caller already has it (reading it from librdkafka
+/// again costs a length scan and a UTF-8 check per message).
+pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>, topic: &str) -> Decoded<H::Key, H::Payload> {
     let headers = message
         .headers()
         .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
         .unwrap_or_default();
     let at = Coordinates {
-        topic: message.topic(),
+        topic,
         partition: message.partition(),
         offset: message.offset(),
         timestamp: message.timestamp().to_millis(),

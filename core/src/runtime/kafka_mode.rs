@@ -347,7 +347,7 @@ impl Transactions {
         }
         let span = self.message_span(key, offset);
         let _entered = span.enter();
-        let failure = match decode::<H>(message) {
+        let failure = match decode::<H>(message, &key.0) {
             Decoded::Failed { part, error } => {
                 Some((Error::Decode { location: self.location(key, offset), part, source: error }, true))
             }
@@ -772,18 +772,16 @@ impl Transactions {
     }
 }
 
-/// Runs `future` to its end on this (blocking) thread: polled once in place, inside the
-/// runtime's context, which is all a handler that does not wait needs; only one that waits
-/// is driven on by `block_on`. Entering the runtime with `block_on` for every message cost
-/// more CPU than copying the message.
+/// Runs `future` to its end on this (blocking) thread: polled once in place, which is all a
+/// handler that does not wait needs; only one that waits is driven on by `block_on`.
+/// Entering the runtime with `block_on` for every message cost more CPU than copying the
+/// message. The loop runs on tokio's blocking pool, whose threads are inside the runtime's
+/// context already, so a handler can use tokio (timers, spawning) in place.
 fn complete<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    {
-        let _entered = handle.enter();
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+        return output;
     }
     handle.block_on(future)
 }
@@ -862,22 +860,26 @@ fn run<H: Handler<Mode = Kafka>>(
     // CPU): for when the transaction is due, and for how long the next poll may wait.
     let mut now = Instant::now();
     while !shared.shutting_down() {
-        let wait = {
-            let txn = consumer.context().lock();
-            // While a commit runs, look for its end often.
-            let most = if txn.committing.is_some() { Duration::from_millis(5) } else { Duration::from_millis(100) };
-            match txn.open {
-                Some(opened) => {
-                    txn.settings.commit_interval.saturating_sub(now.saturating_duration_since(opened)).min(most)
-                }
-                None => most,
-            }
-        };
         // The rebalance callback runs inside poll and takes the lock itself. A message
         // already fetched is taken without a timeout first: librdkafka then reads no clock
-        // and arms no wait, which under a steady stream is most of what a poll costs.
+        // and arms no wait, which under a steady stream is most of what a poll costs; how
+        // long to wait is worked out only when there is none.
         let polled = match consumer.poll(Duration::ZERO) {
-            None => consumer.poll(wait),
+            None => {
+                let wait = {
+                    let txn = consumer.context().lock();
+                    // While a commit runs, look for its end often.
+                    let most =
+                        if txn.committing.is_some() { Duration::from_millis(5) } else { Duration::from_millis(100) };
+                    match txn.open {
+                        Some(opened) => {
+                            txn.settings.commit_interval.saturating_sub(now.saturating_duration_since(opened)).min(most)
+                        }
+                        None => most,
+                    }
+                };
+                consumer.poll(wait)
+            }
             ready => ready,
         };
         let mut txn = consumer.context().lock();

@@ -231,7 +231,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     {
                         continue;
                     }
-                    let item = item::<H>(&message);
+                    let item = item::<H>(&message, &self.start.key.topic);
                     self.batch.push(item);
                     self.start.metrics.consumed.increment(1);
                 }
@@ -772,8 +772,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     }
 }
 
-fn item<H: Handler>(message: &BorrowedMessage<'_>) -> Item<H::Key, H::Payload> {
-    let decoded = match decode::<H>(message) {
+fn item<H: Handler>(message: &BorrowedMessage<'_>, topic: &str) -> Item<H::Key, H::Payload> {
+    let decoded = match decode::<H>(message, topic) {
         Decoded::Message(message) => Ok(message),
         Decoded::Failed { part, error } => Err((part, error)),
     };
