@@ -251,8 +251,9 @@ impl RuntimeBuilder {
         self
     }
 
-    /// How long one PostgreSQL transaction of a Database-mode partition may take, from
-    /// taking a pooled connection to `COMMIT`, its handler calls included (default 60 s);
+    /// How long one attempt at a Database-mode batch may take, from its start (waiting for
+    /// one of the [`max_concurrent_batches`](Self::max_concurrent_batches) slots and a
+    /// pooled connection included) to `COMMIT`, its handler calls included (default 60 s);
     /// claiming a partition on assignment has the same deadline.
     ///
     /// A database server or network that goes away without closing the connection (a
