@@ -247,9 +247,13 @@ pub async fn redrive<H: Handler<Mode = Database>>(pool: &PgPool, handler: &H, id
             continue;
         };
         let (letter, headers) = dead_letter(&row)?;
-        let at =
-            Coordinates { topic: &letter.topic, partition: letter.partition, offset: letter.offset, timestamp: None };
-        let failure = match decode_parts::<H>(letter.key.as_deref(), letter.payload.as_deref(), headers, &at) {
+        let at = Coordinates {
+            topic: letter.topic.clone(),
+            partition: letter.partition,
+            offset: letter.offset,
+            timestamp: None,
+        };
+        let failure = match decode_parts::<H>(letter.key.as_deref(), letter.payload.as_deref(), headers, at) {
             Decoded::Failed { part, error } => Some(format!("cannot decode the {part}: {error}")),
             Decoded::Message(message) => {
                 let mut cx = Context::new(&mut tx, subscription.outputs());

@@ -64,6 +64,77 @@ async fn overlapping_commits_keep_every_record_once_and_in_order() -> anyhow::Re
     Ok(())
 }
 
+/// Emits, for every message of its topics, a record whose key is the message's payload and
+/// whose payload is the topic the message says it came from.
+struct TopicEcho {
+    inputs: Vec<String>,
+    output: String,
+    group: String,
+}
+
+impl exactly::Consumes for TopicEcho {
+    type Key = Vec<u8>;
+    type Payload = Vec<u8>;
+    type Codec = exactly::codec::Bytes;
+    type Mode = exactly::mode::Kafka;
+
+    fn subscription(&self) -> exactly::Subscription {
+        exactly::Subscription::new(self.inputs.clone(), self.group.clone(), exactly::Delivery::PointToPoint)
+    }
+}
+
+#[exactly::async_trait]
+impl exactly::Handler for TopicEcho {
+    async fn handle(
+        &self,
+        message: &exactly::Message<Vec<u8>, Vec<u8>>,
+        cx: &mut exactly::Context<'_, exactly::mode::Kafka>,
+    ) -> Result<(), exactly::HandlerError> {
+        cx.emit(exactly::Output::to(&self.output).key(message.payload.clone()).payload(message.topic.clone()));
+        Ok(())
+    }
+}
+
+/// Messages of two topics, several partitions each, handled in one loop: every message
+/// names the topic it was read from (the runtime reuses one topic buffer from message to
+/// message, so a stale name would show here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_names_the_topic_it_was_read_from() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let (first, second) = (kafka.unique_topic("first", 3).await?, kafka.unique_topic("second-topic", 2).await?);
+    let output = kafka.unique_topic("echo", 1).await?;
+    let per_topic = 300;
+    for topic in [&first, &second] {
+        let records = (0..per_topic).map(|i| Input {
+            partition: Some(i % 2),
+            key: None,
+            payload: format!("{topic}/{i}").into_bytes(),
+        });
+        produce(&kafka.client_config(), topic, records).await?;
+    }
+
+    let echo = TopicEcho { inputs: vec![first.clone(), second.clone()], output: output.clone(), group: unique("echo") };
+    let running = Running::start(kafka, kafka_mode().handler(echo)).await?;
+    let expected = 2 * usize::try_from(per_topic)?;
+    let echoes = wait_until(WAIT, "every message echoed", || async {
+        let echoes = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+        Ok((echoes.len() >= expected).then_some(echoes))
+    })
+    .await?;
+    running.stop().await?;
+
+    assert_eq!(echoes.len(), expected);
+    let mut seen = std::collections::HashSet::new();
+    for echo in &echoes {
+        let sent = String::from_utf8(echo.key.clone().unwrap_or_default())?;
+        let named = String::from_utf8(echo.payload.clone().unwrap_or_default())?;
+        let (source, _) = sent.rsplit_once('/').ok_or_else(|| anyhow::anyhow!("unexpected key {sent}"))?;
+        assert_eq!(named, source, "message {sent} was said to come from {named}");
+        assert!(seen.insert(sent.clone()), "{sent} echoed twice");
+    }
+    Ok(())
+}
+
 /// Key parking asked of a Kafka-mode handler: refused, there is no database to park in.
 #[derive(exactly::Handler)]
 #[exactly(topic = "a", group = "g", payload = Vec<u8>, codec = bytes, mode = kafka, key_parking)]

@@ -33,8 +33,10 @@ pub(crate) fn raw(message: &BorrowedMessage<'_>) -> Raw {
 
 /// Decodes key and payload straight from librdkafka's buffer (no copy of the raw bytes).
 /// `topic` is the message's, as the caller already has it (reading it from librdkafka
-/// again costs a length scan and a UTF-8 check per message).
-pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>, topic: &str) -> Decoded<H::Key, H::Payload> {
+/// again costs a length scan and a UTF-8 check per message); it becomes the message's
+/// topic, so a caller that hands out one message at a time can take the `String` back
+/// afterwards and reuse it instead of allocating one per message.
+pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>, topic: String) -> Decoded<H::Key, H::Payload> {
     let headers = message
         .headers()
         .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
@@ -45,12 +47,12 @@ pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>, topic: &str) ->
         offset: message.offset(),
         timestamp: message.timestamp().to_millis(),
     };
-    decode_parts::<H>(message.key(), message.payload(), headers, &at)
+    decode_parts::<H>(message.key(), message.payload(), headers, at)
 }
 
 /// Where a record was, for [`decode_parts`].
-pub(crate) struct Coordinates<'a> {
-    pub(crate) topic: &'a str,
+pub(crate) struct Coordinates {
+    pub(crate) topic: String,
     pub(crate) partition: i32,
     pub(crate) offset: i64,
     pub(crate) timestamp: Option<i64>,
@@ -61,7 +63,7 @@ pub(crate) fn decode_parts<H: Consumes>(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
     headers: Vec<(String, Option<Vec<u8>>)>,
-    at: &Coordinates<'_>,
+    at: Coordinates,
 ) -> Decoded<H::Key, H::Payload> {
     let key = match key.map(H::Key::decode).transpose() {
         Ok(key) => key,
@@ -75,7 +77,7 @@ pub(crate) fn decode_parts<H: Consumes>(
         key,
         payload,
         headers,
-        topic: at.topic.to_owned(),
+        topic: at.topic,
         partition: at.partition,
         offset: at.offset,
         timestamp: at.timestamp,

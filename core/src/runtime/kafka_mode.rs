@@ -149,6 +149,9 @@ struct Transactions {
     span: Option<tracing::Span>,
     /// The partition of the last message handled (its key is reused for the next one).
     last_key: Partition,
+    /// The topic `String` of the last message handled, taken back from it once handled and
+    /// given to the next one: no allocation per message for its topic.
+    spare_topic: String,
 }
 
 pub(crate) struct KafkaModeContext {
@@ -347,11 +350,15 @@ impl Transactions {
         }
         let span = self.message_span(key, offset);
         let _entered = span.enter();
-        let failure = match decode::<H>(message, &key.0) {
+        let mut topic = std::mem::take(&mut self.spare_topic);
+        if topic != key.0 {
+            topic.clone_from(&key.0);
+        }
+        let failure = match decode::<H>(message, topic) {
             Decoded::Failed { part, error } => {
                 Some((Error::Decode { location: self.location(key, offset), part, source: error }, true))
             }
-            Decoded::Message(decoded) => {
+            Decoded::Message(mut decoded) => {
                 outputs.clear();
                 let mut cx = Context::for_kafka(outputs);
                 if shared.trace_context {
@@ -362,7 +369,9 @@ impl Transactions {
                     }
                     cx.set_trace(trace);
                 }
-                match panics::catch_blocking(|| complete(&shared.handle, handler.handle(&decoded, &mut cx))) {
+                let handled = panics::catch_blocking(|| complete(&shared.handle, handler.handle(&decoded, &mut cx)));
+                self.spare_topic = std::mem::take(&mut decoded.topic);
+                match handled {
                     Ok(Ok(())) => self.undeclared(outputs).map(|topic| {
                         let source = format!(
                             "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
@@ -825,6 +834,7 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             metrics: GroupMetrics::new(ModeKind::Kafka, &group),
             span: None,
             last_key: (String::new(), -1),
+            spare_topic: String::new(),
         }),
     };
     let consumer: BaseConsumer<KafkaModeContext> = consumer_config.create_with_context(context)?;

@@ -674,12 +674,16 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             };
             let location = key.location(message.offset);
             let attempts = message.attempts + 1;
-            let at =
-                Coordinates { topic: &key.topic, partition: key.partition, offset: message.offset, timestamp: None };
+            let at = Coordinates {
+                topic: key.topic.clone(),
+                partition: key.partition,
+                offset: message.offset,
+                timestamp: None,
+            };
             let headers = message.raw.headers.clone();
             let metrics = &self.start.metrics;
             let failure =
-                match decode_parts::<H>(message.raw.key.as_deref(), message.raw.payload.as_deref(), headers, &at) {
+                match decode_parts::<H>(message.raw.key.as_deref(), message.raw.payload.as_deref(), headers, at) {
                     Decoded::Failed { part, error } => Some((format!("cannot decode the {part}: {error}"), true)),
                     Decoded::Message(decoded) => {
                         let mut cx = Context::new(&mut tx, &self.outputs);
@@ -773,7 +777,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
 }
 
 fn item<H: Handler>(message: &BorrowedMessage<'_>, topic: &str) -> Item<H::Key, H::Payload> {
-    let decoded = match decode::<H>(message, topic) {
+    let decoded = match decode::<H>(message, topic.to_owned()) {
         Decoded::Message(message) => Ok(message),
         Decoded::Failed { part, error } => Err((part, error)),
     };
