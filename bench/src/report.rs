@@ -20,6 +20,8 @@ pub(crate) struct Section {
     pub(crate) text: String,
     pub(crate) header: Vec<String>,
     pub(crate) rows: Vec<Vec<String>>,
+    /// Paragraphs after the table: what its figures add up to.
+    pub(crate) notes: Vec<String>,
 }
 
 impl Section {
@@ -29,11 +31,17 @@ impl Section {
             text: text.to_owned(),
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows: Vec::new(),
+            notes: Vec::new(),
         }
     }
 
     pub(crate) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
+    }
+
+    /// Adds a paragraph after the table.
+    pub(crate) fn note(&mut self, text: String) {
+        self.notes.push(text);
     }
 }
 
@@ -91,6 +99,9 @@ impl Report {
                 let _ = writeln!(out, "| {} |", row.join(" | "));
             }
             out.push('\n');
+            for note in &section.notes {
+                let _ = writeln!(out, "{note}\n");
+            }
         }
         out
     }

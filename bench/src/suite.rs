@@ -363,6 +363,9 @@ impl<'a> Suite<'a> {
                 row.insert(5, format!("{:.2}", median(runs).rate() / streams));
                 section.row(row);
             }
+            if let Some(note) = cpu_account(size, &median(&results[0]), &median(&results[1])) {
+                section.note(note);
+            }
             if size == KB {
                 self.target("S3 (1 KB): exactly / idempotent at-least-once copy (a)", exactly, copy, 0.9);
                 self.target("S3 (1 KB): exactly / Kafka Streams exactly_once_v2 (b)", exactly, streams, 1.5);
@@ -852,6 +855,28 @@ fn throughput_row(variant: &Variant, runs: &[Throughput], size: usize, baseline:
         micros(middle.cpu_micros_per_message()),
         micros(middle.broker_cpu_micros_per_message()),
     ]
+}
+
+/// What S3's CPU figures say about its ratio at `size`: on two cores shared by the
+/// process and the broker, the rates should go as the inverse of the CPU both spend per
+/// message; and the ratio exactly could reach with its own process as cheap per message as
+/// the copy's, the broker's transactional work unchanged. `None` without CPU figures.
+fn cpu_account(size: usize, exactly: &Throughput, copy: &Throughput) -> Option<String> {
+    let (exactly_own, exactly_broker) = (exactly.cpu_micros_per_message()?, exactly.broker_cpu_micros_per_message()?);
+    let (copy_own, copy_broker) = (copy.cpu_micros_per_message()?, copy.broker_cpu_micros_per_message()?);
+    let (exactly_total, copy_total) = (exactly_own + exactly_broker, copy_own + copy_broker);
+    Some(format!(
+        "At {size} B, process and broker together spend {exactly_total:.1} µs of CPU per message for exactly \
+         and {copy_total:.1} µs for the copy: on two cores shared by both, that predicts a ratio of {:.2} \
+         (measured: {:.2}). Of the difference, {:.1} µs is the broker's (its transactional work) and {:.1} µs \
+         exactly's own process; with its process as cheap per message as the copy's, exactly would reach at \
+         most {:.2}.",
+        copy_total / exactly_total,
+        exactly.rate() / copy.rate(),
+        exactly_broker - copy_broker,
+        exactly_own - copy_own,
+        copy_total / (copy_own + exactly_broker),
+    ))
 }
 
 fn latency_row(scenario: &str, variant: &Variant, latency: &Latency) -> Vec<String> {
