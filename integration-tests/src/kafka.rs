@@ -439,8 +439,17 @@ impl Kafka {
     /// fails that request with `DestroyBroker`; the request is then sent again from a new
     /// client, and a topic the first one did create counts as created.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> anyhow::Result<()> {
+        self.create_topic_with(name, partitions, &[]).await
+    }
+
+    /// Creates topic `name` with `partitions` and the topic settings `config`, as
+    /// [`Kafka::create_topic`] does.
+    pub async fn create_topic_with(&self, name: &str, partitions: i32, config: &[(&str, &str)]) -> anyhow::Result<()> {
         let replication = i32::try_from(self.nodes.len().min(3))?;
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+        for (key, value) in config {
+            topic = topic.set(key, value);
+        }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let mut attempts = 0;
         loop {

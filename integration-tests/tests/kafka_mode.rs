@@ -7,6 +7,7 @@ use std::time::Duration;
 use exactly::{Error, RetryPolicy, Runtime};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
+use exactly_integration_tests::progress::CommittedOffsets;
 use exactly_integration_tests::support::{Running, assert_refused};
 use exactly_integration_tests::{Input, Isolation, Kafka, produce, read_to_end, unique, wait_until};
 
@@ -218,6 +219,40 @@ async fn a_failing_record_stops_its_partition_and_the_others_flow() -> anyhow::R
     );
     assert_eq!(payloads.iter().filter(|p| p.starts_with("p1-")).count(), 10, "{payloads:?}");
     assert!(reported.all().iter().any(|e| e.contains("refusing this payload")), "{:?}", reported.all());
+    Ok(())
+}
+
+/// The broker refuses a record the handler emits (larger than the output topic's
+/// `max.message.bytes`): the transaction that held it aborts and is redone, the error names
+/// the topic and partition and the broker's reason, nothing of it is visible under
+/// read_committed, and the input offset is not committed past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_the_broker_refuses_aborts_its_transaction_and_says_why() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let input = kafka.unique_topic("a", 1).await?;
+    let output = unique("small");
+    kafka.create_topic_with(&output, 1, &[("max.message.bytes", "2048")]).await?;
+    let fits = "fits".to_owned();
+    produce(&kafka.client_config(), &input, vec![Input::to(0, "k", fits.clone()), Input::to(0, "k", "x".repeat(8192))])
+        .await?;
+    let group = unique("copy");
+    let running = Running::start(kafka, kafka_mode().handler(Copier::new(&input, &output, &group))).await?;
+    let reported = running.reported.clone();
+    let refusal = |e: &String| e.contains(&format!("{output} [0]")) && e.to_lowercase().contains("too large");
+    wait_until(WAIT, "the refusal reported twice (its transaction redone)", || async {
+        Ok((reported.all().iter().filter(|e| refusal(e)).count() >= 2).then_some(()))
+    })
+    .await
+    .map_err(|e| e.context(format!("reported: {:?}", reported.all())))?;
+    running.stop().await?;
+
+    let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+    assert!(
+        copies.iter().all(|c| c.payload.as_deref() == Some(fits.as_bytes())),
+        "only the record that fits may ever be visible: {copies:?}"
+    );
+    let committed = CommittedOffsets::new(kafka, &group, &input, 1)?.per_partition()?;
+    assert!(committed[0] <= 1, "the input offset must not pass the refused record: {committed:?}");
     Ok(())
 }
 
