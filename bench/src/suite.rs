@@ -649,7 +649,10 @@ impl<'a> Suite<'a> {
         Ok(recovery)
     }
 
-    /// Measures each variant `repeats` times, interleaved, on `input`.
+    /// Measures each variant `repeats` times, interleaved, on `input`. Each round starts
+    /// with the next variant, so that none always runs first: the broker's rate drifts over
+    /// a run (its JVM still compiling, its page cache filling), and a fixed order would
+    /// give the later systems the warmer broker every time.
     async fn compare(
         &mut self,
         variants: &[Variant],
@@ -660,8 +663,9 @@ impl<'a> Suite<'a> {
         repeats: usize,
     ) -> anyhow::Result<Vec<Vec<Throughput>>> {
         let mut results = vec![Vec::new(); variants.len()];
-        for _ in 0..repeats {
-            for (variant, runs) in variants.iter().zip(results.iter_mut()) {
+        for round in 0..repeats {
+            for index in (0..variants.len()).map(|i| (i + round) % variants.len()) {
+                let (variant, runs) = (&variants[index], &mut results[index]);
                 let run = self.throughput(variant, input, partitions, size, n).await?;
                 self.say(&format!(
                     "  {}, {}: {} msg/s, peak RSS {}",
