@@ -865,6 +865,11 @@ fn throughput_row(variant: &Variant, runs: &[Throughput], size: usize, baseline:
 /// process and the broker, the rates should go as the inverse of the CPU both spend per
 /// message; and the ratio exactly could reach with its own process as cheap per message as
 /// the copy's, the broker's transactional work unchanged. `None` without CPU figures.
+/// `difference` with its sign, to a tenth: "+0.3", "-0.1", "0.0" (never "-0.0").
+fn signed(difference: f64) -> String {
+    if difference.abs() < 0.05 { "0.0".to_owned() } else { format!("{difference:+.1}") }
+}
+
 fn cpu_account(size: usize, exactly: &Throughput, copy: &Throughput) -> Option<String> {
     let (exactly_own, exactly_broker) = (exactly.cpu_micros_per_message()?, exactly.broker_cpu_micros_per_message()?);
     let (copy_own, copy_broker) = (copy.cpu_micros_per_message()?, copy.broker_cpu_micros_per_message()?);
@@ -872,13 +877,13 @@ fn cpu_account(size: usize, exactly: &Throughput, copy: &Throughput) -> Option<S
     Some(format!(
         "At {size} B, process and broker together spend {exactly_total:.1} µs of CPU per message for exactly \
          and {copy_total:.1} µs for the copy: on two cores shared by both, that predicts a ratio of {:.2} \
-         (measured: {:.2}). Of the difference, {:.1} µs is the broker's (its transactional work) and {:.1} µs \
-         exactly's own process; with its process as cheap per message as the copy's, exactly would reach at \
-         most {:.2}.",
+         (measured: {:.2}). Per message, exactly's traffic costs the broker {} µs against the copy's, and \
+         exactly's own process {} µs; with its process as cheap per message as the copy's, exactly would \
+         reach at most {:.2}.",
         copy_total / exactly_total,
         exactly.rate() / copy.rate(),
-        exactly_broker - copy_broker,
-        exactly_own - copy_own,
+        signed(exactly_broker - copy_broker),
+        signed(exactly_own - copy_own),
         copy_total / (copy_own + exactly_broker),
     ))
 }
@@ -893,4 +898,16 @@ fn latency_row(scenario: &str, variant: &Variant, latency: &Latency) -> Vec<Stri
         latency.samples.to_string(),
         mib(latency.peak_rss_kib),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signed;
+
+    #[test]
+    fn differences_carry_their_sign_and_never_read_minus_zero() {
+        assert_eq!(signed(-0.03), "0.0");
+        assert_eq!(signed(0.26), "+0.3");
+        assert_eq!(signed(-0.14), "-0.1");
+    }
 }
