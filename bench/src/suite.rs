@@ -861,15 +861,15 @@ fn throughput_row(variant: &Variant, runs: &[Throughput], size: usize, baseline:
     ]
 }
 
-/// What S3's CPU figures say about its ratio at `size`: on two cores shared by the
-/// process and the broker, the rates should go as the inverse of the CPU both spend per
-/// message; and the ratio exactly could reach with its own process as cheap per message as
-/// the copy's, the broker's transactional work unchanged. `None` without CPU figures.
 /// `difference` with its sign, to a tenth: "+0.3", "-0.1", "0.0" (never "-0.0").
 fn signed(difference: f64) -> String {
     if difference.abs() < 0.05 { "0.0".to_owned() } else { format!("{difference:+.1}") }
 }
 
+/// What S3's CPU figures say about its ratio at `size`: on two cores shared by the
+/// process and the broker, the rates should go as the inverse of the CPU both spend per
+/// message; and the ratio exactly could reach with its own process as cheap per message as
+/// the copy's, the broker's share unchanged. `None` without CPU figures.
 fn cpu_account(size: usize, exactly: &Throughput, copy: &Throughput) -> Option<String> {
     let (exactly_own, exactly_broker) = (exactly.cpu_micros_per_message()?, exactly.broker_cpu_micros_per_message()?);
     let (copy_own, copy_broker) = (copy.cpu_micros_per_message()?, copy.broker_cpu_micros_per_message()?);

@@ -1,6 +1,7 @@
 //! Kafka mode (consume-transform-produce): output records and input offsets commit in one
 //! Kafka transaction; unsafe producer settings are refused; a failing record stops only its
-//! partition; overlapping commits keep order.
+//! partition; a record the broker refuses aborts its transaction; overlapping commits keep
+//! order.
 
 use std::time::Duration;
 
