@@ -8,7 +8,10 @@ pub struct Message<K, P> {
     pub key: Option<K>,
     /// The decoded payload.
     pub payload: P,
-    /// The record's headers, in order; a header value may be absent.
+    /// The record's headers, in order; a header value may be absent. Empty for a handler
+    /// whose subscription declines them ([`Subscription::without_headers`]).
+    ///
+    /// [`Subscription::without_headers`]: crate::Subscription::without_headers
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// Topic it was read from.
     pub topic: String,

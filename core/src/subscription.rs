@@ -29,6 +29,7 @@ pub struct Subscription {
     retry: Option<RetryPolicy>,
     key_parking: bool,
     dead_letter_topic: Option<String>,
+    headers: bool,
 }
 
 impl Subscription {
@@ -46,6 +47,7 @@ impl Subscription {
             retry: None,
             key_parking: false,
             dead_letter_topic: None,
+            headers: true,
         }
     }
 
@@ -76,6 +78,29 @@ impl Subscription {
     pub fn with_dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
         self.dead_letter_topic = Some(topic.into());
         self
+    }
+
+    /// Declares that the handler does not read headers: every [`Message::headers`] it is
+    /// given is empty, and the runtime saves parsing them. librdkafka parses a record's
+    /// headers when asked for them, with an allocation even for a record that has none; in
+    /// Kafka mode, where a copy costs its loop a few microseconds per message, that parse
+    /// was a tenth of the loop's CPU (docs/src/performance.md).
+    ///
+    /// The runtime still reads them where it needs them: for the trace context (with
+    /// [`RuntimeBuilder::trace_context`](crate::RuntimeBuilder::trace_context)), and for a
+    /// dead letter, which carries the original headers.
+    ///
+    /// [`Message::headers`]: crate::Message::headers
+    #[must_use]
+    pub fn without_headers(mut self) -> Self {
+        self.headers = false;
+        self
+    }
+
+    /// Whether the handler is given the records' headers (see
+    /// [`Subscription::without_headers`]).
+    pub fn reads_headers(&self) -> bool {
+        self.headers
     }
 
     /// The handler's own retry policy, if it has one.

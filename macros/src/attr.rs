@@ -36,6 +36,7 @@ pub(crate) struct HandlerAttrs {
     pub(crate) retry: Option<RetryAttrs>,
     pub(crate) key_parking: bool,
     pub(crate) dead_letter_topic: Option<LitStr>,
+    pub(crate) without_headers: bool,
     /// An attribute could not be read to its end: what is missing may be behind the error.
     pub(crate) incomplete: bool,
 }
@@ -49,7 +50,7 @@ pub(crate) struct RetryAttrs {
 }
 
 const KEYS: &str = "`topic`, `topics`, `group`, `delivery`, `payload`, `codec`, `key`, `mode`, `outputs`, `retry`, \
-                    `key_parking`, `dead_letter_topic`";
+                    `key_parking`, `dead_letter_topic`, `without_headers`";
 
 impl HandlerAttrs {
     /// Reads every `#[exactly(...)]` of the item; every mistake becomes one spanned error.
@@ -144,6 +145,12 @@ impl HandlerAttrs {
                             return Err(duplicate());
                         }
                         parsed.key_parking = true;
+                    }
+                    "without_headers" => {
+                        if parsed.without_headers {
+                            return Err(duplicate());
+                        }
+                        parsed.without_headers = true;
                     }
                     "dead_letter_topic" => {
                         if parsed.dead_letter_topic.is_some() {

@@ -85,6 +85,7 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
     });
     let parking = attrs.key_parking.then(|| quote!(.with_key_parking()));
     let dead_letter_topic = attrs.dead_letter_topic.map(|topic| quote!(.with_dead_letter_topic(#topic)));
+    let headers = attrs.without_headers.then(|| quote!(.without_headers()));
     let delivery = match attrs.delivery {
         Some(DeliveryChoice::PublishSubscribe) => quote!(PublishSubscribe),
         Some(DeliveryChoice::PointToPoint) | None => quote!(PointToPoint),
@@ -102,7 +103,7 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
                 fn subscription(&self) -> ::exactly::Subscription {
                     ::exactly::Subscription::new([#(#topics),*], #group, ::exactly::Delivery::#delivery)
                         .with_outputs::<&str>([#(#outputs),*])
-                        #retry #parking #dead_letter_topic
+                        #retry #parking #dead_letter_topic #headers
                 }
             }
         };

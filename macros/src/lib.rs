@@ -22,6 +22,10 @@ use proc_macro::TokenStream;
 ///     key = String,                             // String, Vec<u8> or () (default: Vec<u8>)
 ///     mode = database,                          // or kafka (default: database)
 ///     outputs = ["invoices"],                   // topics it emits to (checked when emitting)
+///     retry(attempts = 5, backoff_ms = 100, max_backoff_ms = 30_000), // its own retry policy
+///     key_parking,                              // park a failing key, go on with the others (Database mode)
+///     dead_letter_topic = "orders.dead",        // dead letters to this topic, not the table
+///     without_headers,                          // the handler is given no headers (saves their parse)
 /// )]
 /// struct RecordOrders;
 /// ```

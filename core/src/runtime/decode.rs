@@ -24,23 +24,31 @@ pub(crate) fn raw(message: &BorrowedMessage<'_>) -> Raw {
     Raw {
         key: message.key().map(<[u8]>::to_vec),
         payload: message.payload().map(<[u8]>::to_vec),
-        headers: message
-            .headers()
-            .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
-            .unwrap_or_default(),
+        headers: headers(message),
     }
+}
+
+/// Copies the headers of `message`. librdkafka parses them on the first call, with an
+/// allocation even when the record has none: a caller whose handler reads no headers
+/// (see [`Subscription::without_headers`](crate::Subscription::without_headers)) skips it.
+pub(crate) fn headers(message: &BorrowedMessage<'_>) -> Vec<(String, Option<Vec<u8>>)> {
+    message
+        .headers()
+        .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
+        .unwrap_or_default()
 }
 
 /// Decodes key and payload straight from librdkafka's buffer (no copy of the raw bytes).
 /// `topic` is the message's, as the caller already has it (reading it from librdkafka
 /// again costs a length scan and a UTF-8 check per message); it becomes the message's
 /// topic, so a caller that hands out one message at a time can take the `String` back
-/// afterwards and reuse it instead of allocating one per message.
-pub(crate) fn decode<H: Consumes>(message: &BorrowedMessage<'_>, topic: String) -> Decoded<H::Key, H::Payload> {
-    let headers = message
-        .headers()
-        .map(|headers| headers.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect())
-        .unwrap_or_default();
+/// afterwards and reuse it instead of allocating one per message. `headers` are the
+/// message's as the handler is to see them (see [`headers`]).
+pub(crate) fn decode<H: Consumes>(
+    message: &BorrowedMessage<'_>,
+    topic: String,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+) -> Decoded<H::Key, H::Payload> {
     let at = Coordinates {
         topic,
         partition: message.partition(),

@@ -29,7 +29,7 @@ use rdkafka::producer::Producer;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::decode::{Decoded, decode, raw};
+use super::decode::{Decoded, decode, headers, raw};
 use super::panics;
 use super::shared::{Backoff, Shared};
 use crate::dead_letters::{self, Letter};
@@ -142,6 +142,8 @@ struct Transactions {
     retry: RetryPolicy,
     /// Where a message goes once its retries are spent; without one its partition waits.
     dead_letter_topic: Option<String>,
+    /// Whether the handler is given the records' headers.
+    reads_headers: bool,
     /// The assigned partitions' metrics.
     partitions: PartitionMap<PartitionState>,
     metrics: GroupMetrics,
@@ -354,21 +356,27 @@ impl Transactions {
         if topic != key.0 {
             topic.clone_from(&key.0);
         }
-        let failure = match decode::<H>(message, topic) {
+        // Headers are read only if the handler or the trace context wants them.
+        let mut given = if self.reads_headers || shared.trace_context { headers(message) } else { Vec::new() };
+        let trace = if shared.trace_context {
+            TraceContext::from_headers(given.iter().map(|(n, v)| (n.as_str(), v.as_ref())))
+        } else {
+            None
+        };
+        if !self.reads_headers {
+            given = Vec::new();
+        }
+        let failure = match decode::<H>(message, topic, given) {
             Decoded::Failed { part, error } => {
                 Some((Error::Decode { location: self.location(key, offset), part, source: error }, true))
             }
             Decoded::Message(mut decoded) => {
                 outputs.clear();
                 let mut cx = Context::for_kafka(outputs);
-                if shared.trace_context {
-                    let trace =
-                        TraceContext::from_headers(decoded.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
-                    if let Some(trace) = &trace {
-                        trace.record(&span);
-                    }
-                    cx.set_trace(trace);
+                if let Some(trace) = &trace {
+                    trace.record(&span);
                 }
+                cx.set_trace(trace);
                 let handled = panics::catch_blocking(|| complete(&shared.handle, handler.handle(&decoded, &mut cx)));
                 self.spare_topic = std::mem::take(&mut decoded.topic);
                 match handled {
@@ -830,6 +838,7 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             failures: PartitionMap::default(),
             retry: subscription.retry().unwrap_or(shared.retry),
             dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
+            reads_headers: subscription.reads_headers(),
             partitions: PartitionMap::default(),
             metrics: GroupMetrics::new(ModeKind::Kafka, &group),
             span: None,

@@ -103,6 +103,8 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     dead_letter_topic: Option<String>,
     /// The parked keys, when key parking is on.
     parked: Option<ParkedKeys>,
+    /// Whether the handler is given the records' headers.
+    reads_headers: bool,
     /// The group's histograms (the partition's counters are in `start.metrics`).
     metrics: GroupMetrics,
     /// When the position was last copied to Kafka, and which.
@@ -120,6 +122,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             retry: subscription.retry().unwrap_or(shared.retry),
             dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
             parked: subscription.key_parking().then(ParkedKeys::default),
+            reads_headers: subscription.reads_headers(),
             handler,
             shared,
             start,
@@ -231,7 +234,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                     {
                         continue;
                     }
-                    let item = item::<H>(&message, &self.start.key.topic);
+                    let item = item::<H>(&message, &self.start.key.topic, self.reads_headers);
                     self.batch.push(item);
                     self.start.metrics.consumed.increment(1);
                 }
@@ -680,7 +683,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 offset: message.offset,
                 timestamp: None,
             };
-            let headers = message.raw.headers.clone();
+            let headers = if self.reads_headers { message.raw.headers.clone() } else { Vec::new() };
             let metrics = &self.start.metrics;
             let failure =
                 match decode_parts::<H>(message.raw.key.as_deref(), message.raw.payload.as_deref(), headers, at) {
@@ -776,12 +779,16 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     }
 }
 
-fn item<H: Handler>(message: &BorrowedMessage<'_>, topic: &str) -> Item<H::Key, H::Payload> {
-    let decoded = match decode::<H>(message, topic.to_owned()) {
+/// A record, kept raw (for a dead letter or a parked key) and decoded for the handler (with
+/// its headers if `reads_headers`).
+fn item<H: Handler>(message: &BorrowedMessage<'_>, topic: &str, reads_headers: bool) -> Item<H::Key, H::Payload> {
+    let raw = raw(message);
+    let headers = if reads_headers { raw.headers.clone() } else { Vec::new() };
+    let decoded = match decode::<H>(message, topic.to_owned(), headers) {
         Decoded::Message(message) => Ok(message),
         Decoded::Failed { part, error } => Err((part, error)),
     };
-    Item { offset: message.offset(), raw: raw(message), decoded }
+    Item { offset: message.offset(), raw, decoded }
 }
 
 /// The span of one message's handling.

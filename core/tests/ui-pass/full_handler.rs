@@ -17,6 +17,7 @@ struct Order {
     retry(attempts = 3, backoff_ms = 250, max_backoff_ms = 10_000),
     key_parking,
     dead_letter_topic = "orders.dead-letters",
+    without_headers,
 )]
 struct RecordOrders;
 
@@ -73,6 +74,8 @@ fn main() {
     assert_eq!(subscription.retry(), Some(policy));
     assert!(subscription.key_parking());
     assert_eq!(subscription.dead_letter_topic(), Some("orders.dead-letters"));
+    assert!(!subscription.reads_headers());
+    assert!(Sum.subscription().reads_headers());
     assert_eq!(Sum.subscription().retry(), None);
     assert!(!Sum.subscription().key_parking());
     let audit = Audit::<u8> { _marker: std::marker::PhantomData }.subscription();
