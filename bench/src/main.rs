@@ -226,7 +226,8 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
             "client defaults except: exactly's safe defaults (acks=all, idempotence, read_committed), baselines \
              acks=all + idempotence where they produce; every librdkafka consumer with fetch.queue.backoff.ms=20 \
              (exactly's default; librdkafka's 1000 ms starves a fast consumer); batches ≤ 500 messages / 50 ms; \
-             commit interval 100 ms; session timeout 10 s; Kafka Streams with -Xmx1g and one stream thread"
+             commit interval 100 ms; session timeout 10 s; exactly's Kafka-mode copy declines the headers \
+             (Subscription::without_headers; neither copy reads them); Kafka Streams with -Xmx1g and one stream thread"
                 .into(),
         ),
     ]
