@@ -1,7 +1,7 @@
 //! Kafka mode (consume-transform-produce): output records and input offsets commit in one
 //! Kafka transaction; unsafe producer settings are refused; a failing record stops only its
-//! partition; a record the broker refuses aborts its transaction; overlapping commits keep
-//! order.
+//! partition; a record the broker refuses aborts its transaction; one the producer refuses
+//! fails its message, which is dead-lettered; overlapping commits keep order.
 
 use std::time::Duration;
 
@@ -254,6 +254,106 @@ async fn a_record_the_broker_refuses_aborts_its_transaction_and_says_why() -> an
     );
     let committed = CommittedOffsets::new(kafka, &group, &input, 1)?.per_partition()?;
     assert!(committed[0] <= 1, "the input offset must not pass the refused record: {committed:?}");
+    Ok(())
+}
+
+/// Emits two records per message: a short head, then a copy; `big-first` the other way
+/// round. A `big-…` message's copy is 5 000 bytes. Failed messages go to a dead-letter
+/// topic.
+struct HeadAndCopy {
+    input: String,
+    output: String,
+    dead_letters: String,
+    group: String,
+}
+
+impl exactly::Consumes for HeadAndCopy {
+    type Key = ();
+    type Payload = String;
+    type Codec = exactly::codec::Utf8;
+    type Mode = exactly::mode::Kafka;
+
+    fn subscription(&self) -> exactly::Subscription {
+        exactly::Subscription::new([self.input.clone()], self.group.clone(), exactly::Delivery::PointToPoint)
+            .with_dead_letter_topic(self.dead_letters.clone())
+            .with_retry(exactly::RetryPolicy::default().max_attempts(5).initial_backoff(Duration::from_millis(20)))
+    }
+}
+
+#[exactly::async_trait]
+impl exactly::Handler for HeadAndCopy {
+    async fn handle(
+        &self,
+        message: &exactly::Message<(), String>,
+        cx: &mut exactly::Context<'_, exactly::mode::Kafka>,
+    ) -> Result<(), exactly::HandlerError> {
+        let head = exactly::Output::to(&self.output).payload(format!("head:{}", &message.payload[..1]));
+        let copy = if message.payload.starts_with("big") {
+            format!("{}:{}", message.payload, "x".repeat(5_000))
+        } else {
+            message.payload.clone()
+        };
+        let copy = exactly::Output::to(&self.output).payload(copy);
+        if message.payload.starts_with("big-first") {
+            cx.emit(copy);
+            cx.emit(head);
+        } else {
+            cx.emit(head);
+            cx.emit(copy);
+        }
+        Ok(())
+    }
+}
+
+/// A record larger than the producer's `message.max.bytes` is refused before it joins the
+/// transaction. Its message fails for good and is dead-lettered, and the partition goes
+/// on: both when the refused record is the message's first (nothing of it was sent) and
+/// when a record of the message went before it (the transaction is aborted, and the
+/// message fails when it comes again, without sending anything).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_too_large_for_the_producer_fails_its_message_which_is_dead_lettered() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let input = kafka.unique_topic("a", 1).await?;
+    let (output, dead) = (kafka.unique_topic("b", 1).await?, kafka.unique_topic("dlt", 1).await?);
+    let payloads = ["a", "big-first", "b", "big-second", "c"];
+    produce(&kafka.client_config(), &input, payloads.map(|p| Input::to(0, "k", p))).await?;
+    let group = unique("heads");
+    let handler =
+        HeadAndCopy { input: input.clone(), output: output.clone(), dead_letters: dead.clone(), group: group.clone() };
+    let builder = kafka_mode().producer_setting("message.max.bytes", "2000").handler(handler);
+    let running = Running::start(kafka, builder).await?;
+    let reported = running.reported.clone();
+    let letters = wait_until(WAIT, "two dead letters", || async {
+        let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+        Ok((letters.len() >= 2).then_some(letters))
+    })
+    .await
+    .map_err(|e| e.context(format!("reported: {:?}", reported.all())))?;
+    wait_until(WAIT, "six records copied", || async {
+        let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+        Ok((copies.len() >= 6).then_some(()))
+    })
+    .await?;
+    running.stop().await?;
+
+    let refusals = reported.all().iter().filter(|e| e.contains("Kafka cannot take a record it emitted")).count();
+    assert!(refusals >= 2, "each refused message reported: {:?}", reported.all());
+    let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+    let copied: Vec<String> =
+        copies.iter().map(|r| String::from_utf8_lossy(r.payload.as_deref().unwrap_or_default()).into_owned()).collect();
+    assert_eq!(copied, ["head:a", "a", "head:b", "b", "head:c", "c"], "nothing of a refused message is visible");
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    for (letter, name) in letters.iter().zip(["big-first", "big-second"]) {
+        assert_eq!(letter.payload.as_deref(), Some(name.as_bytes()), "the original message, in order");
+        let error = letter.header("exactly.error").unwrap_or_default();
+        assert!(error.contains("Kafka cannot take a record it emitted") && error.contains("too large"), "{error}");
+        // Permanent: dead-lettered at its first failure, not after the policy's five. A
+        // rewind (the other message's abort) may have had it fail once more.
+        let attempts = letter.header("exactly.attempts").unwrap_or_default();
+        assert!(["1", "2"].contains(&attempts.as_str()), "a refusal is permanent: {attempts} attempts");
+    }
+    let committed = CommittedOffsets::new(kafka, &group, &input, 1)?.per_partition()?;
+    assert_eq!(committed, [5], "the partition went on past both");
     Ok(())
 }
 

@@ -14,7 +14,8 @@
 //! indefinite commit outcome rebuilds the producer and re-reads the committed offsets from
 //! Kafka before going on.
 //! A zombie (its group generation gone) fails at `send_offsets_to_transaction`, so its
-//! output is aborted.
+//! output is aborted. A record the producer refuses outright (over `message.max.bytes`)
+//! fails the message that emitted it, which is dead-lettered like any permanent failure.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -144,6 +145,10 @@ struct Transactions {
     dead_letter_topic: Option<String>,
     /// Whether the handler is given the records' headers.
     reads_headers: bool,
+    /// Per partition, a message one of whose records the producer refused outright after
+    /// others of its records had joined the transaction (which was aborted for them), with
+    /// the refusal: handled again, it fails at once instead of sending them again.
+    refused: PartitionMap<(i64, String)>,
     /// The assigned partitions' metrics.
     partitions: PartitionMap<PartitionState>,
     metrics: GroupMetrics,
@@ -198,6 +203,7 @@ impl ConsumerContext for KafkaModeContext {
                     txn.committed.remove(&key);
                     txn.blocked.remove(&key);
                     txn.failures.remove(&key);
+                    txn.refused.remove(&key);
                     if let Some(state) = txn.partitions.remove(&key) {
                         self.shared.lag.remove(&state.metrics.id);
                     }
@@ -380,13 +386,20 @@ impl Transactions {
                 let handled = panics::catch_blocking(|| complete(&shared.handle, handler.handle(&decoded, &mut cx)));
                 self.spare_topic = std::mem::take(&mut decoded.topic);
                 match handled {
-                    Ok(Ok(())) => self.undeclared(outputs).map(|topic| {
-                        let source = format!(
-                            "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
-                            self.outputs
-                        );
-                        (Error::Handler { location: self.location(key, offset), source: source.into() }, false)
-                    }),
+                    Ok(Ok(())) => self
+                        .undeclared(outputs)
+                        .map(|topic| {
+                            let source = format!(
+                                "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
+                                self.outputs
+                            );
+                            (Error::Handler { location: self.location(key, offset), source: source.into() }, false)
+                        })
+                        .or_else(|| {
+                            let (_, reason) = self.refused.get(key).filter(|(at, _)| *at == offset)?;
+                            let source = reason.clone().into();
+                            Some((Error::Handler { location: self.location(key, offset), source }, true))
+                        }),
                     Ok(Err(e)) => {
                         let permanent = e.is_permanent();
                         Some((
@@ -399,6 +412,31 @@ impl Transactions {
                     }
                 }
             }
+        };
+        let failure = match failure {
+            Some(failure) => Some(failure),
+            None => match self.produce(outputs) {
+                Ok(()) => None,
+                Err((sent, error)) if refused_outright(&error) => {
+                    let reason = format!("Kafka cannot take a record it emitted: {error}");
+                    if sent == 0 {
+                        // Nothing of this message joined the transaction: it fails here.
+                        Some((Error::Handler { location: self.location(key, offset), source: reason.into() }, true))
+                    } else {
+                        // Its records before the refused one did: they are aborted with
+                        // the transaction, and the message fails when it comes again.
+                        shared.report(&error);
+                        self.refused.insert(key.clone(), (offset, reason));
+                        self.abort(consumer, shared, true);
+                        return;
+                    }
+                }
+                Err((_, error)) => {
+                    shared.report(&error);
+                    self.abort(consumer, shared, true);
+                    return;
+                }
+            },
         };
         if let Some((error, permanent)) = failure {
             shared.report(&error);
@@ -418,7 +456,7 @@ impl Transactions {
                     let (location, reason) = (self.location(key, offset), error.to_string());
                     let letter = Letter { at: &location, raw: &raw(message), error: &reason, attempts: count };
                     *outputs = vec![dead_letters::record(topic, &letter)];
-                    if let Err(error) = self.produce(outputs) {
+                    if let Err((_, error)) = self.produce(outputs) {
                         shared.report(&error);
                         self.abort(consumer, shared, true);
                         return;
@@ -437,11 +475,6 @@ impl Transactions {
                     self.block(consumer, key.clone(), offset, count);
                 }
             }
-            return;
-        }
-        if let Err(error) = self.produce(outputs) {
-            shared.report(&error);
-            self.abort(consumer, shared, true);
             return;
         }
         crate::failpoint::hit("kafka.after_produce");
@@ -533,16 +566,18 @@ impl Transactions {
         outputs.iter().map(|o| o.topic.as_str()).find(|topic| !self.outputs.iter().any(|declared| declared == topic))
     }
 
-    /// Adds `outputs` to the open transaction, opening it.
-    fn produce(&mut self, outputs: &[Output]) -> Result<()> {
+    /// Adds `outputs` to the open transaction, opening it. On a failure, how many of them
+    /// were sent before it.
+    fn produce(&mut self, outputs: &[Output]) -> std::result::Result<(), (usize, Error)> {
         self.open.get_or_insert_with(Instant::now);
         if !self.begun {
-            self.producer(self.current)?.begin_transaction()?;
+            self.producer(self.current).and_then(|p| Ok(p.begin_transaction()?)).map_err(|e| (0, e))?;
             self.begun = true;
         }
-        let producer = self.producer(self.current)?;
-        for output in outputs {
-            send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))?;
+        let producer = self.producer(self.current).map_err(|e| (0, e))?;
+        for (sent, output) in outputs.iter().enumerate() {
+            send(producer, record(&output.topic, output.key.as_deref(), output.payload.as_deref(), &output.headers))
+                .map_err(|e| (sent, e))?;
         }
         Ok(())
     }
@@ -731,7 +766,7 @@ impl Transactions {
         if ahead.is_empty() {
             return;
         }
-        if let Err(error) = self.produce(&[]) {
+        if let Err((_, error)) = self.produce(&[]) {
             shared.report(&error);
             self.abort(consumer, shared, true);
             return;
@@ -803,6 +838,13 @@ fn complete<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) 
     handle.block_on(future)
 }
 
+/// Whether the producer refused a record for what it is, so that sending it again cannot
+/// succeed: larger than `message.max.bytes`. librdkafka checks that before the record
+/// joins the transaction, which the refusal leaves as it was.
+fn refused_outright(error: &Error) -> bool {
+    matches!(error, Error::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)))
+}
+
 /// Ends a transaction's span with its outcome and size.
 fn end_span(span: Option<tracing::Span>, outcome: &'static str, records: usize) {
     if let Some(span) = span {
@@ -839,6 +881,7 @@ pub(crate) fn start<H: Handler<Mode = Kafka>>(
             retry: subscription.retry().unwrap_or(shared.retry),
             dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
             reads_headers: subscription.reads_headers(),
+            refused: PartitionMap::default(),
             partitions: PartitionMap::default(),
             metrics: GroupMetrics::new(ModeKind::Kafka, &group),
             span: None,
