@@ -253,6 +253,7 @@ pub async fn redrive<H: Handler<Mode = Database>>(pool: &PgPool, handler: &H, id
             offset: letter.offset,
             timestamp: None,
         };
+        let headers = if subscription.reads_headers() { headers } else { Vec::new() };
         let failure = match decode_parts::<H>(letter.key.as_deref(), letter.payload.as_deref(), headers, at) {
             Decoded::Failed { part, error } => Some(format!("cannot decode the {part}: {error}")),
             Decoded::Message(message) => {

@@ -1,6 +1,7 @@
 //! Handlers are given the records' headers, in order, repeated names and absent values
-//! kept, in both modes. A subscription that declines them (`without_headers`) is given
-//! none, while the trace context and dead letters still read them.
+//! kept, in both modes and when a dead letter is re-driven. A subscription that declines
+//! them (`without_headers`) is given none, while the trace context and dead letters still
+//! read them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -85,9 +86,11 @@ impl Handler for Copy {
     }
 }
 
-/// Database mode: notes the headers.
+/// Database mode: notes the headers, and refuses `poison` for good while `refuses_poison`
+/// (it is dead-lettered to the table).
 struct Note {
     reading: Reading,
+    refuses_poison: bool,
 }
 
 impl Consumes for Note {
@@ -105,6 +108,9 @@ impl Consumes for Note {
 impl Handler for Note {
     async fn handle(&self, message: &Message<(), String>, _cx: &mut Context<'_>) -> Result<(), HandlerError> {
         self.reading.seen.note(message);
+        if self.refuses_poison && message.payload == "poison" {
+            return Err(HandlerError::permanent("poison"));
+        }
         Ok(())
     }
 }
@@ -133,6 +139,7 @@ fn owned(headers: &[(&str, Option<&str>)]) -> Headers {
 async fn handlers_are_given_the_headers_unless_they_decline_them() -> anyhow::Result<()> {
     let kafka = Kafka::shared().await?;
     let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
     let input = kafka.unique_topic("hd-in", 1).await?;
 
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
@@ -163,7 +170,11 @@ async fn handlers_are_given_the_headers_unless_they_decline_them() -> anyhow::Re
             dead_letters: kafka.unique_topic(&format!("{name}-dead"), 1).await?,
         });
     }
-    let notes = [Note { reading: reading(true, "hd-db-reads") }, Note { reading: reading(false, "hd-db-declines") }];
+    let notes = [
+        Note { reading: reading(true, "hd-db-reads"), refuses_poison: true },
+        Note { reading: reading(false, "hd-db-declines"), refuses_poison: true },
+    ];
+    let db_readings: Vec<Reading> = notes.iter().map(|n| n.reading.clone()).collect();
     let seen: Vec<(&str, bool, Seen)> = copies
         .iter()
         .map(|c| ("Kafka mode", c.reading.reads_headers, c.reading.seen.clone()))
@@ -200,6 +211,12 @@ async fn handlers_are_given_the_headers_unless_they_decline_them() -> anyhow::Re
         })
         .await?;
     }
+    for reading in &db_readings {
+        wait_until(WAIT, &format!("{}: `poison` dead-lettered", reading.group), || async {
+            Ok((exactly::dead_letters::list(&pool, &reading.group).await?.len() == 1).then_some(()))
+        })
+        .await?;
+    }
     running.stop().await?;
 
     for (mode, reads_headers, seen) in &seen {
@@ -208,6 +225,22 @@ async fn handlers_are_given_the_headers_unless_they_decline_them() -> anyhow::Re
             let expected = if *reads_headers { owned(headers) } else { Vec::new() };
             assert_eq!(seen.get(*payload), Some(&expected), "{mode}, reads headers: {reads_headers}, {payload}");
         }
+    }
+    // Re-driven from the table, a dead letter is given to the handler as it came, headers
+    // included unless the handler declines them.
+    let poison_headers = owned(&inputs[3].1);
+    for reading in db_readings {
+        let ids: Vec<i64> = exactly::dead_letters::list(&pool, &reading.group).await?.iter().map(|l| l.id).collect();
+        let reads_headers = reading.reads_headers;
+        let fixed = Note { reading: Reading { seen: Seen::default(), ..reading }, refuses_poison: false };
+        let redriven = exactly::dead_letters::redrive(&pool, &fixed, &ids).await?;
+        assert_eq!(redriven.handled, ids, "reads headers: {reads_headers}: {redriven:?}");
+        let expected = if reads_headers { poison_headers.clone() } else { Vec::new() };
+        assert_eq!(
+            fixed.reading.seen.all().get("poison"),
+            Some(&expected),
+            "re-driven, reads headers: {reads_headers}"
+        );
     }
     for ((copied, dead), reads_headers) in outputs.iter().zip([true, false]) {
         let traced = copied.iter().find(|r| r.payload.as_deref() == Some(&b"traced"[..]));
