@@ -184,9 +184,14 @@ async fn offsets_set_and_reset_refuse_a_live_group_and_fence_when_forced() -> an
     .await?;
     running.stop().await?;
 
-    let bad = exactly(kafka, &url, &["offsets", "reset", "--group", &group, "--topic", &topic, "--to", "yesterday"])?;
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(stderr(&bad).contains("expected earliest, latest, an offset, or a time"), "{}", stderr(&bad));
+    // Not a time at all, and a date the calendar does not have (once taken as 3 March).
+    let before = stored(&pool, &group, &topic).await?;
+    for to in ["yesterday", "2026-02-31T00:00:00Z"] {
+        let bad = exactly(kafka, &url, &["offsets", "reset", "--group", &group, "--topic", &topic, "--to", to])?;
+        assert_eq!(bad.status.code(), Some(2), "--to {to}: {}", stderr(&bad));
+        assert!(stderr(&bad).contains("expected earliest, latest, an offset, or a time"), "{}", stderr(&bad));
+    }
+    assert_eq!(stored(&pool, &group, &topic).await?, before, "a refused reset changes nothing");
     Ok(())
 }
 

@@ -92,9 +92,8 @@ pub enum Error {
          chapter lists the ACLs exactly needs)"
     )]
     KafkaAuthorization {
-        /// What was refused, as precisely as it is known: `topic `orders``, `group `g``,
-        /// `transactional id `tx``, or only the kind (`a topic`).
-        resource: String,
+        /// What was refused, as precisely as it is known.
+        resource: KafkaResource,
         /// librdkafka's account of it.
         reason: String,
     },
@@ -137,7 +136,8 @@ pub enum Error {
         /// The consumer group.
         group: String,
     },
-    /// A message's key or payload could not be decoded; the partition does not advance past it.
+    /// A message's key or payload could not be decoded. Decoding cannot succeed later, so
+    /// the message goes to the dead letters at once and its partition goes on past it.
     #[error("cannot decode the {part} at {location}: {source}")]
     Decode {
         /// Where.
@@ -148,18 +148,9 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// A message was moved to the dead letters (undecodable, or out of retries); its
-    /// partition goes on past it.
-    #[error("dead-lettered {location} after {attempts} attempt(s): {reason}")]
-    DeadLettered {
-        /// Where.
-        location: Location,
-        /// How many times it was tried.
-        attempts: u32,
-        /// The last failure.
-        reason: String,
-    },
-    /// The handler returned an error; the batch was rolled back.
+    /// The handler returned an error or panicked; the work it was part of (a Database-mode
+    /// batch, or a Kafka-mode message's output) was rolled back, and the message is tried
+    /// again as the retry policy says, then dead-lettered.
     #[error("handler failed at {location}: {source}")]
     Handler {
         /// Where.
@@ -214,6 +205,46 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The stored position of a partition is not where this instance left it, though its
+    /// claim epoch is still current: someone changed it by hand (`exactly offsets set`)
+    /// while this instance owned the partition. Its batch was rolled back.
+    #[error(
+        "the stored position at {location} is {stored}, not the expected offset: was it changed by hand while \
+         this instance owned the partition?"
+    )]
+    PositionMoved {
+        /// Where, at the offset this instance expected.
+        location: Location,
+        /// The offset stored now.
+        stored: i64,
+    },
+    /// An argument given to one of exactly's functions is out of range (a negative
+    /// partition or offset, for one).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// A task or thread of exactly's own panicked: a bug in exactly (or in a library it
+    /// calls), never in a handler (a handler's panic is caught and becomes
+    /// [`Error::Handler`]).
+    #[error("{task} panicked: {message}")]
+    Panicked {
+        /// Which task: `the consumer of group g`, `the outbox relay`, ...
+        task: String,
+        /// What the panic said.
+        message: String,
+    },
+    /// The operating system would not start a thread exactly needs.
+    #[error("cannot start a thread to {purpose}: {source}")]
+    Thread {
+        /// What the thread was for.
+        purpose: &'static str,
+        /// Why the operating system refused.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Something exactly relies on did not hold: a bug in exactly or in librdkafka. The
+    /// work it concerned is abandoned and redone from the last committed position.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     /// The stored position of a partition is no longer in Kafka's log (deleted by retention):
     /// messages between it and the log's start were never processed.
     #[error("the stored position at {location} is out of range of the log: those messages are gone from Kafka")]
@@ -229,8 +260,8 @@ impl From<rdkafka::error::KafkaError> for Error {
     /// it too.
     /// An authorization failure (a missing ACL) becomes [`Error::KafkaAuthorization`].
     fn from(error: rdkafka::error::KafkaError) -> Self {
-        if let Some(resource) = crate::kafka_client::refused_resource(&error) {
-            return Error::KafkaAuthorization { resource: resource.to_owned(), reason: error.to_string() };
+        if let Some(resource) = KafkaResource::refused_by(&error) {
+            return Error::KafkaAuthorization { resource, reason: error.to_string() };
         }
         Error::Kafka(crate::redact::kafka_error(error))
     }
@@ -255,11 +286,16 @@ impl Error {
             | Error::Listen { .. }
             | Error::KafkaAuthentication { .. }
             | Error::KafkaTls { .. }
-            | Error::KafkaAuthorization { .. } => ErrorClass::Fatal,
+            | Error::KafkaAuthorization { .. }
+            | Error::PositionMoved { .. }
+            | Error::InvalidArgument(_)
+            | Error::Panicked { .. }
+            | Error::Thread { .. } => ErrorClass::Fatal,
             Error::Kafka(e) => kafka_class(e),
             Error::KafkaCallStuck { .. } | Error::DatabaseTimedOut { .. } => ErrorClass::Retriable,
+            Error::Internal(_) => ErrorClass::Abortable,
             Error::Database(e) => database_class(e),
-            Error::Handler { .. } | Error::AssignmentLost { .. } | Error::DeadLettered { .. } => ErrorClass::Abortable,
+            Error::Handler { .. } | Error::AssignmentLost { .. } => ErrorClass::Abortable,
         }
     }
 
@@ -276,12 +312,14 @@ impl Error {
         }
     }
 
-    /// The same error, naming `resource` when it is a refused authorization of that kind
-    /// (`resource` is only used when `kind` is the kind the error names).
-    pub(crate) fn naming(self, kind: &str, resource: impl FnOnce() -> String) -> Self {
+    /// The same error, with the resource named when it is a refused authorization of the
+    /// kind `named` names but does not know which (`named` gets what is known and gives
+    /// the resource named, or `None` to leave it).
+    pub(crate) fn naming(self, named: impl FnOnce(&KafkaResource) -> Option<KafkaResource>) -> Self {
         match self {
-            Error::KafkaAuthorization { resource: known, reason } if known == kind => {
-                Error::KafkaAuthorization { resource: resource(), reason }
+            Error::KafkaAuthorization { resource, reason } => {
+                let resource = named(&resource).unwrap_or(resource);
+                Error::KafkaAuthorization { resource, reason }
             }
             other => other,
         }
@@ -298,10 +336,60 @@ impl Error {
             Error::Fenced { location, .. }
             | Error::Decode { location, .. }
             | Error::Handler { location, .. }
-            | Error::DeadLettered { location, .. }
+            | Error::PositionMoved { location, .. }
             | Error::OffsetOutOfRange { location } => Some(location),
             Error::DatabaseTimedOut { location, .. } => location.as_ref(),
             _ => None,
+        }
+    }
+}
+
+/// What a broker refused a client for lack of an ACL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KafkaResource {
+    /// A topic: `Some` when it is known which.
+    Topic(Option<String>),
+    /// One or more of these topics (a consumer subscribed to several, and the brokers
+    /// would not say which).
+    OneOfTopics(Vec<String>),
+    /// Several topics, each of them refused.
+    Topics(Vec<String>),
+    /// The consumer group: `Some` when it is known which.
+    Group(Option<String>),
+    /// A producer's `transactional.id`: `Some` when it is known which.
+    TransactionalId(Option<String>),
+    /// An operation on the cluster.
+    Cluster,
+}
+
+impl KafkaResource {
+    /// What `error` was refused, when it is a broker's refusal for lack of an ACL.
+    pub(crate) fn refused_by(error: &rdkafka::error::KafkaError) -> Option<Self> {
+        use rdkafka::error::RDKafkaErrorCode;
+        match error.rdkafka_error_code()? {
+            RDKafkaErrorCode::TopicAuthorizationFailed => Some(Self::Topic(None)),
+            RDKafkaErrorCode::GroupAuthorizationFailed => Some(Self::Group(None)),
+            RDKafkaErrorCode::TransactionalIdAuthorizationFailed => Some(Self::TransactionalId(None)),
+            RDKafkaErrorCode::ClusterAuthorizationFailed => Some(Self::Cluster),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KafkaResource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let quoted = |names: &[String]| names.iter().map(|name| format!("`{name}`")).collect::<Vec<_>>().join(", ");
+        match self {
+            Self::Topic(None) => f.write_str("a topic"),
+            Self::Topic(Some(topic)) => write!(f, "topic `{topic}`"),
+            Self::OneOfTopics(topics) => write!(f, "one of the topics {}", topics.join(", ")),
+            Self::Topics(topics) => write!(f, "topics {}", quoted(topics)),
+            Self::Group(None) => f.write_str("the consumer group"),
+            Self::Group(Some(group)) => write!(f, "group `{group}`"),
+            Self::TransactionalId(None) => f.write_str("the transactional id"),
+            Self::TransactionalId(Some(id)) => write!(f, "transactional id `{id}`"),
+            Self::Cluster => f.write_str("an operation on the cluster"),
         }
     }
 }

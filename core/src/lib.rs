@@ -47,49 +47,49 @@
 //! order. What a handler does outside that transaction (an HTTP call, an e-mail, a write to
 //! another database) is not covered: it can happen more than once.
 
-pub mod codec;
-pub mod dead_letters;
+mod admin;
+mod api;
+mod database_mode;
+mod engine;
 mod error;
 mod failpoint;
-mod handler;
-mod health;
-mod http;
-mod kafka_client;
-mod message;
-pub mod metrics;
-pub mod mode;
-pub mod offsets;
+mod kafka;
+mod kafka_mode;
+mod ops;
 pub mod outbox;
-mod output;
-mod producer;
+mod pipeline;
 pub mod redact;
-pub(crate) mod runtime;
-mod settings;
-mod subscription;
-mod trace_context;
+mod runtime;
+mod store;
 
+pub use admin::{dead_letters, offsets};
+pub use api::codec;
+pub use api::context::Context;
+pub use api::handler::{Consumes, Handler, HandlerError};
+pub use api::message::Message;
+pub use api::mode;
+pub use api::output::{Output, OutputBytes};
+pub use api::settings::{Batch, RetryPolicy, StartFrom};
+pub use api::subscription::{Delivery, Subscription};
 pub use async_trait::async_trait;
 /// The [`bytes`](https://docs.rs/bytes) crate, for payloads and keys shared without a copy.
 pub use bytes;
-pub use error::{Error, ErrorClass, Location, Result};
-pub use handler::{Consumes, Context, Handler, HandlerError};
-pub use health::{Health, HealthStatus};
+pub use error::{Error, ErrorClass, KafkaResource, Location, Result};
 #[doc(hidden)]
-pub use kafka_client::check_kafka;
-pub use kafka_client::{KAFKA_ENV_PREFIX, kafka_settings_from_env};
-pub use message::Message;
+pub use kafka::check::check_kafka;
+pub use kafka::environment::{KAFKA_ENV_PREFIX, kafka_settings_from_env};
 pub use offsets::migrate;
-pub use output::{Output, OutputBytes};
+pub use ops::health::{Health, HealthStatus};
+pub use ops::metrics;
+pub use pipeline::dead_letter::DeadLettered;
 pub use runtime::{Runtime, RuntimeBuilder, ShutdownHandle};
-pub use settings::{Batch, RetryPolicy, StartFrom};
-pub use subscription::{Delivery, Subscription};
 
 #[cfg(feature = "derive")]
 pub use exactly_macros::Handler;
 
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::codec::{Bytes, Codec, Json, Key, Utf8};
+    pub use crate::api::codec::{Bytes, Codec, Json, Key, Utf8};
 
     /// Stands in for the codec of a handler whose `#[exactly(...)]` has errors, so the
     /// compiler reports those errors alone. Never decodes anything.
@@ -97,7 +97,7 @@ pub mod __private {
     pub enum Fallback {}
 
     impl<T> Codec<T> for Fallback {
-        fn decode(_: Option<&[u8]>) -> Result<T, crate::codec::DecodeError> {
+        fn decode(_: Option<&[u8]>) -> Result<T, crate::api::codec::DecodeError> {
             Err("unreachable: a handler whose attributes failed to compile".into())
         }
     }

@@ -17,30 +17,19 @@
 
 mod relay;
 
+pub use crate::store::outbox::OutboxStatus;
 pub use relay::{Relay, RelayHandle};
 
 use sqlx::PgConnection;
 
-use crate::output::Output;
+use crate::api::output::Output;
 
 /// Writes `record` to the outbox through `tx` (the caller's transaction).
 ///
 /// # Errors
 /// When the insert fails; the caller's transaction should then roll back.
 pub async fn enqueue(tx: &mut PgConnection, record: &Output) -> sqlx::Result<()> {
-    let (names, values): (Vec<&str>, Vec<&[u8]>) =
-        record.headers.iter().map(|(name, value)| (name.as_str(), value.as_slice())).unzip();
-    sqlx::query(
-        "INSERT INTO exactly.outbox (topic, key, payload, header_names, header_values) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&record.topic)
-    .bind(record.key.as_deref())
-    .bind(record.payload.as_deref())
-    .bind(&names)
-    .bind(&values)
-    .execute(tx)
-    .await?;
-    Ok(())
+    crate::store::outbox::insert(tx, &record.row()).await
 }
 
 /// How many records wait in the outbox, counted through `database`: a pool, a connection
@@ -49,19 +38,7 @@ pub async fn enqueue(tx: &mut PgConnection, record: &Output) -> sqlx::Result<()>
 /// # Errors
 /// When the query fails.
 pub async fn backlog<'c>(database: impl sqlx::PgExecutor<'c>) -> sqlx::Result<i64> {
-    sqlx::query_scalar("SELECT count(*) FROM exactly.outbox").fetch_one(database).await
-}
-
-/// What waits in the outbox.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-#[non_exhaustive]
-pub struct OutboxStatus {
-    /// Rows waiting to be published.
-    pub rows: i64,
-    /// Age of the oldest waiting row, in seconds (none when empty).
-    pub oldest_age_seconds: Option<f64>,
-    /// Rows waiting per topic, by topic.
-    pub per_topic: Vec<(String, i64)>,
+    crate::store::outbox::backlog(database).await
 }
 
 /// The outbox's backlog: rows, the age of the oldest, and rows per topic.
@@ -69,13 +46,5 @@ pub struct OutboxStatus {
 /// # Errors
 /// When the query fails.
 pub async fn status(pool: &sqlx::PgPool) -> sqlx::Result<OutboxStatus> {
-    let per_topic: Vec<(String, i64)> =
-        sqlx::query_as("SELECT topic, count(*) FROM exactly.outbox GROUP BY topic ORDER BY topic")
-            .fetch_all(pool)
-            .await?;
-    let oldest: Option<f64> =
-        sqlx::query_scalar("SELECT extract(epoch FROM now() - min(created_at))::float8 FROM exactly.outbox")
-            .fetch_one(pool)
-            .await?;
-    Ok(OutboxStatus { rows: per_topic.iter().map(|(_, n)| n).sum(), oldest_age_seconds: oldest, per_topic })
+    crate::store::outbox::status(pool).await
 }

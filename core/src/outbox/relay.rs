@@ -29,9 +29,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, ErrorHook, Result};
-use crate::metrics::handles::RelayMetrics;
-use crate::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
-use crate::settings::KafkaProperties;
+use crate::kafka::producer::{CALL_TIMEOUT, TxnProducer, record, send, transactional};
+use crate::kafka::properties::KafkaProperties;
+use crate::ops::metrics::handles::RelayMetrics;
 
 /// A position in the outbox: the `(txid, id)` of the last published row.
 type Position = (i64, i64);
@@ -202,9 +202,9 @@ impl Relay {
     pub async fn start(self) -> Result<RelayHandle> {
         self.kafka.check_producer(Duration::ZERO)?;
         if self.check {
-            crate::kafka_client::check_kafka(
+            crate::kafka::check::check_kafka(
                 &self.kafka.consumer("exactly-relay-check"),
-                crate::kafka_client::CHECK_TIMEOUT,
+                crate::kafka::check::CHECK_TIMEOUT,
             )
             .await?;
         }

@@ -1,0 +1,56 @@
+//! Database mode: a handler's effects and its partition's position commit in one
+//! PostgreSQL transaction.
+//!
+//! The group's consumer ([`consumer`]) claims each assigned partition in PostgreSQL with a
+//! new epoch and starts its worker ([`partition`]), which gathers batches and commits each
+//! ([`batch`]), isolating and retrying what fails ([`failures`]) and, with key parking,
+//! retrying parked keys ([`parked`]).
+
+mod batch;
+mod consumer;
+mod failures;
+mod parked;
+mod partition;
+
+use std::sync::Arc;
+
+use self::consumer::Spawner;
+use self::partition::PartitionWorker;
+use crate::api::handler::Handler;
+use crate::api::mode::{Database, ModeKind};
+use crate::api::subscription::Subscription;
+use crate::engine::group::{Group, GroupSpec, StartSettings};
+use crate::engine::shared::Shared;
+use crate::error::Result;
+
+/// A Database-mode handler, ready to start as its consumer group.
+pub(crate) struct DatabaseGroup<H> {
+    handler: Arc<H>,
+}
+
+impl<H: Handler<Mode = Database>> DatabaseGroup<H> {
+    pub(crate) fn new(handler: H) -> Self {
+        Self { handler: Arc::new(handler) }
+    }
+}
+
+impl<H: Handler<Mode = Database>> GroupSpec for DatabaseGroup<H> {
+    fn subscription(&self) -> Subscription {
+        self.handler.subscription()
+    }
+
+    fn kind(&self) -> ModeKind {
+        ModeKind::Database
+    }
+
+    fn start(self: Box<Self>, shared: &Arc<Shared>, settings: &StartSettings) -> Result<Group> {
+        let subscription = self.handler.subscription();
+        let handler = self.handler;
+        let worker_shared = Arc::clone(shared);
+        let spawner: Spawner = Box::new(move |start| {
+            let worker = PartitionWorker::new(Arc::clone(&handler), Arc::clone(&worker_shared), start);
+            worker_shared.handle.spawn(worker.run())
+        });
+        consumer::start(shared, settings.kafka.database_consumer(subscription.group()), &subscription, spawner)
+    }
+}
