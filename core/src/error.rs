@@ -33,11 +33,14 @@ pub enum ErrorClass {
     /// Transient: the same work may succeed if tried again (a lost connection, a deadlock,
     /// a serialization failure, a broker that is not reachable for a moment).
     Retriable,
-    /// The current unit of work must be rolled back and redone from the last committed
-    /// position; the component itself is still usable.
+    /// The current unit of work must be rolled back; the component itself is still usable.
+    /// A handler's failure and a message that cannot be decoded are of this class: the
+    /// message is retried (or not, if it cannot be decoded) and then dead-lettered, and its
+    /// partition goes on.
     Abortable,
-    /// Retrying cannot help: a wrong setting, a message that cannot be decoded, ownership
-    /// of a partition lost to another instance. Needs a person or a restart.
+    /// Retrying cannot help the component that reported it: a wrong setting, refused
+    /// credentials or ACLs, ownership of a partition lost to another instance. Needs a
+    /// person or a restart (or, for a lost partition, its new owner carries on).
     Fatal,
 }
 
@@ -281,7 +284,6 @@ impl Error {
             | Error::Migrate(_)
             | Error::MigrateNotPermitted { .. }
             | Error::Fenced { .. }
-            | Error::Decode { .. }
             | Error::OffsetOutOfRange { .. }
             | Error::Listen { .. }
             | Error::KafkaAuthentication { .. }
@@ -295,7 +297,7 @@ impl Error {
             Error::KafkaCallStuck { .. } | Error::DatabaseTimedOut { .. } => ErrorClass::Retriable,
             Error::Internal(_) => ErrorClass::Abortable,
             Error::Database(e) => database_class(e),
-            Error::Handler { .. } | Error::AssignmentLost { .. } => ErrorClass::Abortable,
+            Error::Handler { .. } | Error::Decode { .. } | Error::AssignmentLost { .. } => ErrorClass::Abortable,
         }
     }
 

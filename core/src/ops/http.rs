@@ -3,7 +3,9 @@
 //!
 //! One request per connection (every answer says `Connection: close`), up to 32 connections
 //! served at once (more are closed unanswered), a request head of at most 8 KiB read within
-//! 10 s. It serves while the runtime runs, through its graceful shutdown, and stops
+//! 10 s and parsed by `httparse`. A hand-written loop serves it rather than `hyper`: four
+//! fixed answers to probes and a scraper need no keep-alive, bodies or HTTP/2, and the
+//! runtime's dependencies stay few. It serves while the runtime runs, through its graceful shutdown, and stops
 //! listening before [`Runtime::run`](crate::Runtime::run) returns.
 
 use std::net::SocketAddr;
@@ -112,6 +114,7 @@ async fn serve(listener: TcpListener, endpoints: Arc<Endpoints>, mut stopped: on
 }
 
 /// A response: status and a plain-text body.
+#[derive(Debug, PartialEq, Eq)]
 struct Response {
     status: u16,
     reason: &'static str,
@@ -137,8 +140,8 @@ impl Response {
 
 /// Reads one request from `stream` and answers it.
 async fn answer(mut stream: TcpStream, endpoints: &Endpoints) {
-    let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
-        Ok(Ok(Some(head))) => head,
+    let request = match tokio::time::timeout(READ_TIMEOUT, read_request(&mut stream)).await {
+        Ok(Ok(Some(request))) => request,
         Ok(Ok(None)) | Ok(Err(_)) => return, // closed before a request, or broken
         Err(_) => {
             let response = Response::text(408, "Request Timeout", "no complete request within 10 s");
@@ -146,68 +149,64 @@ async fn answer(mut stream: TcpStream, endpoints: &Endpoints) {
             return;
         }
     };
-    let (response, head_only) = match parse(&head) {
-        Ok((method, path)) => (route(method, path, endpoints).await, method == "HEAD"),
+    let (response, head_only) = match request {
+        Ok(Request { method, path }) => (route(&method, &path, endpoints).await, method == "HEAD"),
         Err(response) => (response, false),
     };
     let _ = write(&mut stream, &response, head_only).await;
 }
 
-/// The request head (up to the empty line); `Ok(None)` when the client closed first
-/// without sending anything, an empty head when it sent too much or broke off mid-way.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+/// The method and path of a request.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    method: String,
+    path: String,
+}
+
+/// Reads until the request head is complete: the request, or the 400 to answer with;
+/// `Ok(None)` when the client closed without sending anything.
+async fn read_request(stream: &mut TcpStream) -> std::io::Result<Option<std::result::Result<Request, Response>>> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0; 1024];
     loop {
         let read = stream.read(&mut chunk).await?;
         if read == 0 {
-            return Ok((!head.is_empty()).then(Vec::new));
+            return Ok((!head.is_empty()).then(|| Err(bad_request("the request head broke off"))));
         }
         head.extend_from_slice(&chunk[..read]);
-        if let Some(end) = find_end(&head) {
-            head.truncate(end);
-            return Ok(Some(head));
-        }
-        if head.len() > MAX_HEAD {
-            return Ok(Some(Vec::new()));
+        match parse(&head) {
+            Ok(None) if head.len() > MAX_HEAD => return Ok(Some(Err(bad_request("the request head is too long")))),
+            Ok(None) => {}
+            Ok(Some(request)) => return Ok(Some(Ok(request))),
+            Err(response) => return Ok(Some(Err(response))),
         }
     }
 }
 
-/// Where the head ends: after the first empty line (CRLF CRLF, or bare LF LF).
-fn find_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
-    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+/// A 400 saying `why`.
+fn bad_request(why: &str) -> Response {
+    Response::text(400, "Bad Request", format!("bad request: {why}"))
 }
 
-/// The method and path of a request head, or the 400 to answer with.
-fn parse(head: &[u8]) -> std::result::Result<(&str, &str), Response> {
-    let bad = |why: &str| Response::text(400, "Bad Request", format!("bad request: {why}"));
-    let text = std::str::from_utf8(head).map_err(|_| bad("the request head is not UTF-8"))?;
-    if text.is_empty() {
-        return Err(bad("incomplete or too long request head"));
+/// The request in `head`, parsed by `httparse` (HTTP/1.0 and 1.1 only): `Ok(None)` while
+/// the head is incomplete, or the 400 to answer with.
+fn parse(head: &[u8]) -> std::result::Result<Option<Request>, Response> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Partial) => Ok(None),
+        Ok(httparse::Status::Complete(_)) => {
+            let (Some(method), Some(target)) = (request.method, request.path) else {
+                return Err(bad_request("no request line"));
+            };
+            if !target.starts_with('/') {
+                return Err(bad_request("the target must be a path"));
+            }
+            let path = target.split(['?', '#']).next().unwrap_or(target);
+            Ok(Some(Request { method: method.to_owned(), path: path.to_owned() }))
+        }
+        Err(error) => Err(bad_request(&format!("{error} (only HTTP/1.0 and HTTP/1.1 are spoken here)"))),
     }
-    let line = text.split('\n').next().unwrap_or_default().trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("the request line is not `METHOD /path HTTP/1.1`"));
-    };
-    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(bad("invalid method"));
-    }
-    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Err(bad("only HTTP/1.0 and HTTP/1.1 are spoken here"));
-    }
-    if !target.starts_with('/') {
-        return Err(bad("the target must be a path"));
-    }
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    Ok((method, path))
 }
 
 async fn route(method: &str, path: &str, endpoints: &Endpoints) -> Response {
@@ -270,28 +269,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_request_lines() {
-        assert!(matches!(parse(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"), Ok(("GET", "/health/live"))));
-        assert!(matches!(parse(b"GET /metrics?x=1 HTTP/1.0\n\n"), Ok(("GET", "/metrics"))));
+    fn parses_requests_and_waits_for_the_whole_head() {
+        let request = |method: &str, path: &str| Ok(Some(Request { method: method.into(), path: path.into() }));
+        assert_eq!(parse(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n"), request("GET", "/health/live"));
+        assert_eq!(parse(b"GET /metrics?x=1 HTTP/1.0\n\n"), request("GET", "/metrics"));
+        assert_eq!(parse(b"HEAD /metrics HTTP/1.1\r\n"), Ok(None), "incomplete: read on");
+        assert_eq!(parse(b""), Ok(None));
         for bad in [
-            &b""[..],
-            b"GARBAGE\r\n\r\n",
+            &b"GARBAGE\r\n\r\n"[..],
             b"GET /metrics\r\n\r\n",
-            b"GET  /metrics HTTP/1.1\r\n\r\n",
             b"GET metrics HTTP/1.1\r\n\r\n",
-            b"get /metrics HTTP/1.1\r\n\r\n",
             b"GET /metrics HTTP/2\r\n\r\n",
             b"GET /metrics HTTP/1.1 extra\r\n\r\n",
             b"\xff\xfe /metrics HTTP/1.1\r\n\r\n",
         ] {
             assert!(parse(bad).is_err_and(|r| r.status == 400), "{:?} was accepted", String::from_utf8_lossy(bad));
         }
-    }
-
-    #[test]
-    fn finds_the_end_of_the_head() {
-        assert_eq!(find_end(b"GET / HTTP/1.1\r\nA: b\r\n\r\nbody"), Some(24));
-        assert_eq!(find_end(b"GET / HTTP/1.1\n\n"), Some(16));
-        assert_eq!(find_end(b"GET / HTTP/1.1\r\n"), None);
     }
 }
