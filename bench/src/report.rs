@@ -76,7 +76,10 @@ impl Report {
             "Every figure comes from one run, on one broker and one database shared by every system, and \
              every ratio compares systems measured in that same run. Throughput counts messages made \
              durable (committed rows and positions, or committed offsets) from the first progress seen to \
-             the last, so start-up and group joining are not counted. Peak RSS is the process's `VmHWM`.\n\n",
+             the last, so start-up and group joining are not counted. Peak RSS is the process's `VmHWM`. \
+             After each run the output is compared with the input (distinct rows or records, and no dead \
+             letter) and a run that differs fails. The targets table says, for each, whether the two sides \
+             are like for like; a target missed is printed as missed.\n\n",
         );
         for (what, value) in &self.context {
             let _ = writeln!(out, "- **{what}**: {value}");
