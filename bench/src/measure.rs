@@ -548,3 +548,17 @@ pub(crate) async fn recovery(
         peak_rss_kib,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::input_index;
+
+    #[test]
+    fn an_output_record_is_traced_to_its_input_by_key() {
+        assert_eq!(input_index(Some(b"k0"), 10), Some(0));
+        assert_eq!(input_index(Some(b"k9"), 10), Some(9));
+        assert_eq!(input_index(Some(b"k10"), 10), None, "beyond the input");
+        assert_eq!(input_index(Some(b"x1"), 10), None, "not an input key");
+        assert_eq!(input_index(None, 10), None);
+    }
+}
