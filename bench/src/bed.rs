@@ -1,12 +1,13 @@
 //! The test bed every scenario shares: one Kafka broker and one PostgreSQL server in
 //! containers, input topics filled in advance, and a fresh table per run.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use exactly_integration_tests::produce::{Input, producer, send_all};
 use exactly_integration_tests::{Kafka, Postgres, TestDatabase, unique};
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 
 /// `name` if it is a plain, unquoted SQL name (`[a-z_][a-z0-9_]*`, at most 63 bytes),
 /// safe to put into SQL text: the bench's table names are made by `unique` but travel to
@@ -165,10 +166,63 @@ impl Bed {
         Ok(table)
     }
 
-    /// Rows in `table`, and distinct (partition, offset) among them.
-    pub(crate) async fn rows(&self, table: &str) -> anyhow::Result<i64> {
+    /// Checks that `table` holds, for each partition, exactly the offsets `0..end` that
+    /// `expected` gives it (every input message once, no other), counting distinct
+    /// (partition, offset) pairs rather than rows.
+    ///
+    /// # Errors
+    /// When it does not, saying how it differs.
+    pub(crate) async fn check_rows(&self, table: &str, expected: &BTreeMap<i32, i64>) -> anyhow::Result<()> {
         let table = sql_name(table)?;
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+        let found: Vec<(i32, i64, i64, i64, i64)> = sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT partition, count(*), count(DISTINCT message_offset), min(message_offset), max(message_offset) \
+             FROM {table} GROUP BY partition ORDER BY partition"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut problems = Vec::new();
+        for (partition, rows, distinct, min, max) in &found {
+            match expected.get(partition) {
+                Some(&end) if *rows == end && *distinct == end && *min == 0 && *max == end - 1 => {}
+                Some(end) => problems.push(format!(
+                    "partition {partition}: {rows} rows, {distinct} distinct offsets from {min} to {max}, where \
+                     the input has offsets 0 to {}",
+                    end - 1
+                )),
+                None => problems.push(format!("partition {partition}: {rows} rows, not in the input")),
+            }
+        }
+        for (partition, end) in expected {
+            if *end > 0 && !found.iter().any(|(p, ..)| p == partition) {
+                problems.push(format!("partition {partition}: no rows, where the input has {end}"));
+            }
+        }
+        anyhow::ensure!(problems.is_empty(), "{table} does not hold each input message once: {}", problems.join("; "));
+        Ok(())
+    }
+
+    /// Each partition's end (high watermark) in `topic`: as every input starts at offset
+    /// 0 and holds no transaction markers, the offsets `0..end` are its messages.
+    pub(crate) async fn partition_ends(&self, topic: &str, partitions: i32) -> anyhow::Result<BTreeMap<i32, i64>> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = self.kafka.client_config().create()?;
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            (0..partitions)
+                .map(|partition| {
+                    let (_, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+                    Ok((partition, high))
+                })
+                .collect()
+        })
+        .await?
+    }
+
+    /// Dead letters group `group` wrote to `exactly.dead_letters` (0 for a system that
+    /// writes none: the baselines, Kafka mode).
+    pub(crate) async fn dead_letters(&self, group: &str) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM exactly.dead_letters WHERE group_id = $1")
+            .bind(group)
             .fetch_one(&self.pool)
             .await?)
     }
@@ -190,7 +244,7 @@ impl Bed {
 }
 
 /// A message payload of `size` bytes (at least 16): the time it was made, in microseconds
-/// since the Unix epoch, as 16 ASCII digits (for latency), then filler.
+/// since the Unix epoch, as 16 ASCII digits, then filler.
 pub(crate) fn payload(size: usize) -> Vec<u8> {
     let mut bytes = format!("{:016}", now_micros()).into_bytes();
     bytes.resize(size.max(16), b'x');
@@ -204,7 +258,33 @@ pub(crate) fn now_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// The send time written at the start of `payload`, if it has one.
-pub(crate) fn sent_micros(payload: &[u8]) -> Option<u64> {
-    std::str::from_utf8(payload.get(..16)?).ok()?.parse().ok()
+/// A payload of `size` bytes (at least 32) for a latency run: the time it was made, in
+/// microseconds since the Unix epoch, then its sequence number `seq`, each as 16 ASCII
+/// digits, then filler. The sequence number lets the run account for every message sent.
+pub(crate) fn stamped_payload(seq: u64, size: usize) -> Vec<u8> {
+    let mut bytes = format!("{:016}{seq:016}", now_micros()).into_bytes();
+    bytes.resize(size.max(32), b'x');
+    bytes
+}
+
+/// The send time and sequence number at the start of a [`stamped_payload`], if it has them.
+pub(crate) fn stamp(payload: &[u8]) -> Option<(u64, u64)> {
+    let digits =
+        |range: std::ops::Range<usize>| -> Option<u64> { std::str::from_utf8(payload.get(range)?).ok()?.parse().ok() };
+    Some((digits(0..16)?, digits(16..32)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stamp, stamped_payload};
+
+    #[test]
+    fn a_stamped_payload_gives_back_its_sequence_number() {
+        let payload = stamped_payload(42, 1024);
+        assert_eq!(payload.len(), 1024);
+        let (sent, seq) = stamp(&payload).expect("a stamp");
+        assert_eq!(seq, 42);
+        assert!(sent > 0);
+        assert_eq!(stamp(b"0000000000000001"), None, "too short for a sequence number");
+    }
 }

@@ -8,10 +8,12 @@
 mod bed;
 mod measure;
 mod process;
+mod profile;
 mod progress;
 mod report;
 mod streams;
 mod suite;
+mod variant;
 mod worker;
 
 use std::path::PathBuf;
@@ -19,7 +21,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::suite::{Profile, Suite};
+use crate::profile::Profile;
+use crate::suite::Suite;
 
 /// Benchmarks of exactly against its baselines.
 #[derive(Debug, Parser)]
@@ -176,6 +179,28 @@ fn network() -> String {
     }
 }
 
+/// The commit measured: the full hash of the checkout's `HEAD`, and whether the working
+/// tree had changes (the figures are then of those changes, not of the commit alone).
+fn commit() -> String {
+    let checkout = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(checkout)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let Some(head) = git(&["rev-parse", "HEAD"]) else { return "commit unknown (not a git checkout)".into() };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(changes) if changes.is_empty() => format!("commit {head}, clean"),
+        Some(changes) => format!("commit {head}, dirty: {} changed files not committed", changes.lines().count()),
+        None => format!("commit {head}, clean or dirty unknown"),
+    }
+}
+
 /// Date, versions, machine and settings, for the report's head.
 async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
     let command_line = |program: &str, args: &[&str]| {
@@ -203,12 +228,12 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
         })
         .map_or_else(String::new, |kb| format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0));
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let commit = command_line("git", &["rev-parse", "--short", "HEAD"]);
+    let commit = commit();
     vec![
         ("date".into(), command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
         ("command".into(), format!("`scripts/bench` (profile {}{})", profile.name, profile.note())),
         ("build".into(), if cfg!(debug_assertions) { "debug".into() } else { "release".into() }),
-        ("exactly".into(), if commit.is_empty() { "?".into() } else { format!("commit {commit}") }),
+        ("exactly".into(), commit),
         (
             "versions".into(),
             format!(
@@ -227,7 +252,9 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
              acks=all + idempotence where they produce; every librdkafka consumer with fetch.queue.backoff.ms=20 \
              (exactly's default; librdkafka's 1000 ms starves a fast consumer); batches ≤ 500 messages / 50 ms; \
              commit interval 100 ms; session timeout 10 s; exactly's Kafka-mode copy declines the headers \
-             (Subscription::without_headers; neither copy reads them); Kafka Streams with -Xmx1g and one stream thread"
+             (Subscription::without_headers; neither copy reads them); the task-per-partition baselines and \
+             exactly up to 8 batches in flight on 8 connections; Kafka Streams with -Xmx1g, producer batch.size \
+             128 KB and linger.ms 10, one and two stream threads"
                 .into(),
         ),
     ]

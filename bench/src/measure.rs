@@ -10,7 +10,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use crate::bed::{Bed, ContainerCpu, now_micros, payload, sent_micros};
+use crate::bed::{Bed, ContainerCpu, now_micros, stamped_payload};
 use crate::process::Measured;
 use crate::progress::Progress;
 
@@ -97,14 +97,34 @@ pub(crate) async fn throughput(
     Ok(result)
 }
 
-/// Latency percentiles, in milliseconds.
+/// How long a latency run waits, after the last send, for results still to come.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A latency run's figures, over every message sent after the warm-up.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Latency {
     pub(crate) rate: f64,
-    pub(crate) samples: usize,
-    pub(crate) p50_ms: f64,
-    pub(crate) p99_ms: f64,
+    /// Messages sent after the warm-up: the ones the percentiles are over.
+    pub(crate) sent: u64,
+    /// How many of them a reader saw (each once, however often it came).
+    pub(crate) seen: u64,
+    /// Percentiles over all `sent`, a message never seen counting as slower than any seen;
+    /// `None` when the percentile falls among those never seen.
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
     pub(crate) peak_rss_kib: u64,
+}
+
+impl Latency {
+    /// Messages sent after the warm-up that no reader saw by [`DRAIN`] after the last send.
+    pub(crate) fn never_seen(&self) -> u64 {
+        self.sent - self.seen
+    }
+
+    /// How long after the last send the run stopped looking.
+    pub(crate) fn drain() -> Duration {
+        DRAIN
+    }
 }
 
 /// Where the results of a latency run become visible.
@@ -116,10 +136,32 @@ pub(crate) enum Visible<'a> {
     Topic(&'a str, i32),
 }
 
+/// The messages a watcher has seen: per sequence number from `first` on, the latency of
+/// its first sighting, in microseconds.
+#[derive(Debug)]
+struct Sightings {
+    first: u64,
+    latencies: std::collections::HashMap<u64, u64>,
+    /// Distinct sequence numbers seen, for the sender to know when all have come.
+    seen: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Sightings {
+    fn note(&mut self, payload: &[u8], received: u64) {
+        let Some((sent, seq)) = crate::bed::stamp(payload) else { return };
+        if seq >= self.first && !self.latencies.contains_key(&seq) {
+            self.latencies.insert(seq, received.saturating_sub(sent));
+            self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// Sends `rate` messages a second to `input` for `warm_up + measured`, and measures, for
-/// those sent after the warm-up, the time from the send to the result becoming visible to
-/// a reader: the commit of the row (PostgreSQL delivers the trigger's notification at
-/// commit) or the record in the output topic under `read_committed`.
+/// every message due after the warm-up, the time from its send to its result becoming
+/// visible to a reader: the commit of the row (PostgreSQL delivers the trigger's
+/// notification at commit) or the record in the output topic under `read_committed`.
+/// After the last send it waits until each of them has been seen, or [`DRAIN`] at most;
+/// those never seen count as the slowest.
 pub(crate) async fn latency(
     bed: &Bed,
     process: Measured,
@@ -129,64 +171,75 @@ pub(crate) async fn latency(
     message_size: usize,
     (warm_up, measured): (Duration, Duration),
 ) -> anyhow::Result<Latency> {
-    let started = now_micros() + u64::try_from(warm_up.as_micros())?;
+    // The sender sends message `seq` when `seq / rate` seconds have passed: those from this
+    // one on are due after the warm-up.
+    let first = (warm_up.as_secs_f64() * rate).ceil() as u64;
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sightings =
+        Sightings { first, latencies: std::collections::HashMap::new(), seen: std::sync::Arc::clone(&seen) };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let watcher = match visible {
+    let watcher = watch(bed, visible, sightings, std::sync::Arc::clone(&stop)).await?;
+    let sent = send_at_rate(bed, input, rate, message_size, warm_up + measured).await;
+    let total = *sent.as_ref().unwrap_or(&0);
+    let deadline = Instant::now() + DRAIN;
+    while seen.load(std::sync::atomic::Ordering::Relaxed) < total.saturating_sub(first) && Instant::now() < deadline {
+        tokio::time::sleep(POLL).await;
+    }
+    let peak_rss_kib = process.peak_rss_kib();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sightings = watcher.await??;
+    process.kill().await?;
+    let total = sent?;
+    let sent = total.saturating_sub(first);
+    let mut latencies: Vec<u64> = sightings.latencies.into_values().collect();
+    if latencies.is_empty() {
+        bail!("no result became visible during the measurement");
+    }
+    latencies.sort_unstable();
+    let pick = |q: f64| {
+        let index = ((sent - 1) as f64 * q).round() as usize;
+        latencies.get(index).map(|&micros| micros as f64 / 1000.0)
+    };
+    Ok(Latency { rate, sent, seen: latencies.len() as u64, p50_ms: pick(0.50), p99_ms: pick(0.99), peak_rss_kib })
+}
+
+/// Starts watching where results become visible, noting each in `sightings` until `stop`.
+async fn watch(
+    bed: &Bed,
+    visible: Visible<'_>,
+    mut sightings: Sightings,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Sightings>>> {
+    Ok(match visible {
         Visible::Table(table) => {
             let mut listener = sqlx::postgres::PgListener::connect(&bed.database.url).await?;
             listener.listen(&notify_channel(table)).await?;
-            let stop = std::sync::Arc::clone(&stop);
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let Ok(notification) = tokio::time::timeout(Duration::from_millis(200), listener.recv()).await
                     else {
                         continue;
                     };
                     let received = now_micros();
-                    if let Some(sent) = sent_micros(notification?.payload().as_bytes()) {
-                        latencies.push((sent, received.saturating_sub(sent)));
-                    }
+                    sightings.note(notification?.payload().as_bytes(), received);
                 }
-                anyhow::Ok(latencies)
+                anyhow::Ok(sightings)
             })
         }
         Visible::Topic(topic, partitions) => {
             let consumer = output_reader(&bed.brokers(), topic, partitions)?;
-            let stop = std::sync::Arc::clone(&stop);
             tokio::task::spawn_blocking(move || {
-                let mut latencies = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     match consumer.poll(Duration::from_millis(100)) {
-                        Some(Ok(message)) => {
-                            let received = now_micros();
-                            if let Some(sent) = message.payload().and_then(sent_micros) {
-                                latencies.push((sent, received.saturating_sub(sent)));
-                            }
-                        }
+                        Some(Ok(message)) => sightings.note(message.payload().unwrap_or_default(), now_micros()),
                         Some(Err(KafkaError::PartitionEOF(_))) | None => {}
                         Some(Err(e)) => return Err(e.into()),
                     }
                 }
-                anyhow::Ok(latencies)
+                anyhow::Ok(sightings)
             })
         }
-    };
-    let sent = send_at_rate(bed, input, rate, message_size, warm_up + measured).await;
-    // Results of the last sends arrive late; give them time before stopping the watcher.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let peak_rss_kib = process.peak_rss_kib();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let latencies = watcher.await??;
-    process.kill().await?;
-    sent?;
-    let mut measured: Vec<u64> = latencies.into_iter().filter(|(sent, _)| *sent >= started).map(|(_, l)| l).collect();
-    if measured.is_empty() {
-        bail!("no result became visible during the measurement");
-    }
-    measured.sort_unstable();
-    let pick = |q: f64| measured[((measured.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    Ok(Latency { rate, samples: measured.len(), p50_ms: pick(0.50), p99_ms: pick(0.99), peak_rss_kib })
+    })
 }
 
 /// The notification channel of `table`'s latency trigger.
@@ -194,14 +247,15 @@ fn notify_channel(table: &str) -> String {
     format!("{table}_visible")
 }
 
-/// Adds to `table` a trigger that notifies, at commit, each row's send time.
+/// Adds to `table` a trigger that notifies, at commit, each row's stamp (send time and
+/// sequence number).
 pub(crate) async fn add_visibility_trigger(bed: &Bed, table: &str) -> anyhow::Result<()> {
     // The channel goes into a string literal, the table into names: both need a plain name.
     let table = crate::bed::sql_name(table)?;
     let channel = notify_channel(table);
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE FUNCTION {table}_notify() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-         PERFORM pg_notify('{channel}', convert_from(substring(NEW.payload FROM 1 FOR 16), 'UTF8')); \
+         PERFORM pg_notify('{channel}', convert_from(substring(NEW.payload FROM 1 FOR 32), 'UTF8')); \
          RETURN NEW; END $$"
     )))
     .execute(&bed.pool)
@@ -233,17 +287,41 @@ fn output_reader(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<
     Ok(consumer)
 }
 
-/// Counts the committed records of `topic`, expecting `expected`. A transaction's commit
+/// What an output topic holds, read with `read_committed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OutputCount {
+    /// Records read.
+    pub(crate) records: u64,
+    /// Distinct input messages among them: keys `k0` to `k{expected - 1}` (the input's
+    /// keys, which every copy carries over), each counted once.
+    pub(crate) distinct: u64,
+}
+
+/// The index `i` of a key `k{i}` below `expected`, as the bed's inputs are keyed.
+fn input_index(key: Option<&[u8]>, expected: u64) -> Option<usize> {
+    let index: u64 = std::str::from_utf8(key?.strip_prefix(b"k")?).ok()?.parse().ok()?;
+    (index < expected).then(|| usize::try_from(index).ok()).flatten()
+}
+
+/// Reads the committed records of `topic`, expecting one for each of `expected` input
+/// messages, and counts them and the distinct inputs they copy. A transaction's commit
 /// returns before its markers reach every partition, so a partition's end under
 /// `read_committed` can still move: the count goes on until it reaches `expected` (and
 /// then a second more, to see any record beyond it), or until nothing has come for five
 /// seconds and every partition's position is at its end as the broker gives it now (the
 /// last stable offset, under `read_committed`). A reader that merely stalled is therefore
 /// never taken for a topic that ends short.
-pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32, expected: u64) -> anyhow::Result<u64> {
+pub(crate) async fn count_committed(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    expected: u64,
+) -> anyhow::Result<OutputCount> {
     let consumer = output_reader(brokers, topic, partitions)?;
     tokio::task::spawn_blocking(move || {
         let mut count = 0_u64;
+        let mut seen = vec![false; usize::try_from(expected)?];
+        let mut distinct = 0_u64;
         let mut counts = std::collections::BTreeMap::<i32, u64>::new();
         let mut at_end = std::collections::HashSet::new();
         let mut last_record = Instant::now();
@@ -253,6 +331,11 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(record)) => {
                     count += 1;
+                    if let Some(index) = input_index(record.key(), expected)
+                        && !std::mem::replace(&mut seen[index], true)
+                    {
+                        distinct += 1;
+                    }
                     *counts.entry(record.partition()).or_default() += 1;
                     last_record = Instant::now();
                 }
@@ -269,14 +352,15 @@ pub(crate) async fn count_committed(brokers: &str, topic: &str, partitions: i32,
                 && last_record.elapsed() > Duration::from_secs(5)
                 && read_to_the_end(&consumer)?;
             if reached.is_some_and(|at| at.elapsed() > Duration::from_secs(1)) || settled {
-                if count != expected {
+                if count != expected || distinct != expected {
                     eprintln!(
-                        "exactly-bench: {count} records in {} where {expected} were expected; {}",
+                        "exactly-bench: {count} records ({distinct} distinct inputs) in {} where {expected} were \
+                         expected; {}",
                         consumer_topic(&consumer),
                         where_records_are(&consumer, &counts)
                     );
                 }
-                return Ok(count);
+                return Ok(OutputCount { records: count, distinct });
             }
             if Instant::now() > deadline {
                 bail!("reading {} did not reach its end", consumer_topic(&consumer));
@@ -340,14 +424,15 @@ fn consumer_topic(consumer: &BaseConsumer) -> String {
 }
 
 /// Sends `rate` messages a second of `size` bytes to `topic` for `duration`, spread over its
-/// partitions, each stamped with its send time; waits until all are acknowledged.
+/// partitions, message `seq` when `seq / rate` seconds have passed, each stamped with its
+/// send time and `seq`; waits until all are acknowledged and returns how many were sent.
 async fn send_at_rate(
     bed: &Bed,
     (topic, partitions): (&str, i32),
     rate: f64,
     size: usize,
     duration: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<u64> {
     let producer: ThreadedProducer<DefaultProducerContext> = bed
         .kafka
         .client_config()
@@ -366,7 +451,7 @@ async fn send_at_rate(
         let due = (started.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {
             let partition = i32::try_from(sent % u64::try_from(partitions)?)?;
-            let bytes = payload(size);
+            let bytes = stamped_payload(sent, size);
             let key = format!("k{sent}");
             let record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_bytes()).payload(&bytes);
             if let Err((e, _)) = producer.send(record) {
@@ -379,7 +464,7 @@ async fn send_at_rate(
         }
     }
     tokio::task::block_in_place(|| producer.flush(Duration::from_secs(30)))?;
-    Ok(())
+    Ok(sent)
 }
 
 /// Recovery after SIGKILL.
@@ -462,4 +547,18 @@ pub(crate) async fn recovery(
         back_to_90_s: back.as_secs_f64(),
         peak_rss_kib,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::input_index;
+
+    #[test]
+    fn an_output_record_is_traced_to_its_input_by_key() {
+        assert_eq!(input_index(Some(b"k0"), 10), Some(0));
+        assert_eq!(input_index(Some(b"k9"), 10), Some(9));
+        assert_eq!(input_index(Some(b"k10"), 10), None, "beyond the input");
+        assert_eq!(input_index(Some(b"x1"), 10), None, "not an input key");
+        assert_eq!(input_index(None, 10), None);
+    }
 }

@@ -1,4 +1,4 @@
-//! The markdown report: the run's context, the targets with pass or short, then one table
+//! The markdown report: the run's context, the targets met or missed, then one table
 //! per scenario.
 
 use std::fmt::Write as _;
@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub(crate) what: String,
+    /// Whether the two systems compared are like for like (same concurrency, same
+    /// statement shape), and if not, how they differ.
+    pub(crate) basis: String,
     pub(crate) ratio: f64,
     pub(crate) goal: f64,
     /// What the ratio is of (e.g. "12 345 / 13 000 msg/s").
@@ -73,20 +76,25 @@ impl Report {
             "Every figure comes from one run, on one broker and one database shared by every system, and \
              every ratio compares systems measured in that same run. Throughput counts messages made \
              durable (committed rows and positions, or committed offsets) from the first progress seen to \
-             the last, so start-up and group joining are not counted. Peak RSS is the process's `VmHWM`.\n\n",
+             the last, so start-up and group joining are not counted. Peak RSS is the process's `VmHWM`. \
+             After each run the output is compared with the input (distinct rows or records, and no dead \
+             letter) and a run that differs fails. The targets table says, for each, whether the two sides \
+             are like for like; a target missed is printed as missed.\n\n",
         );
         for (what, value) in &self.context {
             let _ = writeln!(out, "- **{what}**: {value}");
         }
         out.push('\n');
         if !self.targets.is_empty() {
-            out.push_str("## Targets\n\n| target | measured | goal | result |\n| --- | --- | --- | --- |\n");
+            out.push_str(
+                "## Targets\n\n| target | compares | measured | goal | result |\n| --- | --- | --- | --- | --- |\n",
+            );
             for target in &self.targets {
-                let result = if target.ratio >= target.goal { "pass" } else { "**short**" };
+                let result = if target.ratio >= target.goal { "met" } else { "**missed**" };
                 let _ = writeln!(
                     out,
-                    "| {} | {:.2} ({}) | ≥ {:.2} | {result} |",
-                    target.what, target.ratio, target.detail, target.goal
+                    "| {} | {} | {:.2} ({}) | ≥ {:.2} | {result} |",
+                    target.what, target.basis, target.ratio, target.detail, target.goal
                 );
             }
             out.push('\n');

@@ -1,9 +1,12 @@
-//! The benchmark's smoke run: every scenario (S1–S6), every system and every baseline,
-//! Kafka Streams included, on a tiny backlog, so the benchmark keeps working. The figures
+//! The benchmark's smoke run: every scenario (S1–S6), every system and every baseline
+//! (the task-per-partition ones with each statement shape, PostgreSQL alone at 1 and 8
+//! connections, Kafka Streams with one and two threads), on a tiny backlog, so the
+//! benchmark keeps working. The figures
 //! of such a run mean nothing and nothing here times anything; what is checked is that
-//! each scenario ran, every system made its output exactly once (the bench verifies rows
-//! and committed output records after each run and fails otherwise), and the report has
-//! a figure in every row.
+//! each scenario ran, every system made its output exactly once (the bench compares the
+//! distinct rows or output records with the input after each run, checks that no dead
+//! letter was written, and fails otherwise), every target is judged, and the report has a
+//! figure in every row.
 
 use std::process::Command;
 
@@ -23,7 +26,7 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
 
     for title in [
         "## Targets",
-        "## S1: Kafka to PostgreSQL, exactly once, batched",
+        "## S1: Kafka to PostgreSQL, batched",
         "## S2: Kafka to PostgreSQL, one message per transaction",
         "## S3: consume-transform-produce",
         "## S3: throughput against the commit interval",
@@ -36,15 +39,37 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
     for system in [
         "exactly, Database mode",
         "exactly, Kafka mode",
-        "rdkafka + sqlx, at-least-once",
+        "rdkafka + sqlx, at-least-once, one loop, per-row `INSERT`",
+        "rdkafka + sqlx, at-least-once, task per partition, per-row `INSERT` (a)",
+        "rdkafka + sqlx, at-least-once, task per partition, `INSERT … UNNEST` per batch",
+        "rdkafka + sqlx, at-least-once, task per partition, `COPY` per batch",
         "rdkafka, consume only",
-        "sqlx, inserts only",
-        "rdkafka + sqlx loop, offset upsert",
-        "rdkafka idempotent copy, at-least-once",
-        "Kafka Streams, exactly_once_v2",
+        "rdkafka + sqlx loop, offset upsert, one loop",
+        "rdkafka + sqlx loop, offset upsert, loop per partition (a)",
+        "rdkafka idempotent copy, at-least-once (a)",
+        "Kafka Streams, exactly_once_v2, 1 stream thread (b)",
+        "Kafka Streams, exactly_once_v2, 2 stream threads",
     ] {
         assert!(report.contains(&format!("| {system}")), "no row for {system}:\n{report}");
     }
+    // PostgreSQL's ceiling: every statement shape, on 1 and on 8 connections.
+    for shape in ["per-row `INSERT`", "`INSERT … UNNEST` per batch", "`COPY` per batch"] {
+        for connections in ["1 connection", "8 connections"] {
+            let row = format!("| PostgreSQL alone (no Kafka), {shape} | batch 500, {connections} |");
+            assert!(report.contains(&row), "no row {row:?}:\n{report}");
+        }
+    }
+    // Every target is judged, met or missed, and says what it compares.
+    let targets: Vec<&str> = report.lines().filter(|l| l.starts_with("| S")).filter(|l| l.contains("≥")).collect();
+    assert!(targets.len() >= 12, "expected at least 12 targets, found {}:\n{report}", targets.len());
+    for target in &targets {
+        assert!(target.ends_with("| met |") || target.ends_with("| **missed** |"), "an unjudged target: {target}");
+        assert!(target.contains("like for like"), "a target that does not say what it compares: {target}");
+    }
+    // S4 accounts for every message sent after the warm-up.
+    let latency_rows = report.lines().filter(|l| l.starts_with("| S1 |") || l.starts_with("| S3 |")).count();
+    assert_eq!(latency_rows, 5, "S4 has a row per system:\n{report}");
+    assert!(report.contains("- **exactly**: commit "), "the report names no commit:\n{report}");
     // Every table row of a scenario holds at least one positive figure; none is empty.
     let rows: Vec<&str> =
         report.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| ---") && !l.contains("| --- |")).collect();
@@ -58,7 +83,7 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
             .collect()
     };
     let data_rows: Vec<&&str> = rows.iter().filter(|row| !figures(row).is_empty()).collect();
-    assert!(data_rows.len() >= 30, "expected at least 30 rows of figures, found {}:\n{report}", data_rows.len());
+    assert!(data_rows.len() >= 45, "expected at least 45 rows of figures, found {}:\n{report}", data_rows.len());
     for row in &data_rows {
         assert!(!row.contains("|  |"), "an empty cell in {row}");
         assert!(!row.contains("NaN") && !row.contains("inf"), "a figure that is not a number in {row}");

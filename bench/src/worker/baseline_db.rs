@@ -1,7 +1,8 @@
-//! Hand-written database-side baselines: what a team writes with rdkafka and sqlx alone.
+//! Hand-written database-side baselines in one loop: what a team writes first with rdkafka
+//! and sqlx alone. Their versions with a task per partition are in `per_partition`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -10,7 +11,6 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::{WorkerSpec, insert_sql};
-use crate::process::{Outcome, peak_rss_kib};
 
 /// A consumer of `spec.input` in `spec.group`; with `auto_commit`, librdkafka stores and
 /// commits offsets by itself, otherwise the caller does both.
@@ -115,29 +115,4 @@ pub(super) async fn plain_loop(spec: &WorkerSpec) -> anyhow::Result<()> {
         .await?;
         tx.commit().await?;
     }
-}
-
-/// `spec.rows` rows of `spec.row_bytes` bytes, `spec.batch` per transaction, and no Kafka:
-/// the database's share of [`batched_inserts`]. Prints its own timing (`RESULT` line).
-pub(super) async fn inserts_only(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let pool = pool(spec).await?;
-    let insert = insert_sql(&spec.table)?;
-    let payload = crate::bed::payload(spec.row_bytes);
-    let batches = spec.rows.div_ceil(spec.batch as u64);
-    let started = Instant::now();
-    for batch in 0..batches {
-        let mut tx = pool.begin().await?;
-        let first = batch * spec.batch as u64;
-        for offset in first..(first + spec.batch as u64).min(spec.rows) {
-            insert_row(&mut tx, &insert, 0, i64::try_from(offset)?, Some(&payload)).await?;
-        }
-        tx.commit().await?;
-    }
-    let outcome = Outcome {
-        messages: spec.rows,
-        seconds: started.elapsed().as_secs_f64(),
-        peak_rss_kib: peak_rss_kib(std::process::id()).unwrap_or_default(),
-    };
-    println!("RESULT {}", serde_json::to_string(&outcome)?);
-    Ok(())
 }

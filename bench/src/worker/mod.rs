@@ -1,15 +1,21 @@
 //! The processes measured: exactly's two modes and the hand-written baselines, each run as
 //! a child process (`exactly-bench worker SPEC`) so that its peak memory is its own.
 //!
-//! A worker runs until it is stopped, except [`System::InsertsOnly`], which has no input
+//! A worker runs until it is stopped, except [`System::PostgresOnly`], which has no input
 //! and reports its own timing on a `RESULT` line.
 
 mod baseline_db;
 mod baseline_kafka;
+mod delivered;
 mod exactly_db;
 mod exactly_kafka;
+mod per_partition;
+mod postgres_only;
+mod rows;
 
 use serde::{Deserialize, Serialize};
+
+pub(crate) use rows::Statement;
 
 /// What a worker process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,16 +25,23 @@ pub(crate) enum System {
     ExactlyDatabase,
     /// exactly, Kafka mode: copies every record in Kafka transactions with the offsets.
     ExactlyKafka,
-    /// Hand-written rdkafka consumer: the same batched inserts, then an asynchronous offset
-    /// commit (at-least-once).
+    /// Hand-written rdkafka consumer, one loop: batches of per-row inserts, one at a time,
+    /// then an asynchronous offset commit (at-least-once).
     BatchedInserts,
+    /// Hand-written rdkafka consumer with a task per partition and `concurrency`
+    /// connections: batches written with the statement, then an asynchronous offset
+    /// commit (at-least-once).
+    PerPartition(Statement),
     /// Hand-written rdkafka consumer that only reads (offsets auto-committed).
     ConsumeOnly,
-    /// The inserts alone, from a loop with no Kafka at all.
-    InsertsOnly,
+    /// Rows written with the statement on `concurrency` connections, with no Kafka at all.
+    PostgresOnly(Statement),
     /// Hand-written loop: per message, one transaction with the insert and an offset upsert.
     PlainLoop,
-    /// Hand-written idempotent at-least-once consume-produce: copy, flush, commit offsets.
+    /// The same loop, one per partition, on `concurrency` connections.
+    PlainLoopPerPartition,
+    /// Hand-written idempotent at-least-once consume-produce: copies, and commits the
+    /// offsets of delivered records without stopping.
     IdempotentCopy,
 }
 
@@ -38,12 +51,37 @@ impl System {
         match self {
             Self::ExactlyDatabase => "exactly, Database mode",
             Self::ExactlyKafka => "exactly, Kafka mode",
-            Self::BatchedInserts => "rdkafka + sqlx, at-least-once",
+            Self::BatchedInserts => "rdkafka + sqlx, at-least-once, one loop, per-row `INSERT`",
+            Self::PerPartition(Statement::PerRow) => {
+                "rdkafka + sqlx, at-least-once, task per partition, per-row `INSERT`"
+            }
+            Self::PerPartition(Statement::Unnest) => {
+                "rdkafka + sqlx, at-least-once, task per partition, `INSERT … UNNEST` per batch"
+            }
+            Self::PerPartition(Statement::Copy) => {
+                "rdkafka + sqlx, at-least-once, task per partition, `COPY` per batch"
+            }
             Self::ConsumeOnly => "rdkafka, consume only",
-            Self::InsertsOnly => "sqlx, inserts only",
-            Self::PlainLoop => "rdkafka + sqlx loop, offset upsert",
+            Self::PostgresOnly(Statement::PerRow) => "PostgreSQL alone (no Kafka), per-row `INSERT`",
+            Self::PostgresOnly(Statement::Unnest) => "PostgreSQL alone (no Kafka), `INSERT … UNNEST` per batch",
+            Self::PostgresOnly(Statement::Copy) => "PostgreSQL alone (no Kafka), `COPY` per batch",
+            Self::PlainLoop => "rdkafka + sqlx loop, offset upsert, one loop",
+            Self::PlainLoopPerPartition => "rdkafka + sqlx loop, offset upsert, loop per partition",
             Self::IdempotentCopy => "rdkafka idempotent copy, at-least-once",
         }
+    }
+
+    /// Whether it writes rows into the run's table.
+    pub(crate) fn writes_rows(self) -> bool {
+        matches!(
+            self,
+            Self::ExactlyDatabase
+                | Self::BatchedInserts
+                | Self::PerPartition(_)
+                | Self::PostgresOnly(_)
+                | Self::PlainLoop
+                | Self::PlainLoopPerPartition
+        )
     }
 }
 
@@ -74,7 +112,7 @@ pub(crate) struct WorkerSpec {
     /// exactly's handlers wait this long per message (0: not at all); the smoke profile
     /// slows recovery runs with it so that a small backlog lasts.
     pub(crate) handler_delay_us: u64,
-    /// Inserts only: how many rows, of how many bytes.
+    /// PostgreSQL alone: how many rows, of how many bytes.
     pub(crate) rows: u64,
     pub(crate) row_bytes: usize,
 }
@@ -102,14 +140,16 @@ impl std::fmt::Debug for WorkerSpec {
     }
 }
 
-/// Runs the worker `spec` describes until it is stopped (or, inserting only, done).
+/// Runs the worker `spec` describes until it is stopped (or, PostgreSQL alone, done).
 pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
     match spec.system {
         System::ExactlyDatabase => exactly_db::run(&spec).await,
         System::ExactlyKafka => exactly_kafka::run(&spec).await,
         System::BatchedInserts => baseline_db::batched_inserts(&spec).await,
+        System::PerPartition(statement) => per_partition::at_least_once(&spec, statement).await,
         System::PlainLoop => baseline_db::plain_loop(&spec).await,
-        System::InsertsOnly => baseline_db::inserts_only(&spec).await,
+        System::PlainLoopPerPartition => per_partition::plain_loops(&spec).await,
+        System::PostgresOnly(statement) => postgres_only::run(&spec, statement).await,
         System::ConsumeOnly => baseline_kafka::consume_only(&spec).await,
         System::IdempotentCopy => baseline_kafka::idempotent_copy(&spec).await,
     }
