@@ -332,9 +332,12 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
         .transactional_id(&transactional_id)
         .revoke_grace(Duration::from_secs(5))
         .handler(exactly_integration_tests::copier::Copier::new(input, output, &group));
-    // The mock keeps no offsets committed in transactions (see below): were the group's
-    // coordinator the broker taken down at the end, the group would rebalance and read back
-    // offsets the mock never kept, and redo work. Both coordinators stay on broker 1.
+    // Both coordinators stay on broker 1, which stays up. On the broker taken down at the
+    // end, send_offsets_to_transaction blocks (librdkafka #5456), the runtime abandons that
+    // producer and redoes its open transaction; a real broker aborts the abandoned one, but
+    // the mock has no transaction isolation (see
+    // the_mock_cluster_shows_aborted_records_to_read_committed_readers), so its records stay
+    // visible as duplicates. Fault 15 (coordinator_faults.rs) makes that kill on a real cluster.
     mock.coordinator(MockCoordinator::Group(group.clone()), 1)?;
     mock.coordinator(MockCoordinator::Transaction(transactional_id.clone()), 1)?;
     let running = Running::start_on(&mock.bootstrap_servers(), runtime).await?;
@@ -438,6 +441,33 @@ async fn kafka_mode_against_injected_errors_on_every_transactional_call() -> any
     check_and_report(fault, "Kafka", iterations, recovery, &run)
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}; the runtime reported: {:?}", reported.all()))?;
+    Ok(())
+}
+
+/// Why the mock-cluster fault keeps both coordinators on a broker that stays up: the mock has
+/// no transaction isolation. Its Fetch answers a last stable offset equal to the high
+/// watermark and no aborted transactions, and its EndTxn ignores whether it commits or
+/// aborts, so a `read_committed` reader sees the records of an aborted transaction. Any
+/// abort after records were written (as a coordinator going down during a commit causes)
+/// then shows the redone records twice, where a real broker hides the aborted ones. If this
+/// test fails, the mock gained isolation and the pinning can go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_cluster_shows_aborted_records_to_read_committed_readers() -> anyhow::Result<()> {
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mock = MockCluster::new(1)?;
+    mock.create_topic("aborted", 1, 1)?;
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", mock.bootstrap_servers());
+    let producer: BaseProducer = config.clone().set("transactional.id", unique("mock-abort")).create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    producer.begin_transaction()?;
+    producer.send(BaseRecord::<str, str>::to("aborted").key("k").payload("k:0")).map_err(|(e, _)| e)?;
+    producer.flush(Duration::from_secs(30))?;
+    producer.abort_transaction(Duration::from_secs(30))?;
+    let seen = exactly_integration_tests::committed_records(config.clone(), "aborted").await?;
+    let payloads: Vec<_> = seen.iter().filter_map(|r| r.payload.clone()).collect();
+    assert_eq!(payloads, vec![b"k:0".to_vec()], "a read_committed reader of the mock sees the aborted record");
     Ok(())
 }
 
