@@ -51,6 +51,20 @@ pub async fn effect_counts(pool: &PgPool, group: &str) -> anyhow::Result<(i64, i
     .await?)
 }
 
+/// The advisory lock a test holds to keep a batch open: a [`Recorder`] waits for it, inside
+/// its batch's transaction, on the payloads in [`Recorder::lock_on`].
+pub const BATCH_LOCK: i64 = 22_003;
+
+/// How many database sessions wait for [`BATCH_LOCK`] now: batches held open.
+pub async fn batches_waiting_for_the_lock(pool: &PgPool) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid::bigint = $1 AND NOT granted",
+    )
+    .bind(BATCH_LOCK)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Blocks the handler on chosen payloads until released.
 #[derive(Debug)]
 pub struct Hold {
@@ -95,6 +109,9 @@ pub struct Recorder {
     pub dead_letter_topic: Option<String>,
     /// Payloads on which PostgreSQL itself raises a transient error, a few times.
     pub transient: Option<Arc<TransientErrors>>,
+    /// Payloads on which the handler waits for [`BATCH_LOCK`] inside its transaction, so a
+    /// test holding the lock keeps the batch open (across a database restart, say).
+    pub lock_on: Vec<String>,
 }
 
 /// Makes PostgreSQL raise a real error with a chosen SQLSTATE (such as `40001`,
@@ -136,6 +153,7 @@ impl Recorder {
             key_parking: false,
             dead_letter_topic: None,
             transient: None,
+            lock_on: Vec::new(),
         }
     }
 
@@ -199,6 +217,9 @@ impl Recorder {
             let permit = hold.gate.acquire().await;
             hold.waiting.fetch_sub(1, Ordering::SeqCst);
             drop(permit);
+        }
+        if self.lock_on.contains(&message.payload) {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(BATCH_LOCK).execute(cx.db()).await?;
         }
         if let Some(transient) = &self.transient
             && let Some((_, sqlstate)) = transient.payloads.iter().find(|(payload, _)| *payload == message.payload)

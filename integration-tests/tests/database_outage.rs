@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use exactly_integration_tests::faults::{FaultRun, check_and_report};
 use exactly_integration_tests::pg_proxy::PgProxy;
 use exactly_integration_tests::recorder::{Hold, Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder};
@@ -87,23 +88,36 @@ async fn a_database_that_falls_silent_mid_batch_is_given_up_at_the_deadline_and_
     .await?;
 
     proxy.silence_open_connections();
+    let silenced = std::time::Instant::now();
     hold.gate.add_permits(1_000);
     produce(&kafka.client_config(), &topic, inputs("b")).await?;
     let reported = running.reported.clone();
+    // Recovery: from the silence until the batch it caught is committed, on a new connection.
+    let held_batch_done = wait_until(WAIT, "the held batch committed", || async {
+        let held: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM effects WHERE payload = 'held'").fetch_one(&pool).await?;
+        Ok((held > 0).then_some(silenced.elapsed()))
+    })
+    .await;
     let applied = wait_until(WAIT, "all 400 messages applied", || async {
         Ok((effect_counts(&pool, &group).await?.0 == 400).then_some(()))
     })
     .await;
-    applied.map_err(|e| anyhow::anyhow!("{e:#}; the runtime reported: {:?}", reported.all()))?;
+    let recovery = held_batch_done.and_then(|recovery| applied.map(|()| recovery));
+    let recovery = recovery.map_err(|e| anyhow::anyhow!("{e:#}; the runtime reported: {:?}", reported.all()))?;
     tokio::time::timeout(Duration::from_secs(60), running.stop())
         .await
         .map_err(|_| anyhow::anyhow!("the runtime did not stop within 60 s"))??;
 
-    assert_eq!(effect_counts(&pool, &group).await?, (400, 400), "each message applied once");
     assert!(
         reported.count("did not finish within 5s") > 0,
         "the stuck batch was not reported as past its deadline: {:?}",
         reported.all()
     );
+    // Fault 14 of the fault suite: the shared check, and its row.
+    let all: Vec<Input> = [inputs("a"), inputs("b")].concat();
+    let run = FaultRun::database(kafka.client_config(), &all, &pool, &group, &topic);
+    let fault = "a batch's database connection falls silent mid-transaction";
+    check_and_report(fault, "Database", 1, vec![recovery], &run).await?;
     Ok(())
 }

@@ -11,8 +11,8 @@
 use std::time::Duration;
 
 use exactly_integration_tests::copier::Copier;
-use exactly_integration_tests::copy_check::{keyed_inputs_on, verify_copy};
-use exactly_integration_tests::faults::{Profile, Row, check_effects, copy_row, wait_for_stable_end};
+use exactly_integration_tests::copy_check::keyed_inputs_on;
+use exactly_integration_tests::faults::{FaultRun, Profile, check_and_report};
 use exactly_integration_tests::progress::{
     CommittedOffsets, SteadyFeed, stored_positions, wait_every_partition_moved, wait_group_settled,
 };
@@ -133,23 +133,11 @@ impl BothModes {
             Ok((copies >= count && rows >= count).then_some(()))
         })
         .await?;
-        wait_for_stable_end(self.kafka, &self.output, Duration::from_secs(70)).await?;
-        let expected: Vec<String> = inputs.iter().map(|i| String::from_utf8_lossy(&i.payload).into_owned()).collect();
-        let effects = check_effects(self.kafka, &self.pool, &self.record_group, &self.input, &expected).await?;
-        let copy = verify_copy(self.kafka, &self.output, inputs).await?;
-        Row {
-            fault: fault.to_owned(),
-            mode: "Database",
-            iterations,
-            messages: count,
-            duplicates: effects.duplicates + effects.rows.saturating_sub(count),
-            missing: effects.missing,
-            recovery: recovery.0,
-        }
-        .report_and_check()?;
-        copy_row(fault.to_owned(), "Kafka", iterations, count, &copy, recovery.1).report_and_check()?;
-        assert_eq!((effects.out_of_order, effects.positions_behind), (0, 0), "{effects:?}");
-        assert_eq!(copy.out_of_order, 0, "{copy:?}");
+        let config = self.kafka.client_config();
+        let record = FaultRun::database(config.clone(), inputs, &self.pool, &self.record_group, &self.input);
+        check_and_report(fault, "Database", iterations, recovery.0, &record).await?;
+        let copy = FaultRun::kafka_mode(config, inputs, &self.input, &self.output, &self.copy_group);
+        check_and_report(fault, "Kafka", iterations, recovery.1, &copy).await?;
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use std::process::Child;
 use std::time::Duration;
 
 use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
+use exactly_integration_tests::faults::{Effects, FaultRun, Positions, check_and_report, high_watermarks};
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
 use exactly_integration_tests::{Isolation, Kafka, Postgres, produce, read_to_end, unique, wait_until};
@@ -160,19 +161,43 @@ async fn a_relay_whose_database_connection_falls_silent_reconnects_and_publishes
     let inputs = keyed_inputs(200, 10);
     enqueue_all(&pool, &output, &inputs[..100]).await?;
     wait_for_records(kafka, &output, 100).await?;
+    // Published so far, as offsets (records and transaction markers), to see it move.
+    let published = || -> anyhow::Result<i64> {
+        Ok(high_watermarks(kafka.client_config(), &output, "read_committed")?.iter().map(|(_, end)| end).sum())
+    };
+    let before = published()?;
     proxy.silence_open_connections();
+    let silenced = std::time::Instant::now();
     enqueue_all(&pool, &output, &inputs[100..]).await?;
+    // Recovery: from the silence until the relay publishes again.
+    let moved = wait_until(WAIT, "the relay publishing again", || async {
+        Ok((published()? > before).then_some(silenced.elapsed()))
+    })
+    .await;
     let finished = wait_for_records(kafka, &output, 200).await;
+    let drained = wait_until(WAIT, "the outbox emptied", || async {
+        Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
+    })
+    .await;
     // A relay stuck on its connection would not stop either.
     let stopped = tokio::time::timeout(Duration::from_secs(60), relay.stop()).await;
     let errors = errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    finished.map_err(|e| anyhow::anyhow!("{e:#}; the relay reported: {errors:?}"))?;
+    let recovery = moved.map_err(|e| anyhow::anyhow!("{e:#}; the relay reported: {errors:?}"))?;
+    finished.and(drained).map_err(|e| anyhow::anyhow!("{e:#}; the relay reported: {errors:?}"))?;
     stopped.map_err(|_| anyhow::anyhow!("the relay did not stop within 60 s"))??;
 
     assert!(
         errors.iter().any(|e| e.contains("did not answer within")),
         "the relay went on without noticing its silent connection; it reported: {errors:?}"
     );
-    verify_copy(kafka, &output, &inputs).await?.assert_exactly_once(200);
+    // Fault 13 of the fault suite: the shared check, and its row.
+    let run = FaultRun {
+        kafka: kafka.client_config(),
+        inputs: &inputs,
+        effects: Effects::Records { topic: &output },
+        positions: Positions::OutboxDrained { pool: &pool },
+    };
+    let fault = "the relay's database connection falls silent (never answered, no reset)";
+    check_and_report(fault, "outbox", 1, vec![recovery], &run).await?;
     Ok(())
 }
