@@ -35,8 +35,8 @@ use crate::store::record::RawRecord;
 
 /// How often, at most, a partition's position is copied to Kafka's committed offsets. Each
 /// copy is an OffsetCommit request to the group coordinator, on the connection that also
-/// carries the heartbeats: one per batch, with batches of one message, queued thousands of
-/// requests ahead of the heartbeats, and the session expired (found by the benchmark S2).
+/// carries the heartbeats: one per batch, with batches of one message, queues thousands of
+/// requests ahead of the heartbeats, and the session expires.
 const MIRROR_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One message of a batch: its raw bytes (for the dead letters and parking) and what

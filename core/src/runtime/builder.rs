@@ -27,8 +27,8 @@ use crate::pipeline::panics;
 
 /// Most records in one Kafka-mode transaction (unless the batch size is larger). A commit
 /// costs a few broker round trips, so a transaction must be allowed to hold what arrives in
-/// a commit interval: at 1 000, the cap it had, a copy ran at a tenth of the rate of
-/// at-least-once code (benchmark S3).
+/// a commit interval: capped at 1 000, a copy runs at a tenth of the rate of at-least-once
+/// code (the performance chapter, fix 2).
 const KAFKA_TRANSACTION_RECORDS: usize = 100_000;
 
 /// Builds a [`Runtime`]: brokers, database, handlers, batching.
