@@ -8,7 +8,8 @@ use tokio::task::JoinHandle;
 use crate::recorder::create_effects_table;
 use crate::{Kafka, Postgres};
 
-/// Errors a runtime reported through its `on_error` hook, as text.
+/// Errors a runtime reported through its `on_error` hook, and the messages its
+/// `on_dead_letter` hook was told of (`dead-lettered ...`), as text, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Reported(Arc<Mutex<Vec<String>>>);
 
@@ -42,12 +43,17 @@ impl Running {
     /// Like [`Running::start`], with the brokers given (a mock cluster, a proxy).
     pub async fn start_on(brokers: &str, builder: RuntimeBuilder) -> anyhow::Result<Running> {
         let reported = Reported::default();
-        let sink = reported.clone();
+        let (sink, letters) = (reported.clone(), reported.clone());
         let runtime = builder
             .brokers(brokers)
             .on_error(move |e: &Error| {
                 if let Ok(mut v) = sink.0.lock() {
                     v.push(e.to_string());
+                }
+            })
+            .on_dead_letter(move |letter| {
+                if let Ok(mut v) = letters.0.lock() {
+                    v.push(letter.to_string());
                 }
             })
             .build()

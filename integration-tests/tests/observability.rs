@@ -48,12 +48,13 @@ impl Served {
     /// Builds `builder` against `kafka`, serving HTTP on a free port of 127.0.0.1, and runs it.
     async fn start(kafka: &Kafka, builder: RuntimeBuilder) -> anyhow::Result<Served> {
         let reported = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&reported);
+        let (sink, letters) = (Arc::clone(&reported), Arc::clone(&reported));
         let runtime = builder
             .brokers(kafka.bootstrap_servers())
             .serve_http("127.0.0.1:0".parse()?)
             .lag_interval(Duration::from_millis(300))
             .on_error(move |e| sink.lock().expect("not poisoned").push(e.to_string()))
+            .on_dead_letter(move |letter| letters.lock().expect("not poisoned").push(letter.to_string()))
             .build()
             .await?;
         let addr = runtime.http_addr().context("serve_http gives an address")?;

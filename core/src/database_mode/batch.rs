@@ -65,6 +65,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             && !parked
         {
             let reason = format!("cannot decode the {part}: {error}");
+            let location = self.start.key.location(head.offset);
+            self.shared.report(&Error::Decode { location, part, source: error.to_string().into() });
             self.attempts.failed(head.offset, true, true, reason.clone());
             return Some(reason);
         }
