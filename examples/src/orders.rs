@@ -2,11 +2,11 @@
 //! recorded once in PostgreSQL.
 
 use exactly::{Context, Handler, HandlerError, Message};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 use crate::failures::FailureLog;
 use crate::fault::Fault;
-use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 /// The topic orders arrive on.
 pub const TOPIC: &str = "orders";
