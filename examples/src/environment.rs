@@ -54,6 +54,69 @@ impl Environment {
     }
 }
 
+/// The high watermark (the offset the next record will get) of each of `topic`'s
+/// partitions `0..partitions`: where a consumer that has handled everything stands.
+pub async fn high_watermarks(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let reader: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        (0..partitions)
+            .map(|partition| Ok(reader.fetch_watermarks(&topic, partition, std::time::Duration::from_secs(10))?.1))
+            .collect()
+    })
+    .await?
+}
+
+/// How far a consumer group got on a topic, by the offsets it committed to Kafka (in Kafka
+/// mode they commit in the transaction of the output, so they count what is done).
+#[derive(Clone)]
+pub struct CommittedOffsets {
+    reader: std::sync::Arc<rdkafka::consumer::BaseConsumer>,
+    topic: String,
+    partitions: i32,
+}
+
+impl std::fmt::Debug for CommittedOffsets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommittedOffsets").field("topic", &self.topic).field("partitions", &self.partitions).finish()
+    }
+}
+
+impl CommittedOffsets {
+    /// Reads what `group` committed on `topic`'s partitions `0..partitions` (never joins it).
+    ///
+    /// # Errors
+    /// When the client cannot be created.
+    pub fn new(brokers: &str, group: &str, topic: &str, partitions: i32) -> anyhow::Result<CommittedOffsets> {
+        let reader = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", group)
+            .set("isolation.level", "read_committed")
+            .create()?;
+        Ok(CommittedOffsets { reader: std::sync::Arc::new(reader), topic: topic.to_owned(), partitions })
+    }
+
+    /// The committed offsets summed over the partitions: on a topic written from offset 0,
+    /// how many records the group is done with.
+    ///
+    /// # Errors
+    /// When Kafka does not answer.
+    pub async fn total(&self) -> anyhow::Result<i64> {
+        use rdkafka::consumer::Consumer;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut wanted = rdkafka::TopicPartitionList::new();
+            for partition in 0..this.partitions {
+                wanted.add_partition(&this.topic, partition);
+            }
+            let committed = this.reader.committed_offsets(wanted, std::time::Duration::from_secs(10))?;
+            Ok(committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum())
+        })
+        .await?
+    }
+}
+
 /// `EXACTLY_BROKERS`, or a broker started in a container.
 async fn kafka_from_env() -> anyhow::Result<(String, Option<Kafka>)> {
     match std::env::var("EXACTLY_BROKERS") {

@@ -21,6 +21,7 @@ use crate::images::{self, KAFKA_IMAGE_VAR, KAFKA_LOCAL, KAFKA_OFFICIAL};
 use crate::names::unique;
 use crate::node::{Node, NodeSpec, free_port};
 use crate::pki::TestCa;
+use crate::wait::Check;
 
 /// How long a broker or cluster may take to answer metadata after its containers start.
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -349,25 +350,15 @@ impl Kafka {
         config
     }
 
-    /// Waits until `user` can fetch metadata; fails at once when the broker refuses it.
+    /// Waits until `user` can fetch metadata. Fails at once when the client settings are
+    /// refused or TLS fails, and once a refused login has lasted [`CREDENTIAL_PROPAGATION`],
+    /// with [`WaitError::Fatal`](crate::WaitError::Fatal) inside the error.
     pub async fn wait_authenticated(&self, user: &Credentials, timeout: Duration) -> anyhow::Result<()> {
         let config = self.config_with(&self.client_settings(user)?);
-        let deadline = Instant::now() + timeout;
-        loop {
-            let probe = config.clone();
-            let answer = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
-                let consumer: BaseConsumer = probe.create()?;
-                Ok(consumer.fetch_metadata(None, Duration::from_secs(2))?.brokers().len())
-            })
-            .await?;
-            match answer {
-                Ok(_) => return Ok(()),
-                Err(e) if Instant::now() >= deadline => {
-                    bail!("user {} cannot log in after {timeout:?}: {e:#}", user.username)
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
+        let started = Instant::now();
+        let what = format!("user {} to log in", user.username);
+        crate::wait_for(timeout, &what, || login(config.clone(), started.elapsed())).await?;
+        Ok(())
     }
 
     /// `bootstrap.servers` for clients on this host.
@@ -552,5 +543,33 @@ impl Security {
             (format!("{SECRETS}/admin.properties"), tools.into_bytes(), 0o644),
         ];
         Ok((env, files))
+    }
+}
+
+/// How long a refused login is taken for a credential still on its way: kafka-configs
+/// returns once the controller has the new SCRAM credential, and the broker learns it a
+/// moment later.
+pub const CREDENTIAL_PROPAGATION: Duration = Duration::from_secs(15);
+
+/// One login with `config` and a metadata request, `waited` into a wait.
+async fn login(config: ClientConfig, waited: Duration) -> Check<()> {
+    // Classifies what the broker says (`exactly` stops on the same refusals).
+    match exactly::check_kafka(&config, Duration::from_secs(2)).await {
+        Ok(()) => {}
+        Err(exactly::Error::KafkaAuthentication { reason }) if waited < CREDENTIAL_PROPAGATION => {
+            return Check::NotYet(reason);
+        }
+        Err(refused) if refused.class() == exactly::ErrorClass::Fatal => return Check::Fatal(refused.into()),
+        Err(e) => return Check::NotYet(format!("{e:#}")),
+    }
+    let answer = tokio::task::spawn_blocking(move || -> anyhow::Result<usize> {
+        let consumer: BaseConsumer = config.create()?;
+        Ok(consumer.fetch_metadata(None, Duration::from_secs(2))?.brokers().len())
+    })
+    .await;
+    match answer {
+        Ok(Ok(_)) => Check::Done(()),
+        Ok(Err(e)) => Check::NotYet(format!("{e:#}")),
+        Err(panicked) => Check::Fatal(panicked.into()),
     }
 }

@@ -33,10 +33,12 @@ pub mod progress;
 pub mod read;
 pub mod recorder;
 pub mod support;
+pub mod wait;
 
 pub use kafka::Kafka;
 pub use names::unique;
 pub use node::Node;
 pub use postgres::{Postgres, TestDatabase};
-pub use produce::{Input, feed, produce, wait_until};
+pub use produce::{Input, feed, produce};
 pub use read::{Isolation, ReadRecord, committed_records, read_to_end};
+pub use wait::{Check, WaitError, wait_for, wait_until};

@@ -84,29 +84,6 @@ pub fn feed(
     })
 }
 
-/// Polls `condition` every 100 ms until it holds or `timeout` passes.
-///
-/// # Errors
-/// When the condition still fails at the deadline, with `what` and the last observation.
-pub async fn wait_until<F, Fut, T>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last = match condition().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => "condition not met".to_owned(),
-            Err(e) => format!("{e:#}"),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("timed out after {timeout:?} waiting for {what}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A transactional producer (`transactional_id`, as `config`'s user) that began a
 /// transaction, wrote one record to `topic` partition `partition` and never ends it, as a
 /// killed instance leaves one: the partition's last stable offset stays behind it for 10

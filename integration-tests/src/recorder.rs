@@ -76,6 +76,26 @@ pub struct Hold {
     pub waiting: AtomicUsize,
 }
 
+/// One more in a count for as long as it lives: a handler call the runtime abandons (its
+/// future dropped at a deadline) leaves the count as a finished one does.
+struct Counted<'a> {
+    count: &'a AtomicUsize,
+    /// The count with this one in it.
+    now: usize,
+}
+
+impl<'a> Counted<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        Counted { count, now: count.fetch_add(1, Ordering::SeqCst) + 1 }
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The recording handler.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -187,11 +207,9 @@ impl Consumes for Recorder {
 #[exactly::async_trait]
 impl Handler for Recorder {
     async fn handle(&self, message: &Message<String, String>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
-        let now = self.in_flight.0.fetch_add(1, Ordering::SeqCst) + 1;
-        self.in_flight.1.fetch_max(now, Ordering::SeqCst);
-        let outcome = self.record(message, cx).await;
-        self.in_flight.0.fetch_sub(1, Ordering::SeqCst);
-        outcome
+        let in_flight = Counted::enter(&self.in_flight.0);
+        self.in_flight.1.fetch_max(in_flight.now, Ordering::SeqCst);
+        self.record(message, cx).await
     }
 }
 
@@ -213,10 +231,8 @@ impl Recorder {
         if let Some(hold) = &self.hold
             && hold.payloads.contains(&message.payload)
         {
-            hold.waiting.fetch_add(1, Ordering::SeqCst);
-            let permit = hold.gate.acquire().await;
-            hold.waiting.fetch_sub(1, Ordering::SeqCst);
-            drop(permit);
+            let _waiting = Counted::enter(&hold.waiting);
+            drop(hold.gate.acquire().await);
         }
         if self.lock_on.contains(&message.payload) {
             sqlx::query("SELECT pg_advisory_xact_lock_shared($1)").bind(BATCH_LOCK).execute(cx.db()).await?;

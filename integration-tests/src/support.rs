@@ -6,6 +6,7 @@ use exactly::{Error, Runtime, RuntimeBuilder, ShutdownHandle};
 use tokio::task::JoinHandle;
 
 use crate::recorder::create_effects_table;
+use crate::wait::Check;
 use crate::{Kafka, Postgres};
 
 /// Errors a runtime reported through its `on_error` hook, and the messages its
@@ -156,18 +157,25 @@ pub async fn run_until_it_stops(
 }
 
 /// Waits until a `read_committed` reader sees `expected` records on `topic`; fails at once
-/// when it sees more.
+/// when it sees more (records are never taken back, so more can only grow), with
+/// [`WaitError::Fatal`](crate::WaitError::Fatal) inside the error.
 pub async fn wait_for_committed(
     kafka: &Kafka,
     topic: &str,
     expected: usize,
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
-    crate::wait_until(timeout, &format!("{expected} records on {topic}"), || async {
-        let records =
-            crate::read_to_end(kafka.client_config(), topic, crate::Isolation::ReadCommitted, timeout).await?;
-        anyhow::ensure!(records.len() <= expected, "{} records for {expected} inputs", records.len());
-        Ok((records.len() == expected).then_some(()))
+    crate::wait_for(timeout, &format!("{expected} records on {topic}"), || async {
+        match crate::read_to_end(kafka.client_config(), topic, crate::Isolation::ReadCommitted, timeout).await {
+            Ok(records) if records.len() > expected => {
+                Check::Fatal(anyhow::anyhow!("{} records for {expected} inputs", records.len()))
+            }
+            Ok(records) if records.len() == expected => Check::Done(()),
+            Ok(records) => Check::NotYet(format!("{} records", records.len())),
+            // A reader can fail for a moment (a broker still electing leaders): look again.
+            Err(e) => Check::NotYet(format!("{e:#}")),
+        }
     })
-    .await
+    .await?;
+    Ok(())
 }

@@ -3,16 +3,19 @@
 //! settings, and bad input that stops a partition without skipping anything.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use exactly::{Batch, Error, RetryPolicy, Runtime, StartFrom};
 use exactly_integration_tests::progress::wait_group_settled;
-use exactly_integration_tests::recorder::{Recorder, effect_counts};
+use exactly_integration_tests::recorder::{Hold, Recorder, effect_counts};
 use exactly_integration_tests::support::{Running, assert_refused, builder, topic_and_database};
 use exactly_integration_tests::{Input, produce, unique, wait_until};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -223,14 +226,26 @@ async fn partitions_run_concurrently_within_the_bound() -> anyhow::Result<()> {
     produce(&kafka.client_config(), &topic, inputs(4, 60, "m")).await?;
     for bound in [1, 3] {
         let group = unique("bound");
-        let recorder = Recorder::new(&topic, &group, "a");
+        // The first message of every partition holds its batch open inside its transaction
+        // until released: `bound` of them held at once is concurrency observed, not timed.
+        let firsts: Vec<String> = (0..4).map(|p| format!("m-{p}-0")).collect();
+        let hold = Arc::new(Hold { payloads: firsts, gate: Semaphore::new(0), waiting: Default::default() });
+        let mut recorder = Recorder::new(&topic, &group, "a");
+        recorder.hold = Some(Arc::clone(&hold));
         let probe = recorder.clone();
         let batch = Batch::default().max_records(5);
+        // Held batches must not be abandoned at the default 60 s deadline while they wait.
+        let patient = builder(&url).database_transaction_timeout(Duration::from_secs(600));
         let running =
-            Running::start(kafka, builder(&url).batch(batch).max_concurrent_batches(bound).handler(recorder)).await?;
+            Running::start(kafka, patient.batch(batch).max_concurrent_batches(bound).handler(recorder)).await?;
+        wait_until(WAIT, &format!("{bound} batches held inside their transactions at once"), || async {
+            Ok((hold.waiting.load(Ordering::SeqCst) >= bound).then_some(()))
+        })
+        .await?;
+        hold.gate.add_permits(4);
         wait_for_effects(&pool, &group, 240).await?;
         running.stop().await?;
-        assert!(probe.max_in_flight() <= bound, "bound {bound} exceeded: {} at once", probe.max_in_flight());
+        assert_eq!(probe.max_in_flight(), bound, "bound {bound}: not reached, or exceeded");
         assert_eq!(effect_counts(&pool, &group).await?, (240, 240));
     }
     Ok(())

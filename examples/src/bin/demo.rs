@@ -2,25 +2,34 @@
 //!
 //! **Guarantee shown:** every order published to Kafka is recorded in PostgreSQL exactly
 //! once, in order per customer, although the process that records them is killed with
-//! SIGKILL again and again at random moments.
+//! SIGKILL again and again while it works.
 //!
 //! It starts Kafka and PostgreSQL (containers, or `EXACTLY_BROKERS` / `DATABASE_URL`),
-//! publishes orders while a worker process records them, kills the worker at random points
-//! and restarts it, then checks the database on its own and prints what it found. It exits
-//! 0 only when nothing was lost or doubled.
+//! publishes orders at a steady pace while a worker process records them, and kills the
+//! worker once it has recorded more orders than before and while published orders wait
+//! to be recorded; the last orders are published only after the last kill, so every kill
+//! falls before the work is done. A last worker finishes, and the demo checks the database
+//! on its own: rows per order id (no constraint would turn a second copy into an error,
+//! so a duplicate shows as a row), no dead letter, and no handler failure reported by any
+//! worker. It exits 0 only when nothing was lost, doubled or failed.
 //!
 //! ```text
 //! cargo run --release -p exactly-examples --bin demo -- [--orders N] [--crashes K] [--quick]
 //! ```
+//!
+//! Tests only: the worker honours [`FAULT_VAR`](exactly_examples::fault::FAULT_VAR), which
+//! breaks its handler on purpose so the examples' test can show that this check fails then.
 
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use exactly::Runtime;
-use exactly_examples::environment::Environment;
-use exactly_examples::orders::{self, Order, RecordOrders};
-use rand::Rng;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use exactly::{Consumes as _, Runtime};
+use exactly_examples::crashes::{Feed, Worker, kill_while_working};
+use exactly_examples::environment::{Environment, high_watermarks};
+use exactly_examples::failures::FailureLog;
+use exactly_examples::fault::Fault;
+use exactly_examples::orders::{self, RecordOrders};
+use sqlx::PgPool;
 
 struct Options {
     orders: i64,
@@ -45,7 +54,8 @@ fn options() -> anyhow::Result<Options> {
 async fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let outcome = if args.get(1).map(String::as_str) == Some("worker") {
-        worker(args.get(2).cloned().unwrap_or_default(), args.get(3).cloned().unwrap_or_default()).await
+        let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+        worker(arg(2), arg(3), FailureLog::at(arg(4))).await
     } else {
         demo().await
     };
@@ -59,9 +69,11 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-/// The child process: records orders until SIGTERM (or SIGKILL).
-async fn worker(brokers: String, database_url: String) -> anyhow::Result<bool> {
+/// The child process: records orders until SIGTERM (or SIGKILL), writing every handler
+/// failure it reports to `failures`.
+async fn worker(brokers: String, database_url: String, failures: FailureLog) -> anyhow::Result<bool> {
     tracing_subscriber::fmt().with_env_filter("warn,exactly=info").init();
+    let handler = RecordOrders { fault: Fault::from_env()? };
     Runtime::builder()
         .brokers(brokers)
         .database_url(database_url)
@@ -69,7 +81,8 @@ async fn worker(brokers: String, database_url: String) -> anyhow::Result<bool> {
         // once instead of waiting for the dead one's session to time out.
         .kafka_setting("group.instance.id", "demo-worker")
         .kafka_setting("session.timeout.ms", "10000")
-        .handler(RecordOrders)
+        .on_error(move |error| failures.record(error))
+        .handler(handler)
         .build()
         .await?
         .run()
@@ -84,99 +97,66 @@ async fn demo() -> anyhow::Result<bool> {
     environment.create_topic(orders::TOPIC, orders::PARTITIONS).await?;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&environment.database_url).await?;
     orders::create_schema(&pool).await?;
-    sqlx::query("TRUNCATE orders").execute(&pool).await?;
+    let failures = FailureLog::fresh(std::env::temp_dir().join("exactly-demo-handler-failures.log"))?;
 
-    // Publish at a steady pace, so the crashes fall while orders flow.
     let all = orders::make_orders(options.orders, 97);
-    let pace = Duration::from_millis(1500 * options.crashes as u64 / (options.orders as u64 / 100).max(1));
-    let publisher = tokio::spawn(publish(environment.brokers.clone(), all, pace));
+    let records =
+        all.iter().map(|o| Ok((o.customer.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
+    let feed = Feed::start(&environment.brokers, orders::TOPIC, records, options.crashes)?;
 
-    let log_path = std::env::temp_dir().join("exactly-demo-worker.log");
-    let log = std::fs::File::create(&log_path)?;
-    println!("worker output goes to {}", log_path.display());
-    let spawn_worker = || -> anyhow::Result<Child> {
-        Ok(Command::new(std::env::current_exe()?)
-            .args(["worker", &environment.brokers, &environment.database_url])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log.try_clone()?)
-            .spawn()?)
-    };
+    let log = std::env::temp_dir().join("exactly-demo-worker.log");
+    std::fs::File::create(&log)?;
+    println!("worker output goes to {}", log.display());
+    let failure_log = failures.path().display().to_string();
+    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &log);
 
     let started = Instant::now();
-    for crash in 1..=options.crashes {
-        let mut child = spawn_worker()?;
-        let lifetime = Duration::from_millis(rand::rng().random_range(300..2500));
-        tokio::time::sleep(lifetime).await;
-        child.kill()?; // SIGKILL: no shutdown, no flush, transactions cut mid-way
-        child.wait()?;
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&pool).await?;
-        println!(
-            "crash {crash:>2}/{}: killed the worker after {:.1} s; {rows:>6}/{} orders recorded",
-            options.crashes,
-            lifetime.as_secs_f64(),
-            options.orders
-        );
-    }
-    publisher.await??;
+    let recorded = || orders::recorded(&pool);
+    kill_while_working(options.crashes, options.orders, "orders recorded", &spawn, recorded, &feed).await?;
+    feed.finish().await?;
 
     println!("last run: the worker finishes the remaining orders ...");
-    let mut child = spawn_worker()?;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&pool).await?;
-        if rows >= options.orders || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    stop_gracefully(&mut child)?;
+    let mut worker = spawn()?;
+    let group = RecordOrders::default().subscription().group().to_owned();
+    let ends = high_watermarks(&environment.brokers, orders::TOPIC, orders::PARTITIONS).await?;
+    wait_for_positions(&pool, &group, &ends).await?;
+    worker.stop()?;
 
-    let verdict = orders::verify(&pool, options.orders).await?;
-    println!(
-        "\nmessages in: {}\nrows written: {}\nduplicates: {}\nmissing: {}\nout of order: {}\ntook {:.0} s",
-        verdict.published,
-        verdict.rows,
-        verdict.duplicates,
-        verdict.missing,
-        verdict.out_of_order,
-        started.elapsed().as_secs_f64()
-    );
+    let verdict = orders::verify(&pool, options.orders, &group, &failures).await?;
+    println!("\n{verdict}\ntook {:.0} s", started.elapsed().as_secs_f64());
     if verdict.exact() {
         println!("EXACTLY ONCE: every order recorded once, in order, despite {} SIGKILLs", options.crashes);
     } else {
-        println!("NOT EXACT: see the worker output in {}", log_path.display());
+        println!("NOT EXACT: see the worker output in {}", log.display());
+        print_failures(failures.path());
     }
     Ok(verdict.exact())
 }
 
-async fn publish(brokers: String, all: Vec<Order>, pace: Duration) -> anyhow::Result<()> {
-    let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .create()?;
-    for chunk in all.chunks(100) {
-        let sends = chunk.iter().map(|order| {
-            let producer = producer.clone();
-            let payload = serde_json::to_vec(order);
-            async move {
-                let payload = payload?;
-                let record = FutureRecord::to(orders::TOPIC).key(&order.customer).payload(&payload);
-                producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e)?;
-                anyhow::Ok(())
-            }
-        });
-        futures::future::try_join_all(sends).await?;
-        tokio::time::sleep(pace).await;
+/// Waits (at most 180 s) until `group`'s stored position is at `ends` on every partition:
+/// every order handled, so none is left to apply again.
+async fn wait_for_positions(pool: &PgPool, group: &str, ends: &[i64]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        let mut at_end = true;
+        for (partition, end) in (0..).zip(ends) {
+            let position = exactly::offsets::position(pool, group, orders::TOPIC, partition).await?;
+            at_end &= position >= Some(*end);
+        }
+        if at_end {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    println!("the last worker did not reach the end of every partition within 180 s");
     Ok(())
 }
 
-/// SIGTERM, then wait: the worker commits its in-flight batch and leaves the group.
-fn stop_gracefully(child: &mut Child) -> anyhow::Result<()> {
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-    anyhow::ensure!(status.success(), "cannot send SIGTERM to the worker");
-    child.wait()?;
-    Ok(())
+/// Prints the first handler failures recorded, so a failed run says why.
+fn print_failures(path: &Path) {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for line in text.lines().take(5) {
+            println!("handler failure: {line}");
+        }
+    }
 }

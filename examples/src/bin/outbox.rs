@@ -6,18 +6,24 @@
 //! relay then publishes the outbox in Kafka transactions that carry its own position, so
 //! neither a crash of the handler nor one of the relay can lose or double an event.
 //!
+//! Orders are published at a steady pace while the worker process that runs the handler
+//! and the relay is killed with SIGKILL, five times, each time while orders wait (as the
+//! main demo does); a last worker finishes. Then it checks rows per order id (no
+//! constraint would turn a second copy into an error), events per order as a
+//! `read_committed` reader sees them, and that no message was dead-lettered and no handler
+//! failure reported. It exits 0 only when all hold.
+//!
 //! Runs against containers, or against `EXACTLY_BROKERS` and `DATABASE_URL`:
 //!
 //! ```text
 //! cargo run -p exactly-examples --bin outbox
 //! ```
 
-use std::time::Duration;
-
-use exactly::{Context, Handler, HandlerError, Message, Output, Runtime};
+use exactly::{Consumes as _, Context, Handler, HandlerError, Message, Output, Runtime};
+use exactly_examples::crashes::{Feed, Worker, kill_while_working};
 use exactly_examples::environment::{Environment, read_committed_ids};
+use exactly_examples::failures::FailureLog;
 use exactly_examples::orders::{self, Order};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
 /// Records the order, and announces it through the outbox in the same transaction.
 #[derive(Debug, Clone, Copy, exactly::Handler)]
@@ -36,47 +42,62 @@ impl Handler for OrderBook {
 }
 
 const ORDERS: i64 = 1_000;
+const CRASHES: usize = 5;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("worker") {
+        let arg = |i: usize| args.get(i).cloned().unwrap_or_default();
+        return worker(arg(2), arg(3), FailureLog::at(arg(4))).await;
+    }
     let environment = Environment::start().await?;
     environment.create_topic("orders-placed", 3).await?;
     environment.create_topic("orders-recorded", 3).await?;
     let pool = sqlx::PgPool::connect(&environment.database_url).await?;
     orders::create_schema(&pool).await?;
+    let failures = FailureLog::fresh(std::env::temp_dir().join("exactly-outbox-handler-failures.log"))?;
 
-    let producer: FutureProducer =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", &environment.brokers).create()?;
-    for order in orders::make_orders(ORDERS, 20) {
-        let payload = serde_json::to_vec(&order)?;
-        producer
-            .send(FutureRecord::to("orders-placed").key(&order.customer).payload(&payload), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)?;
-    }
+    let placed = orders::make_orders(ORDERS, 20);
+    let records =
+        placed.iter().map(|o| Ok((o.customer.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
+    let feed = Feed::start(&environment.brokers, "orders-placed", records, CRASHES)?;
+    let log = std::env::temp_dir().join("exactly-outbox-worker.log");
+    std::fs::File::create(&log)?;
+    let failure_log = failures.path().display().to_string();
+    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &log);
+    let recorded = || orders::recorded(&pool);
+    kill_while_working(CRASHES, ORDERS, "orders recorded", &spawn, recorded, &feed).await?;
+    feed.finish().await?;
 
-    let runtime = Runtime::builder()
-        .brokers(environment.brokers.clone())
-        .database_url(environment.database_url.clone())
+    let mut last = spawn()?;
+    let (events, announced) = read_committed_ids(&environment.brokers, "orders-recorded", "order", ORDERS).await?;
+    last.stop()?;
+
+    let verdict = orders::verify(&pool, ORDERS, OrderBook.subscription().group(), &failures).await?;
+    println!("{verdict}\nevents read (read_committed): {events}\norders announced: {}", announced.len());
+    anyhow::ensure!(verdict.exact(), "rows lost or doubled, or a message failed (see {}): {verdict:?}", log.display());
+    anyhow::ensure!(events == ORDERS && announced.len() as i64 == ORDERS, "an event was lost or published twice");
+    println!("OUTBOX: each order recorded once and announced once, despite {CRASHES} SIGKILLs");
+    Ok(())
+}
+
+/// The worker process: the handler and the relay, until SIGTERM (or SIGKILL), writing
+/// every handler failure it reports to `failures`.
+async fn worker(brokers: String, database_url: String, failures: FailureLog) -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter("warn,exactly=info").init();
+    Runtime::builder()
+        .brokers(brokers)
+        .database_url(database_url)
         .outbox_relay("order-book-outbox") // the same name on every instance
+        // Static membership: a restarted worker takes over at once (see the main demo).
+        .kafka_setting("group.instance.id", "order-book-worker")
+        .kafka_setting("session.timeout.ms", "10000")
+        .on_error(move |error| failures.record(error))
         .handler(OrderBook)
         .build()
+        .await?
+        .run()
         .await?;
-    let stop = runtime.shutdown_handle();
-    let running = tokio::spawn(runtime.run_until(std::future::pending()));
-
-    let (events, announced) = read_committed_ids(&environment.brokers, "orders-recorded", "order", ORDERS).await?;
-    stop.shutdown();
-    running.await??;
-
-    let verdict = orders::verify(&pool, ORDERS).await?;
-    println!(
-        "orders: {ORDERS}, rows: {}, events read (read_committed): {events}, distinct: {}",
-        verdict.rows,
-        announced.len()
-    );
-    anyhow::ensure!(verdict.exact(), "rows lost or doubled: {verdict:?}");
-    anyhow::ensure!(events == ORDERS && announced.len() as i64 == ORDERS, "an event was lost or published twice");
-    println!("OUTBOX: each order recorded once and announced once");
     Ok(())
 }
