@@ -40,10 +40,20 @@ impl FailureLog {
 
     /// Records `error` if it is a handler's failure; for [`RuntimeBuilder::on_error`](exactly::RuntimeBuilder::on_error).
     pub fn record(&self, error: &exactly::Error) {
-        if !is_handler_failure(error) {
-            return;
+        if is_handler_failure(error) {
+            self.append(&error.to_string());
         }
-        let line = format!("{}\n", error.to_string().replace('\n', " "));
+    }
+
+    /// Records a message moved to the dead letters; for
+    /// [`RuntimeBuilder::on_dead_letter`](exactly::RuntimeBuilder::on_dead_letter).
+    pub fn record_dead_letter(&self, letter: &exactly::DeadLettered) {
+        self.append(&letter.to_string());
+    }
+
+    /// Appends `report` as one line.
+    fn append(&self, report: &str) {
+        let line = format!("{}\n", report.replace('\n', " "));
         let written = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -51,7 +61,7 @@ impl FailureLog {
             .and_then(|mut file| file.write_all(line.as_bytes()));
         if let Err(e) = written {
             // Losing a report would hide a failure: say so where the worker's output goes.
-            eprintln!("cannot record a handler failure in {}: {e}: {line}", self.path.display());
+            eprintln!("cannot record a failure in {}: {e}: {line}", self.path.display());
         }
     }
 
@@ -68,11 +78,9 @@ impl FailureLog {
     }
 }
 
-/// Whether `error` says a handler failed on a message: it returned an error, its message
-/// could not be decoded, or the message was dead-lettered.
+/// Whether `error` says a handler failed on a message: it returned an error, or its
+/// message could not be decoded. (A message moved to the dead letters is an event of its
+/// own, [`FailureLog::record_dead_letter`].)
 pub fn is_handler_failure(error: &exactly::Error) -> bool {
-    matches!(
-        error,
-        exactly::Error::Handler { .. } | exactly::Error::Decode { .. } | exactly::Error::DeadLettered { .. }
-    )
+    matches!(error, exactly::Error::Handler { .. } | exactly::Error::Decode { .. })
 }

@@ -81,6 +81,10 @@ async fn worker(brokers: String, database_url: String, failures: FailureLog) -> 
         // once instead of waiting for the dead one's session to time out.
         .kafka_setting("group.instance.id", "demo-worker")
         .kafka_setting("session.timeout.ms", "10000")
+        .on_dead_letter({
+            let failures = failures.clone();
+            move |letter| failures.record_dead_letter(letter)
+        })
         .on_error(move |error| failures.record(error))
         .handler(handler)
         .build()

@@ -106,6 +106,10 @@ async fn worker(brokers: String, failures: FailureLog) -> anyhow::Result<()> {
         // Static membership: a restarted worker takes over at once (see the main demo).
         .kafka_setting("group.instance.id", "invoicer-worker")
         .kafka_setting("session.timeout.ms", "10000")
+        .on_dead_letter({
+            let failures = failures.clone();
+            move |letter| failures.record_dead_letter(letter)
+        })
         .on_error(move |error| failures.record(error))
         .handler(Invoicer)
         .build()

@@ -93,6 +93,10 @@ async fn worker(brokers: String, database_url: String, failures: FailureLog) -> 
         // Static membership: a restarted worker takes over at once (see the main demo).
         .kafka_setting("group.instance.id", "order-book-worker")
         .kafka_setting("session.timeout.ms", "10000")
+        .on_dead_letter({
+            let failures = failures.clone();
+            move |letter| failures.record_dead_letter(letter)
+        })
         .on_error(move |error| failures.record(error))
         .handler(OrderBook)
         .build()
