@@ -16,6 +16,7 @@
 //!
 //! Readiness is always a real condition (metadata answered, `SELECT 1`), never a sleep.
 
+pub mod captured;
 pub mod coordinators;
 pub mod copier;
 pub mod copy_check;

@@ -3,9 +3,9 @@
 //! retried without counting as an attempt, and the handler runs in its `message` span with
 //! the dead letter's trace context, which the records it emits carry on.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use exactly_integration_tests::captured::Captured;
 use exactly_integration_tests::postgres::Postgres;
 use exactly_integration_tests::recorder::{Recorder, TransientErrors, create_effects_table, effect_counts};
 use exactly_integration_tests::unique;
@@ -14,29 +14,6 @@ use tracing_subscriber::fmt::format::FmtSpan;
 /// A `traceparent` of the W3C specification's example.
 const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
-
-/// What the test's `tracing` subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        self.0.lock().map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut bytes) = self.0.lock() {
-            bytes.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 // One thread: the subscriber set for this test sees the spans the re-drive opens.
 #[tokio::test(flavor = "current_thread")]

@@ -5,39 +5,15 @@
 //! misspelt secret setting fails. Everything logged at debug level (exactly, sqlx,
 //! librdkafka) and every error reported is searched for the secrets.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use exactly_integration_tests::captured::Captured;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder};
 use exactly_integration_tests::{Input, Kafka, Postgres, committed_records, produce, unique, wait_until};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-/// Everything logged, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        self.0.lock().map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut bytes) = self.0.lock() {
-            bytes.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Secret Kafka settings librdkafka accepts on a plaintext connection (and ignores there).
 const KAFKA_SECRETS: &[(&str, &str)] = &[

@@ -25,7 +25,7 @@ use crate::api::mode::ModeKind;
 use crate::api::settings::StartFrom;
 use crate::api::subscription::Subscription;
 use crate::engine::backoff::Backoff;
-use crate::engine::group::Group;
+use crate::engine::group::{Group, start_polling};
 use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
 use crate::ops::metrics::handles::{PartitionId, PartitionMetrics};
@@ -255,19 +255,14 @@ pub(crate) fn start(
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let topics = subscription.topics().to_vec();
-    let shared = Arc::clone(shared);
-    let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
-    let poller = shared.handle.clone().spawn_blocking(move || {
-        let _alive = alive;
+    Ok(start_polling(shared, subscription, move |shared, topics| {
         ON_POLL_THREAD.with(|on| on.set(true));
-        let outcome = poll(&consumer, &shared, &topics);
+        let outcome = poll(&consumer, shared, topics);
         // Closing the consumer revokes what it still owns: still on this thread.
         drop(consumer);
         ON_POLL_THREAD.with(|on| on.set(false));
         outcome
-    });
-    Ok(Group { name: group, poller })
+    }))
 }
 
 /// Serves the group queue (rebalances, errors) until shutdown, then leaves the group

@@ -43,3 +43,21 @@ pub(crate) struct Group {
     pub(crate) name: String,
     pub(crate) poller: JoinHandle<Result<()>>,
 }
+
+/// Runs `poll` (a group's consumer loop, given the runtime's state and the group's topics)
+/// on a thread of tokio's blocking pool; the runtime's liveness watches it.
+pub(crate) fn start_polling(
+    shared: &Arc<Shared>,
+    subscription: &Subscription,
+    poll: impl FnOnce(&Shared, &[String]) -> Result<()> + Send + 'static,
+) -> Group {
+    let name = subscription.group().to_owned();
+    let topics = subscription.topics().to_vec();
+    let shared = Arc::clone(shared);
+    let alive = shared.health.loop_guard(format!("the consumer loop of group {name}"));
+    let poller = shared.handle.clone().spawn_blocking(move || {
+        let _alive = alive;
+        poll(&shared, &topics)
+    });
+    Group { name, poller }
+}

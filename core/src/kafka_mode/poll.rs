@@ -18,7 +18,7 @@ use super::state::{GroupState, Handling};
 use crate::api::handler::Handler;
 use crate::api::mode::Kafka;
 use crate::api::subscription::Subscription;
-use crate::engine::group::Group;
+use crate::engine::group::{Group, start_polling};
 use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
 
@@ -50,14 +50,7 @@ pub(super) fn start<H: Handler<Mode = Kafka>>(
     }
     let topics: Vec<&str> = subscription.topics().iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let topics = subscription.topics().to_vec();
-    let shared = Arc::clone(shared);
-    let alive = shared.health.loop_guard(format!("the consumer loop of group {group}"));
-    let poller = shared.handle.clone().spawn_blocking(move || {
-        let _alive = alive;
-        run(&consumer, &*handler, &shared, &topics)
-    });
-    Ok(Group { name: group, poller })
+    Ok(start_polling(shared, subscription, move |shared, topics| run(&consumer, &*handler, shared, topics)))
 }
 
 /// The group's loop: poll, handle, commit when due; at shutdown commit and leave. A
