@@ -92,7 +92,7 @@ pub struct Feed {
 
 impl Feed {
     /// Starts publishing `records` (key, payload) to `topic`, paced so that all but the last
-    /// slice would take [`LIFE_BUDGET`] per crash.
+    /// slice would take `LIFE_BUDGET` per crash.
     ///
     /// # Errors
     /// When there is less than two slices of input, or the producer cannot be created.
@@ -180,7 +180,7 @@ impl Sending {
 ///
 /// # Errors
 /// When a worker cannot be started or killed, `done` fails, or a worker does nothing new
-/// within [`PROGRESS_TIMEOUT`].
+/// within `PROGRESS_TIMEOUT`.
 pub async fn kill_while_working<Done, Fut>(
     crashes: usize,
     total: i64,

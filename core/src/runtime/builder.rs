@@ -200,7 +200,7 @@ impl RuntimeBuilder {
     }
 
     /// How a failing message is retried before it goes to the dead letters, for every
-    /// handler without a policy of its own ([`Subscription::with_retry`]; default: 5
+    /// handler without a policy of its own ([`Subscription::with_retry`](crate::Subscription::with_retry); default: 5
     /// attempts, 100 ms to 30 s apart, with jitter). Undecodable messages and errors made
     /// with [`HandlerError::permanent`](crate::HandlerError::permanent) go there at once.
     pub fn retry(mut self, policy: RetryPolicy) -> Self {

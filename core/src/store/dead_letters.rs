@@ -126,7 +126,7 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Option<DeadLetter>> {
 /// once, and the group consumes it again as a new message. Two replays of the same dead
 /// letter at once move it once.
 ///
-/// Unlike [`redrive`] this needs no handler code (it is what `exactly dead-letters replay`
+/// Unlike [`redrive`](crate::dead_letters::redrive) this needs no handler code (it is what `exactly dead-letters replay`
 /// runs), but it needs an outbox relay running on this database to publish.
 ///
 /// # Errors

@@ -161,7 +161,7 @@ impl<'a> FaultRun<'a> {
         }
     }
 
-    /// Applies the check. Positions and last stable offsets get [`SETTLE`] to reach the end.
+    /// Applies the check. Positions and last stable offsets are given a while (`SETTLE`) to reach the end.
     pub async fn check(&self) -> anyhow::Result<Verdict> {
         self.check_within(SETTLE).await
     }
