@@ -38,6 +38,10 @@ async fn the_broker_coordinating_the_group_and_the_transactions_killed_during_co
     let committed = CommittedOffsets::new(&kafka, &group, &input, 3)?;
     let copied = || committed.sum().unwrap_or(0);
     let mut recovery = Vec::new();
+    // Rounds whose kill made the runtime report an error: a commit was in flight. librdkafka
+    // may also ride out a coordinator's loss within its retries, reporting nothing, so one
+    // round alone (the quick profile) proves nothing either way.
+    let mut struck = 0;
     for round in 0..rounds {
         let coordinator = group_coordinator(&kafka, &group)?;
         let transactional_id = transactional_id_coordinated_by(&kafka, &format!("{group}-tx{round}"), coordinator)?;
@@ -73,8 +77,9 @@ async fn the_broker_coordinating_the_group_and_the_transactions_killed_during_co
         let _ =
             writeln!(std::io::stderr().lock(), "round {round}: broker {coordinator} killed; reported: {reported:?}");
         running.stop().await?;
-        anyhow::ensure!(!reported.is_empty(), "round {round}: the kill struck no transaction in flight");
+        struck += usize::from(!reported.is_empty());
     }
+    anyhow::ensure!(rounds == 1 || struck > 0, "no kill of {rounds} struck a transaction in flight");
     let produced = feed.finish().await?;
     // A last runtime finishes the input.
     let transactional_id = unique("coord-tx-last");
