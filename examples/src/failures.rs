@@ -38,6 +38,15 @@ impl FailureLog {
         &self.path
     }
 
+    /// `builder` with both hooks set to this log: handler failures from `on_error`, dead
+    /// letters from `on_dead_letter`.
+    pub fn watch(&self, builder: exactly::RuntimeBuilder) -> exactly::RuntimeBuilder {
+        let (errors, letters) = (self.clone(), self.clone());
+        builder
+            .on_error(move |error| errors.record(error))
+            .on_dead_letter(move |letter| letters.record_dead_letter(letter))
+    }
+
     /// Records `error` if it is a handler's failure; for [`RuntimeBuilder::on_error`](exactly::RuntimeBuilder::on_error).
     pub fn record(&self, error: &exactly::Error) {
         if is_handler_failure(error) {

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::api::context::Context;
 use crate::api::handler::Handler;
 use crate::api::mode::Database;
+use crate::api::subscription::Subscription;
 use crate::engine::backoff::Backoff;
 use crate::error::{Error, Location, Result};
 use crate::kafka::trace_context::TraceContext;
@@ -49,12 +50,13 @@ const TRANSIENT_TRIES: u32 = 8;
 /// When the database fails, or a dead letter keeps failing transiently (what was
 /// re-driven before stays re-driven).
 pub async fn redrive<H: Handler<Mode = Database>>(pool: &PgPool, handler: &H, ids: &[i64]) -> Result<Redriven> {
+    let subscription = handler.subscription();
     let mut outcome = Redriven::default();
     for id in ids {
         let mut backoff = Backoff::new();
         let mut tries = 0;
         loop {
-            match redrive_one(pool, handler, *id).await? {
+            match redrive_one(pool, handler, &subscription, *id).await? {
                 Attempt::Handled => outcome.handled.push(*id),
                 Attempt::Gone => outcome.gone.push(*id),
                 Attempt::Failed(error) => {
@@ -91,8 +93,12 @@ enum Attempt {
 }
 
 /// Re-drives the dead letter `id` once, in a transaction that deletes it if it is handled.
-async fn redrive_one<H: Handler<Mode = Database>>(pool: &PgPool, handler: &H, id: i64) -> Result<Attempt> {
-    let subscription = handler.subscription();
+async fn redrive_one<H: Handler<Mode = Database>>(
+    pool: &PgPool,
+    handler: &H,
+    subscription: &Subscription,
+    id: i64,
+) -> Result<Attempt> {
     let mut tx = pool.begin().await?;
     let Some(letter) = dead_letters::lock(&mut tx, id, subscription.group()).await? else {
         return Ok(Attempt::Gone);

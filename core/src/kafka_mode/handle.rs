@@ -113,15 +113,15 @@ impl GroupState {
         };
         outputs.clear();
         let mut cx = Context::for_kafka(outputs);
-        let parent = self.txn.span(&self.handling.group).clone();
         let attempt = self.partitions.attempts.get(key).map_or(1, |attempts| attempts.next_try(offset));
+        let parent = self.txn.span(&self.handling.group);
         let call = Call {
             group: &self.handling.group,
             topic: &key.0,
             partition: key.1,
             offset,
             attempt,
-            parent: Some(&parent),
+            parent: Some(parent),
         };
         let outcome = complete(&shared.handle, invoke(handler, &decoded, &mut cx, call, trace));
         self.reuse.spare_topic = std::mem::take(&mut decoded.topic);

@@ -74,18 +74,14 @@ async fn main() -> std::process::ExitCode {
 async fn worker(brokers: String, database_url: String, failures: FailureLog) -> anyhow::Result<bool> {
     tracing_subscriber::fmt().with_env_filter("warn,exactly=info").init();
     let handler = RecordOrders { fault: Fault::from_env()? };
-    Runtime::builder()
+    failures
+        .watch(Runtime::builder())
         .brokers(brokers)
         .database_url(database_url)
         // Static membership: a restarted worker takes over its predecessor's partitions at
         // once instead of waiting for the dead one's session to time out.
         .kafka_setting("group.instance.id", "demo-worker")
         .kafka_setting("session.timeout.ms", "10000")
-        .on_dead_letter({
-            let failures = failures.clone();
-            move |letter| failures.record_dead_letter(letter)
-        })
-        .on_error(move |error| failures.record(error))
         .handler(handler)
         .build()
         .await?

@@ -100,17 +100,13 @@ async fn main() -> anyhow::Result<()> {
 /// failure it reports to `failures`.
 async fn worker(brokers: String, failures: FailureLog) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn,exactly=info").init();
-    Runtime::builder()
+    failures
+        .watch(Runtime::builder())
         .brokers(brokers)
         .transactional_id("invoicer-1") // stable per instance: a restart fences the killed one
         // Static membership: a restarted worker takes over at once (see the main demo).
         .kafka_setting("group.instance.id", "invoicer-worker")
         .kafka_setting("session.timeout.ms", "10000")
-        .on_dead_letter({
-            let failures = failures.clone();
-            move |letter| failures.record_dead_letter(letter)
-        })
-        .on_error(move |error| failures.record(error))
         .handler(Invoicer)
         .build()
         .await?

@@ -86,18 +86,14 @@ async fn main() -> anyhow::Result<()> {
 /// every handler failure it reports to `failures`.
 async fn worker(brokers: String, database_url: String, failures: FailureLog) -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter("warn,exactly=info").init();
-    Runtime::builder()
+    failures
+        .watch(Runtime::builder())
         .brokers(brokers)
         .database_url(database_url)
         .outbox_relay("order-book-outbox") // the same name on every instance
         // Static membership: a restarted worker takes over at once (see the main demo).
         .kafka_setting("group.instance.id", "order-book-worker")
         .kafka_setting("session.timeout.ms", "10000")
-        .on_dead_letter({
-            let failures = failures.clone();
-            move |letter| failures.record_dead_letter(letter)
-        })
-        .on_error(move |error| failures.record(error))
         .handler(OrderBook)
         .build()
         .await?
