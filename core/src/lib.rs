@@ -63,6 +63,8 @@ mod runtime;
 mod store;
 
 pub use admin::{dead_letters, offsets};
+pub use api::batch::{BatchError, BatchHandler};
+pub use api::bulk;
 pub use api::codec;
 pub use api::context::Context;
 pub use api::handler::{Consumes, Handler, HandlerError};

@@ -7,6 +7,7 @@
 
 use sqlx::PgPool;
 
+use crate::api::batch::BatchHandler;
 use crate::api::context::Context;
 use crate::api::handler::Handler;
 use crate::api::mode::Database;
@@ -15,7 +16,8 @@ use crate::engine::backoff::Backoff;
 use crate::error::{Error, Location, Result};
 use crate::kafka::trace_context::TraceContext;
 use crate::pipeline::decode::{Coordinates, Decoded, decode_parts};
-use crate::pipeline::invoke::{Call, Cause, Outcome, invoke};
+use crate::pipeline::invoke::{Call, Cause, Outcome};
+use crate::pipeline::work::{Entry, PerBatch, PerMessage, Work};
 use crate::store::dead_letters;
 pub use crate::store::dead_letters::{DeadLetter, Replayed, get, list, page, replay};
 
@@ -50,6 +52,24 @@ const TRANSIENT_TRIES: u32 = 8;
 /// When the database fails, or a dead letter keeps failing transiently (what was
 /// re-driven before stays re-driven).
 pub async fn redrive<H: Handler<Mode = Database>>(pool: &PgPool, handler: &H, ids: &[i64]) -> Result<Redriven> {
+    redrive_with(pool, &PerMessage(handler), ids).await
+}
+
+/// [`redrive`] for a batch handler: each dead letter is handed to it as a batch of one, in
+/// a transaction that also deletes the dead letter.
+///
+/// # Errors
+/// As [`redrive`].
+pub async fn redrive_batch<B: BatchHandler<Mode = Database>>(
+    pool: &PgPool,
+    handler: &B,
+    ids: &[i64],
+) -> Result<Redriven> {
+    redrive_with(pool, &PerBatch(handler), ids).await
+}
+
+/// [`redrive`] for either kind of handler.
+async fn redrive_with<W: Work<Mode = Database>>(pool: &PgPool, handler: &W, ids: &[i64]) -> Result<Redriven> {
     let subscription = handler.subscription();
     let mut outcome = Redriven::default();
     for id in ids {
@@ -93,9 +113,9 @@ enum Attempt {
 }
 
 /// Re-drives the dead letter `id` once, in a transaction that deletes it if it is handled.
-async fn redrive_one<H: Handler<Mode = Database>>(
+async fn redrive_one<W: Work<Mode = Database>>(
     pool: &PgPool,
-    handler: &H,
+    handler: &W,
     subscription: &Subscription,
     id: i64,
 ) -> Result<Attempt> {
@@ -110,7 +130,7 @@ async fn redrive_one<H: Handler<Mode = Database>>(
         offset: letter.offset,
         timestamp: None,
     };
-    let message = match decode_parts::<H>(letter.key.as_deref(), letter.payload.as_deref(), headers, at) {
+    let message = match decode_parts::<W>(letter.key.as_deref(), letter.payload.as_deref(), headers, at) {
         Decoded::Failed { part, error } => return Ok(Attempt::Failed(format!("cannot decode the {part}: {error}"))),
         Decoded::Message(message) => message,
     };
@@ -124,7 +144,8 @@ async fn redrive_one<H: Handler<Mode = Database>>(
     };
     let trace = TraceContext::from_headers(letter.headers.iter().map(|(name, value)| (name.as_str(), value.as_ref())));
     let mut cx = Context::new(&mut tx, subscription.outputs());
-    match invoke(handler, &message, &mut cx, call, trace).await {
+    let entry = Entry { message: &message, call, trace };
+    match handler.run(std::slice::from_ref(&entry), &mut cx).await.into_outcome() {
         Outcome::Handled => {
             dead_letters::delete(&mut tx, id).await?;
             tx.commit().await?;

@@ -16,6 +16,11 @@ use super::subscription::Subscription;
 /// #[exactly(topic = "orders", group = "order-recorder", payload = Order, key = String)]
 /// struct RecordOrders;
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no subscription: it does not say what it consumes",
+    label = "no topics, group or payload type",
+    note = "add `#[derive(exactly::Handler)]` and `#[exactly(topic = \"...\", group = \"...\", payload = ...)]` to `{Self}`, or implement `exactly::Consumes` for it"
+)]
 pub trait Consumes {
     /// The decoded key type.
     type Key: Key;

@@ -5,6 +5,7 @@
 //! | [`Database`] (default) | PostgreSQL, through [`Context::db`](crate::Context::db) | PostgreSQL, same transaction | effects exactly once |
 //! | [`Kafka`] | Kafka, through [`Context::emit`](crate::Context::emit) | Kafka, same transaction (KIP-447) | output records exactly once for `read_committed` readers |
 
+use super::batch::BatchHandler;
 use super::handler::Handler;
 
 /// Effects are written to PostgreSQL in the transaction that stores the position.
@@ -34,6 +35,9 @@ pub trait Mode: sealed::Sealed + Send + Sync + 'static {
     /// knowing that code.
     #[doc(hidden)]
     fn visit<H: Handler<Mode = Self>, V: ModeVisitor>(handler: H, visitor: V) -> V::Output;
+    /// [`Mode::visit`] for a batch handler.
+    #[doc(hidden)]
+    fn visit_batch<B: BatchHandler<Mode = Self>, V: ModeVisitor>(handler: B, visitor: V) -> V::Output;
 }
 
 /// What is done with a handler, per mode (see [`Mode::visit`]).
@@ -45,6 +49,10 @@ pub trait ModeVisitor {
     fn database<H: Handler<Mode = Database>>(self, handler: H) -> Self::Output;
     /// Visits a Kafka-mode handler.
     fn kafka<H: Handler<Mode = Kafka>>(self, handler: H) -> Self::Output;
+    /// Visits a Database-mode batch handler.
+    fn database_batch<B: BatchHandler<Mode = Database>>(self, handler: B) -> Self::Output;
+    /// Visits a Kafka-mode batch handler.
+    fn kafka_batch<B: BatchHandler<Mode = Kafka>>(self, handler: B) -> Self::Output;
 }
 
 impl Mode for Database {
@@ -53,6 +61,9 @@ impl Mode for Database {
     fn visit<H: Handler<Mode = Self>, V: ModeVisitor>(handler: H, visitor: V) -> V::Output {
         visitor.database(handler)
     }
+    fn visit_batch<B: BatchHandler<Mode = Self>, V: ModeVisitor>(handler: B, visitor: V) -> V::Output {
+        visitor.database_batch(handler)
+    }
 }
 
 impl Mode for Kafka {
@@ -60,6 +71,9 @@ impl Mode for Kafka {
     type Effects<'t> = &'t mut Vec<super::output::Output>;
     fn visit<H: Handler<Mode = Self>, V: ModeVisitor>(handler: H, visitor: V) -> V::Output {
         visitor.kafka(handler)
+    }
+    fn visit_batch<B: BatchHandler<Mode = Self>, V: ModeVisitor>(handler: B, visitor: V) -> V::Output {
+        visitor.kafka_batch(handler)
     }
 }
 

@@ -10,11 +10,11 @@ use tokio::time::Instant;
 use super::failures::Failure;
 use super::partition::PartitionWorker;
 use crate::api::context::Context;
-use crate::api::handler::Handler;
 use crate::api::mode::Database;
 use crate::error::{Error, Result};
 use crate::kafka::trace_context::TraceContext;
-use crate::pipeline::invoke::{Call, FailureKind, invoke};
+use crate::pipeline::invoke::{Call, FailureKind};
+use crate::pipeline::work::{Entry, Ran, Work};
 use crate::store::offsets::{self, Advance};
 use crate::store::parking;
 use crate::store::record::RawRecord;
@@ -29,7 +29,7 @@ struct Counts {
     parked: u64,
 }
 
-impl<H: Handler<Mode = Database>> PartitionWorker<H> {
+impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// One attempt: up to `limit` messages in one transaction with the new position.
     pub(super) async fn attempt(&mut self) -> std::result::Result<(), Failure> {
         if self.commit_unknown {
@@ -89,30 +89,42 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
     /// parked joins its key's parked messages instead.
     async fn handle_batch(&self, tx: &mut Tx, end: usize) -> std::result::Result<Counts, Failure> {
         let key = &self.start.key;
-        let mut cx = Context::new(tx, &self.outputs);
         let mut counts = Counts::default();
+        // The handler's messages, and where each is in the batch.
+        let mut entries = Vec::with_capacity(end);
+        let mut places = Vec::with_capacity(end);
         for (index, item) in self.batch[..end].iter().enumerate() {
             if self.parked.as_ref().is_some_and(|parked| parked.contains(&item.raw.key)) {
-                parking::park(cx.db(), key, item.offset, &item.raw, 0, None, Duration::ZERO)
+                parking::park(&mut **tx, key, item.offset, &item.raw, 0, None, Duration::ZERO)
                     .await
                     .map_err(Failure::of)?;
                 counts.parked += 1;
                 continue;
             }
             let Ok(message) = &item.decoded else { continue };
-            let outcome = invoke(&*self.handler, message, &mut cx, self.call(item.offset), self.trace(&item.raw)).await;
-            let Some((error, kind)) = outcome.into_error(|| key.location(item.offset)) else {
-                counts.handled += 1;
-                continue;
-            };
-            self.start.metrics.failed.increment(1);
-            if kind == FailureKind::Transient {
-                self.start.metrics.retried.increment(1);
-                return Err(Failure::Transient(error));
-            }
-            return Err(Failure::Message { index, error, permanent: kind == FailureKind::Permanent });
+            entries.push(Entry { message, call: self.call(item.offset), trace: self.trace(&item.raw) });
+            places.push(index);
         }
-        Ok(counts)
+        if entries.is_empty() {
+            return Ok(counts);
+        }
+        let mut cx = Context::new(tx, &self.outputs);
+        let Ran::Failed { at, cause, kind } = self.handler.run(&entries, &mut cx).await else {
+            counts.handled += entries.len() as u64;
+            return Ok(counts);
+        };
+        let index = at.map(|at| places[at]);
+        let error = Error::Handler { location: key.location(self.batch[index.unwrap_or(places[0])].offset), source: cause };
+        self.start.metrics.failed.increment(1);
+        let permanent = kind == FailureKind::Permanent;
+        match (kind, index) {
+            (FailureKind::Transient, _) => {
+                self.start.metrics.retried.increment(1);
+                Err(Failure::Transient(error))
+            }
+            (_, Some(index)) => Err(Failure::Message { index, error, permanent }),
+            (_, None) => Err(Failure::Somewhere { end, error }),
+        }
     }
 
     /// Moves the position past the first `end` messages in `tx` and commits it.

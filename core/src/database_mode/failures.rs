@@ -2,7 +2,8 @@
 //! database is retried after a backoff until it passes; a failure of one message is
 //! isolated (the messages before it commit first, then it is tried alone), retried as the
 //! retry policy says, parked with its key, or moved to the dead letters in the
-//! transaction that moves the position past it.
+//! transaction that moves the position past it. A batch handler's failure that names no
+//! message is isolated by halving the batch until the failing message is alone.
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use tracing::Instrument;
 
 use super::batch::Tx;
 use super::partition::PartitionWorker;
-use crate::api::handler::Handler;
+use crate::pipeline::work::Work;
 use crate::api::mode::Database;
 use crate::engine::backoff::Backoff;
 use crate::error::{Error, ErrorClass, Result};
@@ -28,6 +29,9 @@ pub(super) enum Failure {
     Fatal(Error),
     /// The message at `index` of the attempt failed.
     Message { index: usize, error: Error, permanent: bool },
+    /// One of the attempt's first `end` messages (at least two) failed, which one is not
+    /// known (a batch handler that named none).
+    Somewhere { end: usize, error: Error },
 }
 
 impl Failure {
@@ -49,7 +53,7 @@ enum Next {
     End,
 }
 
-impl<H: Handler<Mode = Database>> PartitionWorker<H> {
+impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// Commits the gathered batch, message failures isolated and retried as the retry policy
     /// says, infrastructure failures retried until they pass. Returns `false` when the
     /// worker must end (fenced, stopped, or a permanent failure of the partition).
@@ -74,7 +78,12 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 }
                 Err(Failure::Message { index, error, permanent }) => {
                     self.shared.report(&error);
+                    self.suspects = None;
                     self.message_failed(index, &error, permanent).await
+                }
+                Err(Failure::Somewhere { end, error }) => {
+                    self.shared.report(&error);
+                    self.bisect(end)
                 }
             };
             let delay = match next {
@@ -123,6 +132,14 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
                 if error.class() == ErrorClass::Fatal { Next::End } else { Next::Backoff }
             }
         }
+    }
+
+    /// One of the first `end` messages failed: the next attempt takes the first half of
+    /// them, and the attempts after it stay within the `end` until the failing message is
+    /// alone or all of them have committed (see [`PartitionWorker::committed`]).
+    fn bisect(&mut self, end: usize) -> Next {
+        self.suspects = Some(end);
+        self.shrink_batch(end.div_ceil(2))
     }
 
     /// The next attempt takes the first `limit` messages only, at once.

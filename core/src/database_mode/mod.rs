@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use self::consumer::Spawner;
 use self::partition::PartitionWorker;
-use crate::api::handler::Handler;
+use crate::pipeline::work::Work;
 use crate::api::mode::{Database, ModeKind};
 use crate::api::subscription::Subscription;
 use crate::engine::group::{Group, GroupSpec, StartSettings};
@@ -28,19 +28,23 @@ pub(crate) struct DatabaseGroup<H> {
     handler: Arc<H>,
 }
 
-impl<H: Handler<Mode = Database>> DatabaseGroup<H> {
+impl<H: Work<Mode = Database>> DatabaseGroup<H> {
     pub(crate) fn new(handler: H) -> Self {
         Self { handler: Arc::new(handler) }
     }
 }
 
-impl<H: Handler<Mode = Database>> GroupSpec for DatabaseGroup<H> {
+impl<H: Work<Mode = Database> + 'static> GroupSpec for DatabaseGroup<H> {
     fn subscription(&self) -> Subscription {
         self.handler.subscription()
     }
 
     fn kind(&self) -> ModeKind {
         ModeKind::Database
+    }
+
+    fn batches(&self) -> bool {
+        H::BATCHES
     }
 
     fn start(self: Box<Self>, shared: &Arc<Shared>, settings: &StartSettings) -> Result<Group> {

@@ -13,13 +13,13 @@ use tokio::time::Instant;
 use super::batch::Tx;
 use super::partition::PartitionWorker;
 use crate::api::context::Context;
-use crate::api::handler::Handler;
+use crate::pipeline::work::{Entry, Work};
 use crate::api::mode::Database;
 use crate::engine::backoff::Backoff;
 use crate::error::{Error, ErrorClass, Result};
 use crate::pipeline::dead_letter::{self, DeadLettered};
 use crate::pipeline::decode::{Coordinates, Decoded, decode_parts};
-use crate::pipeline::invoke::{Call, FailureKind, invoke};
+use crate::pipeline::invoke::{Call, FailureKind};
 use crate::store::dead_letters::Letter;
 use crate::store::offsets::{self, PartitionKey};
 use crate::store::parking::{self, KeyBytes, ParkedMessage};
@@ -68,7 +68,7 @@ impl ParkedKeys {
     }
 }
 
-impl<H: Handler<Mode = Database>> PartitionWorker<H> {
+impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// Reads the partition's parked keys at start, retrying while the database is away.
     /// Returns `false` when the worker must end.
     pub(super) async fn load_parked(&mut self) -> bool {
@@ -181,7 +181,8 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         };
         let mut cx = Context::new(tx, &self.outputs);
         let call = Call { attempt: attempts, ..self.call(message.offset) };
-        let outcome = invoke(&*self.handler, &decoded, &mut cx, call, self.trace(&message.raw)).await;
+        let entry = Entry { message: &decoded, call, trace: self.trace(&message.raw) };
+        let outcome = self.handler.run(std::slice::from_ref(&entry), &mut cx).await.into_outcome();
         let Some((error, kind)) = outcome.into_error(|| key.location(message.offset)) else { return Ok(None) };
         self.start.metrics.failed.increment(1);
         if kind == FailureKind::Transient {

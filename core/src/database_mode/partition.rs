@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::consumer::WorkerStart;
 use super::parked::ParkedKeys;
 use crate::api::codec::DecodeError;
-use crate::api::handler::Handler;
+use crate::pipeline::work::Work;
 use crate::api::message::Message;
 use crate::api::mode::{Database, ModeKind};
 use crate::api::settings::RetryPolicy;
@@ -50,7 +50,7 @@ pub(super) struct Item<K, P> {
 impl<K, P> Item<K, P> {
     /// A record, kept raw and decoded for the handler of `H` (with its headers if
     /// `reads_headers`).
-    fn new<H: Handler<Key = K, Payload = P>>(message: &BorrowedMessage<'_>, topic: &str, reads_headers: bool) -> Self {
+    fn new<H: Work<Key = K, Payload = P>>(message: &BorrowedMessage<'_>, topic: &str, reads_headers: bool) -> Self {
         let raw = raw(message);
         let headers = if reads_headers { raw.headers.clone() } else { Vec::new() };
         let decoded = match decode::<H>(message, topic.to_owned(), headers) {
@@ -78,7 +78,7 @@ enum Gathered {
 }
 
 /// The worker of one partition, from its claim until it is revoked or the runtime stops.
-pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
+pub(crate) struct PartitionWorker<H: Work<Mode = Database>> {
     pub(super) handler: Arc<H>,
     pub(super) shared: Arc<Shared>,
     pub(super) start: WorkerStart,
@@ -91,6 +91,9 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     pub(super) outputs: Vec<String>,
     /// How many messages the next attempt takes (smaller while a failure is isolated).
     pub(super) limit: usize,
+    /// While a batch handler's failure is bisected: how many messages from the head the
+    /// failing one is among.
+    pub(super) suspects: Option<usize>,
     /// How often the message that failed last has failed.
     pub(super) attempts: Attempts,
     /// The handler's retry policy, or the runtime's.
@@ -107,7 +110,7 @@ pub(crate) struct PartitionWorker<H: Handler<Mode = Database>> {
     mirrored: Option<(Instant, i64)>,
 }
 
-impl<H: Handler<Mode = Database>> PartitionWorker<H> {
+impl<H: Work<Mode = Database>> PartitionWorker<H> {
     pub(crate) fn new(handler: Arc<H>, shared: Arc<Shared>, start: WorkerStart) -> Self {
         let next = start.claim.next_offset;
         let metrics = GroupMetrics::new(ModeKind::Database, &start.key.group);
@@ -126,6 +129,7 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
             batch: Vec::new(),
             commit_unknown: false,
             limit,
+            suspects: None,
             attempts: Attempts::default(),
             metrics,
             mirrored: None,
@@ -292,7 +296,14 @@ impl<H: Handler<Mode = Database>> PartitionWorker<H> {
         self.next = new_next;
         self.start.metrics.set_position(new_next);
         self.batch.drain(..count);
-        self.limit = self.shared.batch.max_records;
+        // While bisecting, the failing message is among the suspects not yet committed.
+        self.limit = match self.suspects.take() {
+            Some(suspects) if suspects > count => {
+                self.suspects = Some(suspects - count);
+                (suspects - count).min(self.limit)
+            }
+            _ => self.shared.batch.max_records,
+        };
         self.mirror_to_kafka(false);
     }
 

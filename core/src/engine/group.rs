@@ -18,6 +18,8 @@ pub(crate) trait GroupSpec: Send + Sync {
     fn subscription(&self) -> Subscription;
     /// Its mode.
     fn kind(&self) -> ModeKind;
+    /// Whether its handler takes a batch at once (a batch handler).
+    fn batches(&self) -> bool;
     /// Creates the group's consumer and starts consuming.
     fn start(self: Box<Self>, shared: &Arc<Shared>, settings: &StartSettings) -> Result<Group>;
 }

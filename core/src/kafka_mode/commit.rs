@@ -237,6 +237,7 @@ impl GroupState {
 
     /// Seeks every partition to its last committed offset and resumes the blocked ones.
     pub(super) fn rewind(&mut self, consumer: &BaseConsumer<KafkaModeContext>, shared: &Shared) {
+        self.partitions.rewinds += 1;
         let blocked: Vec<Partition> = self.partitions.blocked.drain().map(|(key, _)| key).collect();
         for ((topic, partition), next) in &self.partitions.committed {
             if let Err(e) = consumer.seek(topic, *partition, Offset::Offset(*next), CALL_TIMEOUT) {

@@ -15,7 +15,7 @@ use super::poll::complete;
 use super::rebalance::KafkaModeContext;
 use super::state::{Blocked, GroupState};
 use crate::api::context::Context;
-use crate::api::handler::Handler;
+use crate::pipeline::work::{Entry, Work};
 use crate::api::mode::Kafka;
 use crate::api::output::Output;
 use crate::engine::shared::Shared;
@@ -24,7 +24,7 @@ use crate::kafka::producer::CALL_TIMEOUT;
 use crate::kafka::trace_context::TraceContext;
 use crate::pipeline::dead_letter::{self, DeadLettered};
 use crate::pipeline::decode::{Decoded, Headers, decode, headers, raw};
-use crate::pipeline::invoke::{Call, FailureKind, invoke};
+use crate::pipeline::invoke::{Call, FailureKind};
 use crate::store::dead_letters::Letter;
 
 /// How a message failed: the error to report, and how it counts.
@@ -35,7 +35,7 @@ impl GroupState {
     /// transaction. A failure blocks the partition at this message until its retry is due;
     /// when the retries are spent (or the failure is permanent) the message goes to the
     /// dead-letter topic in the open transaction, or, without one, keeps being retried.
-    pub(super) fn handle<H: Handler<Mode = Kafka>>(
+    pub(super) fn handle<H: Work<Mode = Kafka>>(
         &mut self,
         consumer: &BaseConsumer<KafkaModeContext>,
         handler: &H,
@@ -53,7 +53,7 @@ impl GroupState {
     }
 
     /// [`GroupState::handle`] of a message of partition `key`.
-    fn handle_of<H: Handler<Mode = Kafka>>(
+    pub(super) fn handle_of<H: Work<Mode = Kafka>>(
         &mut self,
         consumer: &BaseConsumer<KafkaModeContext>,
         handler: &H,
@@ -79,7 +79,7 @@ impl GroupState {
     }
 
     /// Counts the message at `offset` of `key` as consumed, once per assignment.
-    fn count_consumed(&mut self, key: &Partition, offset: i64) {
+    pub(super) fn count_consumed(&mut self, key: &Partition, offset: i64) {
         if let Some(state) = self.partitions.states.get_mut(key)
             && offset > state.consumed_through
         {
@@ -90,7 +90,7 @@ impl GroupState {
 
     /// Decodes the message and hands it to the handler through the pipeline; its output
     /// records are left in `outputs`.
-    fn run_handler<H: Handler<Mode = Kafka>>(
+    fn run_handler<H: Work<Mode = Kafka>>(
         &mut self,
         handler: &H,
         message: &BorrowedMessage<'_>,
@@ -123,7 +123,8 @@ impl GroupState {
             attempt,
             parent: Some(parent),
         };
-        let outcome = complete(&shared.handle, invoke(handler, &decoded, &mut cx, call, trace));
+        let entry = [Entry { message: &decoded, call, trace }];
+        let outcome = complete(&shared.handle, handler.run(&entry, &mut cx)).into_outcome();
         self.reuse.spare_topic = std::mem::take(&mut decoded.topic);
         if let Some(failure) = outcome.into_error(|| self.location(key, offset)) {
             return Err(failure);
@@ -168,7 +169,7 @@ impl GroupState {
     }
 
     /// The first emitted topic that is not declared, when outputs are declared.
-    fn undeclared<'o>(&self, outputs: &'o [Output]) -> Option<&'o str> {
+    pub(super) fn undeclared<'o>(&self, outputs: &'o [Output]) -> Option<&'o str> {
         let declared = &self.handling.outputs;
         if declared.is_empty() {
             return None;
@@ -177,7 +178,7 @@ impl GroupState {
     }
 
     /// Sends the message's output records in the open transaction.
-    fn send_outputs(
+    pub(super) fn send_outputs(
         &mut self,
         consumer: &BaseConsumer<KafkaModeContext>,
         shared: &Shared,
@@ -211,7 +212,7 @@ impl GroupState {
 
     /// The message at `offset` of `key` was handled and its records sent: its offset joins
     /// the open transaction.
-    fn handled(&mut self, key: &Partition, offset: i64) {
+    pub(super) fn handled(&mut self, key: &Partition, offset: i64) {
         crate::failpoint::hit("kafka.after_produce");
         if let Some(state) = self.partitions.states.get_mut(key) {
             state.processed += 1;
@@ -327,7 +328,7 @@ impl GroupState {
 }
 
 /// What became of a handled message's output records.
-enum Sent {
+pub(super) enum Sent {
     /// All joined the open transaction.
     All,
     /// The producer refused one for what it is, before any of the message's joined: the

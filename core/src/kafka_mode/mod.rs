@@ -2,7 +2,7 @@
 //! Kafka transaction as the output (KIP-447).
 //!
 //! One thread per group polls the consumer and runs the handler message by message
-//! ([`poll`], [`handle`]). Two transactional producers per group take turns carrying every
+//! ([`poll`], [`handle`]), or a batch handler on what was fetched ([`batched`]). Two transactional producers per group take turns carrying every
 //! partition's output and offsets ([`commit`]): a transaction closes after the commit
 //! interval (or `max_records` messages), and also before any partition is revoked
 //! ([`rebalance`]). Its records are flushed on the loop's thread (so the next
@@ -18,6 +18,7 @@
 //! outright (over `message.max.bytes`) fails the message that emitted it, which is
 //! dead-lettered like any permanent failure.
 
+mod batched;
 mod commit;
 mod handle;
 mod poll;
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use crate::api::handler::Handler;
+use crate::pipeline::work::Work;
 use crate::api::mode::{Kafka, ModeKind};
 use crate::api::subscription::Subscription;
 use crate::engine::group::{Group, GroupSpec, StartSettings};
@@ -75,19 +76,23 @@ pub(crate) struct KafkaGroup<H> {
     handler: Arc<H>,
 }
 
-impl<H: Handler<Mode = Kafka>> KafkaGroup<H> {
+impl<H: Work<Mode = Kafka>> KafkaGroup<H> {
     pub(crate) fn new(handler: H) -> Self {
         Self { handler: Arc::new(handler) }
     }
 }
 
-impl<H: Handler<Mode = Kafka>> GroupSpec for KafkaGroup<H> {
+impl<H: Work<Mode = Kafka> + 'static> GroupSpec for KafkaGroup<H> {
     fn subscription(&self) -> Subscription {
         self.handler.subscription()
     }
 
     fn kind(&self) -> ModeKind {
         ModeKind::Kafka
+    }
+
+    fn batches(&self) -> bool {
+        H::BATCHES
     }
 
     fn start(self: Box<Self>, shared: &Arc<Shared>, settings: &StartSettings) -> Result<Group> {

@@ -1,8 +1,8 @@
 //! A Kafka-mode group's thread: poll, handle, commit when due; at shutdown, commit and
 //! leave.
 //!
-//! One thread per group polls the consumer and runs the handler message by message, on
-//! tokio's blocking pool. The handler's future is polled once in place and only driven by
+//! One thread per group polls the consumer and runs the handler message by message (a
+//! batch handler: on what was fetched, see [`super::batched`]), on tokio's blocking pool. The handler's future is polled once in place and only driven by
 //! the runtime if it waits (see [`complete`]).
 
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,10 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use super::KafkaModeSettings;
+use super::batched::gather;
 use super::rebalance::KafkaModeContext;
 use super::state::{GroupState, Handling};
-use crate::api::handler::Handler;
+use crate::pipeline::work::Work;
 use crate::api::mode::Kafka;
 use crate::api::subscription::Subscription;
 use crate::engine::group::{Group, start_polling};
@@ -23,7 +24,7 @@ use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
 
 /// Starts a Kafka-mode group: its consumer and the thread that runs it.
-pub(super) fn start<H: Handler<Mode = Kafka>>(
+pub(super) fn start<H: Work<Mode = Kafka> + 'static>(
     handler: Arc<H>,
     shared: &Arc<Shared>,
     consumer_config: ClientConfig,
@@ -55,7 +56,7 @@ pub(super) fn start<H: Handler<Mode = Kafka>>(
 
 /// The group's loop: poll, handle, commit when due; at shutdown commit and leave. A
 /// refused authorization (a missing ACL on the group or one of `topics`) stops the runtime.
-pub(super) fn run<H: Handler<Mode = Kafka>>(
+pub(super) fn run<H: Work<Mode = Kafka>>(
     consumer: &BaseConsumer<KafkaModeContext>,
     handler: &H,
     shared: &Shared,
@@ -93,16 +94,17 @@ pub(super) fn run<H: Handler<Mode = Kafka>>(
         };
         let mut state = consumer.context().lock();
         match polled {
-            Some(Ok(message)) => state.handle(consumer, handler, &message, shared, &mut outputs),
-            Some(Err(e @ KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                shared.report(&Error::from(e));
-            }
-            Some(Err(e)) => {
-                match crate::kafka::refusal::consumer_refusal(consumer, &e, &state.handling.group, topics) {
-                    Some(refusal) => shared.fail(refusal),
-                    None => tracing::warn!(group = %state.handling.group, "consumer: {e}"),
+            Some(Ok(message)) if H::BATCHES => {
+                drop(state);
+                let gathered = gather(consumer, message, shared.batch.max_records);
+                state = consumer.context().lock();
+                state.handle_gathered(consumer, handler, &gathered.held, shared, &mut outputs);
+                if let Some(e) = gathered.error {
+                    poll_failed(consumer, &state.handling.group, shared, topics, e);
                 }
             }
+            Some(Ok(message)) => state.handle(consumer, handler, &message, shared, &mut outputs),
+            Some(Err(e)) => poll_failed(consumer, &state.handling.group, shared, topics, e),
             None => state.skip_control_records(consumer, shared),
         }
         state.settle_committing(consumer, shared, false);
@@ -115,6 +117,19 @@ pub(super) fn run<H: Handler<Mode = Kafka>>(
     consumer.context().lock().commit(consumer, shared);
     consumer.unsubscribe();
     Ok(())
+}
+
+/// A poll returned `error`: reported; a refused authorization (a missing ACL on `group`
+/// or one of `topics`) stops the runtime.
+fn poll_failed(consumer: &BaseConsumer<KafkaModeContext>, group: &str, shared: &Shared, topics: &[String], error: KafkaError) {
+    if let KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange) = error {
+        shared.report(&Error::from(error));
+        return;
+    }
+    match crate::kafka::refusal::consumer_refusal(consumer, &error, group, topics) {
+        Some(refusal) => shared.fail(refusal),
+        None => tracing::warn!(group = %group, "consumer: {error}"),
+    }
 }
 
 /// Runs `future` to its end on this (blocking) thread: polled once in place, which is all a

@@ -109,7 +109,9 @@ impl GroupState {
             let id = PartitionId { group: self.handling.group.clone(), topic: topic.clone(), partition };
             let metrics = Arc::new(PartitionMetrics::new(ModeKind::Kafka, id, next));
             shared.lag.insert(Arc::clone(&metrics));
-            let state = PartitionState { metrics, consumed_through: next - 1, processed: 0, dead_lettered: 0 };
+            self.partitions.assignments += 1;
+            let assignment = self.partitions.assignments;
+            let state = PartitionState { metrics, consumed_through: next - 1, processed: 0, dead_lettered: 0, assignment };
             self.partitions.states.insert((topic.clone(), partition), state);
             self.partitions.committed.insert((topic, partition), next);
         }

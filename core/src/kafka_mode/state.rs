@@ -125,6 +125,10 @@ pub(super) struct Partitions {
     pub(super) refused: PartitionMap<(i64, String)>,
     /// Metrics and counts.
     pub(super) states: PartitionMap<PartitionState>,
+    /// Assignments so far: each assignment of a partition gets the next number.
+    pub(super) assignments: u64,
+    /// Rewinds so far: each puts every partition back at its committed offset.
+    pub(super) rewinds: u64,
 }
 
 impl Partitions {
@@ -154,6 +158,8 @@ pub(super) struct PartitionState {
     /// Messages handled, and dead-lettered, in the open transaction.
     pub(super) processed: u64,
     pub(super) dead_lettered: u64,
+    /// Which assignment of the partition this is (see [`Partitions::assignments`]).
+    pub(super) assignment: u64,
 }
 
 /// What is reused from one message to the next.

@@ -1,15 +1,17 @@
-//! Calling a handler on one message: the one place that does it.
+//! Calling a handler: the one place that does it, for one message or for a batch.
 //!
 //! [`invoke`] opens the message's span (group, topic, partition, offset, which try), gives
 //! it and the handler's [`Context`] the message's trace context, runs the handler with its
-//! panics caught, and says how it ended as an [`Outcome`]. What the outcome means for the
-//! caller's transaction (roll back, retry, dead-letter) is the caller's to decide.
+//! panics caught, and says how it ended as an [`Outcome`]. [`invoke_batch`] does the same
+//! for a batch handler, in one span for the batch. What the outcome means for the caller's
+//! transaction (roll back, retry, dead-letter) is the caller's to decide.
 
 use std::error::Error as StdError;
 
 use tracing::Instrument;
 
 use super::panics;
+use crate::api::batch::BatchHandler;
 use crate::api::context::Context;
 use crate::api::handler::{Handler, HandlerError};
 use crate::api::message::Message;
@@ -41,6 +43,18 @@ impl Call<'_> {
             topic: self.topic.to_owned(),
             partition: self.partition,
             offset: self.offset,
+        }
+    }
+
+    /// The span of a batch handler's call on `records` messages from this one.
+    fn batch_span(&self, records: usize) -> tracing::Span {
+        let (group, topic, partition, offset, attempt) =
+            (self.group, self.topic, self.partition, self.offset, self.attempt);
+        match self.parent {
+            Some(parent) => {
+                tracing::debug_span!(parent: parent, "messages", group = %group, topic = %topic, partition, offset, records, attempt)
+            }
+            None => tracing::debug_span!("messages", group = %group, topic = %topic, partition, offset, records, attempt),
         }
     }
 
@@ -78,14 +92,18 @@ pub(crate) enum Outcome {
 impl Outcome {
     /// The error to report for a failed call at `location`; `None` when it was handled.
     pub(crate) fn into_error(self, location: impl FnOnce() -> Location) -> Option<(Error, FailureKind)> {
+        let (source, kind) = self.into_failure()?;
+        Some((Error::Handler { location: location(), source }, kind))
+    }
+
+    /// Why a failed call failed and how it counts; `None` when it was handled.
+    pub(crate) fn into_failure(self) -> Option<(Cause, FailureKind)> {
         match self {
             Outcome::Handled => None,
-            Outcome::Transient(source) => {
-                Some((Error::Handler { location: location(), source }, FailureKind::Transient))
-            }
+            Outcome::Transient(source) => Some((source, FailureKind::Transient)),
             Outcome::Failed { cause, permanent } => {
                 let kind = if permanent { FailureKind::Permanent } else { FailureKind::Counted };
-                Some((Error::Handler { location: location(), source: cause }, kind))
+                Some((cause, kind))
             }
         }
     }
@@ -118,6 +136,30 @@ pub(crate) async fn invoke<H: Handler>(
     cx.set_trace(trace);
     let returned = panics::catch(handler.handle(message, cx).instrument(span)).await;
     classify(returned)
+}
+
+/// Calls the batch handler `handler` on `messages` (at least one) with `cx`, in one span
+/// for the batch (`call` is its first message's), its panics caught. Returns how it ended,
+/// and which message it named as the cause ([`BatchError::at`](crate::api::batch::BatchError::at)) when it failed: the
+/// message itself when there is one; `None` when it named none, or one past the batch.
+pub(crate) async fn invoke_batch<B: BatchHandler>(
+    handler: &B,
+    messages: &[&Message<B::Key, B::Payload>],
+    cx: &mut Context<'_, B::Mode>,
+    call: Call<'_>,
+) -> (Outcome, Option<usize>) {
+    let span = call.batch_span(messages.len());
+    // Records it emits carry no message's trace: a batch has many.
+    cx.set_trace(None);
+    match panics::catch(handler.handle_batch(messages, cx).instrument(span)).await {
+        Ok(Ok(())) => (Outcome::Handled, None),
+        Ok(Err(error)) => {
+            let named = error.index().filter(|index| *index < messages.len());
+            let index = if messages.len() == 1 { Some(0) } else { named };
+            (classify(Ok(Err(error.into_inner()))), index)
+        }
+        Err(panic) => (classify(Err(panic)), (messages.len() == 1).then_some(0)),
+    }
 }
 
 /// Sorts what a call returned (or the panic it was caught in) into an [`Outcome`].

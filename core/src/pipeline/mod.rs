@@ -1,6 +1,7 @@
 //! One message's path through a handler, the same in every mode and for every caller:
 //! decoding with the handler's codecs ([`decode`]), the call itself with its span, trace
 //! context and panic catching, and the classification of how it ended ([`invoke`]), the
+//! two kinds of handler (per message, per batch) behind one interface ([`work`]), the
 //! count of tries per message ([`attempts`]), and where a message goes when it cannot be
 //! handled ([`dead_letter`]).
 //!
@@ -13,3 +14,4 @@ pub(crate) mod dead_letter;
 pub(crate) mod decode;
 pub(crate) mod invoke;
 pub(crate) mod panics;
+pub(crate) mod work;

@@ -10,7 +10,9 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Semaphore, watch};
 
 use super::{Runtime, ShutdownHandle};
+use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
+use crate::pipeline::work::{PerBatch, PerMessage};
 use crate::api::mode::{Database, Kafka, Mode, ModeKind, ModeVisitor};
 use crate::api::settings::{Batch, RetryPolicy, StartFrom};
 use crate::database_mode::DatabaseGroup;
@@ -176,6 +178,13 @@ impl RuntimeBuilder {
     /// Adds a handler; each handler consumes as its own consumer group.
     pub fn handler<H: Handler>(mut self, handler: H) -> Self {
         self.groups.push(<H::Mode as Mode>::visit(handler, ToGroup));
+        self
+    }
+
+    /// Adds a batch handler, given each partition's messages a batch at a time (see
+    /// [`BatchHandler`]); it consumes as its own consumer group, beside per-message handlers.
+    pub fn batch_handler<B: BatchHandler>(mut self, handler: B) -> Self {
+        self.groups.push(<B::Mode as Mode>::visit_batch(handler, ToGroup));
         self
     }
 
@@ -438,6 +447,14 @@ impl RuntimeBuilder {
         for spec in &self.groups {
             let subscription = spec.subscription();
             subscription.validate()?;
+            if spec.batches() && subscription.key_parking() {
+                return Err(Error::Config(format!(
+                    "group {}: key parking does not apply to a batch handler: a parked key's messages are \
+                     retried one at a time, apart from the batch, which would call the batch handler on \
+                     batches of one; a failing message of a batch handler is retried, then dead-lettered",
+                    subscription.group()
+                )));
+            }
             if spec.kind() == ModeKind::Kafka && subscription.key_parking() {
                 return Err(Error::Config(format!(
                     "group {}: key parking keeps parked messages in PostgreSQL, so it needs Database mode; a \
@@ -489,11 +506,19 @@ impl ModeVisitor for ToGroup {
     type Output = Box<dyn GroupSpec>;
 
     fn database<H: Handler<Mode = Database>>(self, handler: H) -> Self::Output {
-        Box::new(DatabaseGroup::new(handler))
+        Box::new(DatabaseGroup::new(PerMessage(Box::new(handler))))
     }
 
     fn kafka<H: Handler<Mode = Kafka>>(self, handler: H) -> Self::Output {
-        Box::new(KafkaGroup::new(handler))
+        Box::new(KafkaGroup::new(PerMessage(Box::new(handler))))
+    }
+
+    fn database_batch<B: BatchHandler<Mode = Database>>(self, handler: B) -> Self::Output {
+        Box::new(DatabaseGroup::new(PerBatch(Box::new(handler))))
+    }
+
+    fn kafka_batch<B: BatchHandler<Mode = Kafka>>(self, handler: B) -> Self::Output {
+        Box::new(KafkaGroup::new(PerBatch(Box::new(handler))))
     }
 }
 
