@@ -129,6 +129,18 @@ fn kafka_mode_example_survives_five_sigkills_invoicing_each_order_once() {
 }
 
 #[test]
+fn batch_example_survives_five_sigkills_storing_each_reading_once_in_bulk() {
+    let out = run(env!("CARGO_BIN_EXE_batch"), &[]);
+    assert_kills_landed_mid_work(&out, 5, 19_999);
+    assert_eq!(figure(&out, "rows written"), 19_999, "{out}");
+    assert_eq!(figure(&out, "readings in the totals"), 19_999, "{out}");
+    for name in ["duplicates", "missing"] {
+        assert_eq!(figure(&out, name), 0, "{name}:\n{out}");
+    }
+    assert!(out.contains("BATCH: each reading stored once in bulk"), "{out}");
+}
+
+#[test]
 fn outbox_example_survives_five_sigkills_recording_and_announcing_each_order_once() {
     let out = run(env!("CARGO_BIN_EXE_outbox"), &[]);
     assert_kills_landed_mid_work(&out, 5, 1_000);
