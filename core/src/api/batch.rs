@@ -17,8 +17,8 @@ use super::message::Message;
 /// (one `INSERT ... SELECT FROM UNNEST(...)` or one `COPY`, see [`crate::bulk`]) commits in
 /// the PostgreSQL transaction that moves the partition's stored position past the batch. In
 /// [`Kafka`](crate::mode::Kafka) mode, the records given to [`Context::emit`] join the Kafka
-/// transaction that commits the input offsets; there the handler is given one message at a
-/// time for now (see the book's chapter on batch handlers).
+/// transaction that commits the input offsets; there the handler is given, per partition,
+/// what the consumer has fetched already (up to the same limit, without waiting for more).
 ///
 /// Messages that cannot be decoded never reach it: they are dead-lettered on their own, and
 /// a batch stops short of one. A batch may hold fewer messages than the limit (the wait ran

@@ -219,7 +219,7 @@ mod tests {
     use super::BinaryCopy;
 
     #[test]
-    fn rows_are_framed_between_the_header_and_the_trailer_with_their_field_counts() {
+    fn rows_are_framed_between_the_header_and_the_trailer_with_their_field_counts() -> Result<(), sqlx::Error> {
         let mut copy = BinaryCopy::new();
         copy.row().int4(2).int8(7).bytea(b"ab");
         copy.row().null().text("é").bool(true);
@@ -230,14 +230,27 @@ mod tests {
         expected.extend_from_slice(&[0, 0, 0, 2, b'a', b'b']);
         expected.extend_from_slice(&[0, 3, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2, 0xc3, 0xa9, 0, 0, 0, 1, 1]);
         expected.extend_from_slice(&[0xff, 0xff]);
-        assert_eq!(copy.into_bytes().unwrap(), expected);
+        assert_eq!(copy.into_bytes()?, expected);
+        Ok(())
     }
 
     #[test]
-    fn jsonb_carries_its_version_byte_inside_its_length() {
+    fn jsonb_carries_its_version_byte_inside_its_length() -> Result<(), sqlx::Error> {
         let mut copy = BinaryCopy::new();
         copy.row().jsonb("{}");
-        let bytes = copy.into_bytes().unwrap();
+        let bytes = copy.into_bytes()?;
         assert_eq!(&bytes[19..], &[0, 1, 0, 0, 0, 3, 1, b'{', b'}', 0xff, 0xff]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_row_of_more_fields_than_the_format_counts_is_refused_not_sent_corrupt() {
+        let mut copy = BinaryCopy::new();
+        let mut row = copy.row();
+        for _ in 0..=i16::MAX {
+            row = row.bool(true);
+        }
+        let refused = copy.into_bytes();
+        assert!(matches!(&refused, Err(sqlx::Error::Encode(e)) if e.to_string().contains("32 767")), "{refused:?}");
     }
 }

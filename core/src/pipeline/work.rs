@@ -71,7 +71,7 @@ pub(crate) struct PerBatch<P>(pub(crate) P);
 impl<P> Work for PerMessage<P>
 where
     P: Deref + Send + Sync,
-    P::Target: Handler,
+    P::Target: Handler + Sized,
 {
     const BATCHES: bool = false;
 
@@ -95,7 +95,7 @@ where
 impl<P> Work for PerBatch<P>
 where
     P: Deref + Send + Sync,
-    P::Target: BatchHandler,
+    P::Target: BatchHandler + Sized,
 {
     const BATCHES: bool = true;
 
