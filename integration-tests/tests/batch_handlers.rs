@@ -69,7 +69,8 @@ fn feed_by_lives(
 /// was given more than one message.
 async fn largest_transaction(pool: &PgPool, group: &str) -> anyhow::Result<i64> {
     let largest: Option<i64> = sqlx::query_scalar(
-        "SELECT max(rows) FROM (SELECT count(*) AS rows FROM effects WHERE group_id = $1 GROUP BY txid) AS per_txid",
+        "SELECT max(written)
+           FROM (SELECT count(*) AS written FROM effects WHERE group_id = $1 GROUP BY txid) AS per_txid",
     )
     .bind(group)
     .fetch_one(pool)
