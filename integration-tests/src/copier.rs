@@ -1,9 +1,16 @@
 //! A Kafka-mode handler for tests: copies every record of one topic to another, key,
-//! payload and all, in the Kafka transaction that commits the input offsets.
+//! payload and all, in the Kafka transaction that commits the input offsets. It is both a
+//! per-message [`Handler`] and a [`BatchHandler`] (one output record per input either way),
+//! so the same tests run with either kind.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use exactly::codec::Bytes;
 use exactly::mode::Kafka;
-use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Output, Subscription};
+use exactly::{
+    BatchError, BatchHandler, Consumes, Context, Delivery, Handler, HandlerError, Message, Output, Subscription,
+};
 
 /// Copies `input` to `output` as consumer group `group`.
 #[derive(Debug, Clone)]
@@ -26,6 +33,10 @@ pub struct Copier {
     pub retry: Option<exactly::RetryPolicy>,
     /// Where spent messages go.
     pub dead_letter_topic: Option<String>,
+    /// The most messages one batch call was given (as a batch handler). The first call
+    /// with more than one prints a line to stderr, so a test reading a copier process's
+    /// log knows batches were handed over.
+    pub largest_batch: Arc<AtomicUsize>,
 }
 
 impl Copier {
@@ -41,7 +52,17 @@ impl Copier {
             stall_once: None,
             retry: None,
             dead_letter_topic: None,
+            largest_batch: Arc::default(),
         }
+    }
+
+    /// The output record for `message`: its key and payload, to the output topic.
+    fn copy_of(&self, message: &Message<Vec<u8>, Vec<u8>>) -> Output {
+        let mut record = Output::to(&self.output).payload(message.payload.clone());
+        if let Some(key) = &message.key {
+            record = record.key(key.clone());
+        }
+        record
     }
 }
 
@@ -84,11 +105,36 @@ impl Handler for Copier {
         if self.fail_on.contains(&message.payload) {
             return Err("refusing this payload".into());
         }
-        let mut record = Output::to(&self.output).payload(message.payload.clone());
-        if let Some(key) = &message.key {
-            record = record.key(key.clone());
+        cx.emit(self.copy_of(message));
+        Ok(())
+    }
+}
+
+/// As a batch handler: the delay is spent once for the whole batch (per record), a refused
+/// payload fails the batch naming its message, and each message gives one output record.
+#[exactly::async_trait]
+impl BatchHandler for Copier {
+    async fn handle_batch(
+        &self,
+        messages: &[&Message<Vec<u8>, Vec<u8>>],
+        cx: &mut Context<'_, Kafka>,
+    ) -> Result<(), BatchError> {
+        if !self.delay.is_zero() {
+            let records = u32::try_from(messages.len()).unwrap_or(u32::MAX);
+            tokio::time::sleep(self.delay.saturating_mul(records)).await;
         }
-        cx.emit(record);
+        if messages.len() > 1 && self.largest_batch.fetch_max(messages.len(), Ordering::SeqCst) <= 1 {
+            eprintln!("batch copier: {} messages in one call", messages.len());
+        }
+        for (index, message) in messages.iter().enumerate() {
+            assert!(!self.panic_on.contains(&message.payload), "cannot stand this payload");
+            if self.fail_on.contains(&message.payload) {
+                return Err(BatchError::at(index, "refusing this payload"));
+            }
+        }
+        for message in messages {
+            cx.emit(self.copy_of(message));
+        }
         Ok(())
     }
 }

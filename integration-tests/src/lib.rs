@@ -16,6 +16,8 @@
 //!
 //! Readiness is always a real condition (metadata answered, `SELECT 1`), never a sleep.
 
+pub mod batch_recorder;
+pub mod both_modes;
 pub mod captured;
 pub mod coordinators;
 pub mod copier;

@@ -6,141 +6,17 @@
 //! left open) and each test prints its rows of the fault table.
 //!
 //! Recovery here is the time from a membership change (or a freeze) until every partition
-//! has moved again in that mode: the time the group needs to work as a whole again.
+//! has moved again in that mode: the time the group needs to work as a whole again (see
+//! `BothModes`).
 
 use std::time::Duration;
 
+use exactly_integration_tests::both_modes::BothModes;
 use exactly_integration_tests::copier::Copier;
-use exactly_integration_tests::copy_check::keyed_inputs_on;
-use exactly_integration_tests::faults::{FaultRun, Profile, check_and_report};
-use exactly_integration_tests::progress::{
-    CommittedOffsets, SteadyFeed, stored_positions, wait_every_partition_moved, wait_group_settled,
-};
-use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_rows};
+use exactly_integration_tests::faults::Profile;
+use exactly_integration_tests::recorder::Recorder;
 use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
-use exactly_integration_tests::{Input, Kafka, Postgres, committed_records, unique, wait_until};
-use sqlx::PgPool;
-
-const WAIT: Duration = Duration::from_secs(180);
-const PARTITIONS: i32 = 6;
-
-/// One input topic read by both modes: a Database-mode recorder and a Kafka-mode copier.
-struct BothModes {
-    kafka: &'static Kafka,
-    input: String,
-    output: String,
-    url: String,
-    pool: PgPool,
-    record_group: String,
-    copy_group: String,
-    committed: CommittedOffsets,
-}
-
-impl BothModes {
-    async fn new() -> anyhow::Result<Self> {
-        let kafka = Kafka::shared().await?;
-        let input = kafka.unique_topic("group-in", PARTITIONS).await?;
-        let output = kafka.unique_topic("group-out", PARTITIONS).await?;
-        let database = Postgres::shared().await?.database().await?;
-        let pool = database.pool().await?;
-        create_effects_table(&pool).await?;
-        exactly::migrate(&pool).await?;
-        let copy_group = unique("group-copy");
-        let committed = CommittedOffsets::new(kafka, &copy_group, &input, PARTITIONS)?;
-        Ok(Self {
-            kafka,
-            input,
-            output,
-            url: database.url,
-            pool,
-            record_group: unique("group-record"),
-            copy_group,
-            committed,
-        })
-    }
-
-    /// Input enough for any run; the feed stops when the test is done with it.
-    fn feed(&self) -> (Vec<Input>, SteadyFeed) {
-        let inputs = keyed_inputs_on(200_000, 60, PARTITIONS);
-        let feed = SteadyFeed::start(
-            self.kafka.client_config(),
-            self.input.clone(),
-            inputs.clone(),
-            60,
-            Duration::from_millis(300),
-        );
-        (inputs, feed)
-    }
-
-    async fn database_positions(&self) -> anyhow::Result<Vec<i64>> {
-        stored_positions(&self.pool, &self.record_group, &self.input, PARTITIONS).await
-    }
-
-    fn kafka_positions(&self) -> anyhow::Result<Vec<i64>> {
-        self.committed.per_partition()
-    }
-
-    /// Waits until both modes moved every partition past `before` (Database, Kafka);
-    /// returns each mode's time.
-    async fn wait_both_moved(&self, what: &str, before: &(Vec<i64>, Vec<i64>)) -> anyhow::Result<(Duration, Duration)> {
-        let (database_what, kafka_what) = (format!("{what} (Database mode)"), format!("{what} (Kafka mode)"));
-        let database = wait_every_partition_moved(&database_what, &before.0, || self.database_positions(), WAIT);
-        let kafka = wait_every_partition_moved(&kafka_what, &before.1, || async { self.kafka_positions() }, WAIT);
-        tokio::try_join!(database, kafka)
-    }
-
-    /// Waits until both groups have settled with `members` members each.
-    async fn settled(&self, members: usize) -> anyhow::Result<()> {
-        wait_group_settled(self.kafka, &self.record_group, members, WAIT).await?;
-        wait_group_settled(self.kafka, &self.copy_group, members, WAIT).await
-    }
-
-    /// After a change began at `since`: waits for both groups to settle with `members`
-    /// members, then for every partition to move in both modes; records each mode's time.
-    async fn recover(
-        &self,
-        what: &str,
-        since: std::time::Instant,
-        members: usize,
-        recovery: &mut (Vec<Duration>, Vec<Duration>),
-    ) -> anyhow::Result<()> {
-        self.settled(members).await?;
-        let to_settle = since.elapsed();
-        let settled = self.positions().await?;
-        let (database, kafka) = self.wait_both_moved(what, &settled).await?;
-        recovery.0.push(to_settle + database);
-        recovery.1.push(to_settle + kafka);
-        Ok(())
-    }
-
-    async fn positions(&self) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
-        Ok((self.database_positions().await?, self.kafka_positions()?))
-    }
-
-    /// Waits for both modes to finish the first `produced` inputs, then checks them and
-    /// reports a row per mode.
-    async fn check(
-        &self,
-        fault: &str,
-        iterations: usize,
-        inputs: &[Input],
-        recovery: (Vec<Duration>, Vec<Duration>),
-    ) -> anyhow::Result<()> {
-        let count = inputs.len();
-        wait_until(WAIT, "every input recorded and copied", || async {
-            let copies = committed_records(self.kafka.client_config(), &self.output).await?.len();
-            let rows = effect_rows(&self.pool, &self.record_group).await? as usize;
-            Ok((copies >= count && rows >= count).then_some(()))
-        })
-        .await?;
-        let config = self.kafka.client_config();
-        let record = FaultRun::database(config.clone(), inputs, &self.pool, &self.record_group, &self.input);
-        check_and_report(fault, "Database", iterations, recovery.0, &record).await?;
-        let copy = FaultRun::kafka_mode(config, inputs, &self.input, &self.output, &self.copy_group);
-        check_and_report(fault, "Kafka", iterations, recovery.1, &copy).await?;
-        Ok(())
-    }
-}
+use exactly_integration_tests::unique;
 
 /// Fault 3: instances go 1, 2, 3, 2, 1, `rounds` times, with `strategy` assignment. Every
 /// instance runs both modes; leaving is graceful (a rebalance, not a crash: crashes are

@@ -2,6 +2,9 @@
 //! Copies INPUT to OUTPUT exactly once (Kafka mode) until SIGTERM, or until it is killed.
 //! `COPIER_DELAY_MS` makes each record take that long (to keep transactions open);
 //! `COPIER_TRANSACTION_TIMEOUT_MS` sets the producer's `transaction.timeout.ms`.
+//! `EXACTLY_TEST_BATCH` (any value but empty) registers the copier as a batch handler,
+//! given the messages it has fetched a partition's run at a time; it says so on stderr once
+//! a call holds more than one message.
 
 use exactly::Runtime;
 use exactly_integration_tests::copier::Copier;
@@ -24,8 +27,11 @@ async fn main() -> std::process::ExitCode {
         .transactional_id(transactional_id)
         .kafka_setting("session.timeout.ms", "6000")
         .kafka_setting("heartbeat.interval.ms", "1000")
-        .on_error(|e| eprintln!("copier error: {e}"))
-        .handler(copier);
+        .on_error(|e| eprintln!("copier error: {e}"));
+    builder = match std::env::var("EXACTLY_TEST_BATCH") {
+        Ok(batch) if !batch.is_empty() => builder.batch_handler(copier),
+        _ => builder.handler(copier),
+    };
     if let Ok(timeout) = std::env::var("COPIER_TRANSACTION_TIMEOUT_MS") {
         builder = builder.producer_setting("transaction.timeout.ms", timeout);
     }

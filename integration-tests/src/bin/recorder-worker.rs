@@ -2,11 +2,15 @@
 //! Records every message (Database mode), refusing payloads that start with `fail-`, with
 //! quick retries, until SIGTERM or until it is killed. With `EXACTLY_TEST_KEY_PARKING=1`
 //! it parks failing keys. `EXACTLY_TEST_INSTANCE` names its static group member (and its
-//! effects' instance column); the default is `recorder-worker`.
+//! effects' instance column); the default is `recorder-worker`. With
+//! `EXACTLY_TEST_BATCH=unnest` or `copy` it registers the batch recorder instead, writing
+//! each batch with that statement (and saying so on stderr once a batch holds more than one
+//! message).
 
 use std::time::Duration;
 
-use exactly::{RetryPolicy, Runtime};
+use exactly::{RetryPolicy, Runtime, RuntimeBuilder};
+use exactly_integration_tests::batch_recorder::{BatchRecorder, Statement};
 use exactly_integration_tests::recorder::Recorder;
 
 #[tokio::main]
@@ -17,24 +21,42 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     };
     let instance = std::env::var("EXACTLY_TEST_INSTANCE").unwrap_or_else(|_| "recorder-worker".to_owned());
-    let mut recorder = Recorder::new(topic, group, &instance);
-    recorder.key_parking = std::env::var("EXACTLY_TEST_KEY_PARKING").is_ok_and(|v| v == "1");
-    let outcome = async {
-        Runtime::builder()
-            .brokers(brokers)
-            .database_url(database_url)
-            .kafka_setting("group.instance.id", &instance)
-            .kafka_setting("session.timeout.ms", "6000")
-            .retry(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(10)))
-            .on_error(|e| eprintln!("worker error: {e}"))
-            .handler(recorder)
-            .build()
-            .await?
-            .run()
-            .await
-    }
-    .await;
-    match outcome {
+    let key_parking = std::env::var("EXACTLY_TEST_KEY_PARKING").is_ok_and(|v| v == "1");
+    let builder = Runtime::builder()
+        .brokers(brokers)
+        .database_url(database_url)
+        .kafka_setting("group.instance.id", &instance)
+        .kafka_setting("session.timeout.ms", "6000")
+        .retry(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(10)))
+        .on_error(|e| eprintln!("worker error: {e}"));
+    let builder = match std::env::var("EXACTLY_TEST_BATCH").ok().filter(|v| !v.is_empty()) {
+        None => {
+            let mut recorder = Recorder::new(topic, group, &instance);
+            recorder.key_parking = key_parking;
+            builder.handler(recorder)
+        }
+        Some(name) => match batch_recorder(&name, topic, group, &instance, key_parking) {
+            Some(recorder) => builder.batch_handler(recorder),
+            None => {
+                eprintln!("recorder-worker: EXACTLY_TEST_BATCH must be `unnest` or `copy`, not {name:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    run(builder).await
+}
+
+/// The batch recorder `EXACTLY_TEST_BATCH` names (`unnest` or `copy`), if it names one.
+fn batch_recorder(name: &str, topic: &str, group: &str, instance: &str, key_parking: bool) -> Option<BatchRecorder> {
+    let mut recorder = BatchRecorder::new(topic, group, instance, Statement::parse(name)?);
+    recorder.key_parking = key_parking;
+    recorder.announce = true;
+    Some(recorder)
+}
+
+/// Builds and runs the runtime until SIGTERM; its error ends the process with a failure.
+async fn run(builder: RuntimeBuilder) -> std::process::ExitCode {
+    match async { builder.build().await?.run().await }.await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("recorder-worker: {e}");
