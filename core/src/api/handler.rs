@@ -57,6 +57,11 @@ pub trait Consumes {
 /// 60 s by default): past it the batch is abandoned, rolled back and tried again, so a
 /// database that stops answering cannot hold a partition for good. A handler that needs
 /// longer needs a longer deadline.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a per-message handler",
+    label = "`handler` takes an `exactly::Handler`",
+    note = "implement `exactly::Handler` for it, or register an `exactly::BatchHandler` with `batch_handler(...)`"
+)]
 #[async_trait::async_trait]
 pub trait Handler: Consumes + Send + Sync + 'static {
     /// Handles one message.
