@@ -2,10 +2,12 @@
 //! Streams, every system in the same run on the same broker and database, and writes the
 //! figures and ratios as a markdown table.
 //!
-//! `scripts/bench` runs the full set and writes `docs/benchmarks.md`; the test suite runs
-//! the smoke profile (`bench/tests/smoke.rs`) so that the benchmark keeps working.
+//! `scripts/bench` runs the full set and writes `docs/benchmarks.md` (and its charts, in
+//! `docs/benchmarks/`); the test suite runs the smoke profile (`bench/tests/smoke.rs`) so
+//! that the benchmark keeps working.
 
 mod bed;
+mod chart;
 mod measure;
 mod process;
 mod profile;
@@ -39,16 +41,18 @@ enum Command {
         /// How big a run: `full` (the measured one) or `smoke` (seconds; checks it works).
         #[arg(long, value_enum, default_value = "full")]
         profile: ProfileName,
-        /// Where the markdown report goes.
+        /// Where the markdown report goes; its charts go to a directory beside it named
+        /// after it (`docs/benchmarks/`).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
-        /// Only these scenarios (S4 and S6 need S1 and S3).
-        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6"])]
+        /// Only these scenarios (S4 and S6 need S1 and S3; S7 is batch handlers).
+        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"])]
         only: Vec<Scenario>,
         /// Multiplies every message count (for a quick look; the report says so).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// How often each S1–S3 measurement runs (default: the profile's).
+        /// How often each S1–S3 measurement, and each system of S7's comparison, runs
+        /// (default: the profile's).
         #[arg(long)]
         repeats: Option<usize>,
         /// Where the processes' logs go.
@@ -77,6 +81,7 @@ enum Scenario {
     S4,
     S5,
     S6,
+    S7,
 }
 
 #[tokio::main]
@@ -142,6 +147,7 @@ async fn run(
             Scenario::S4 => suite.s4().await,
             Scenario::S5 => suite.s5().await,
             Scenario::S6 => suite.s6().await,
+            Scenario::S7 => suite.s7().await,
         };
         if let Err(error) = outcome {
             let name = format!("{scenario:?}");
@@ -151,12 +157,27 @@ async fn run(
         }
     }
     suite.report.context.push(("took".into(), format!("{:.0} s", started.elapsed().as_secs_f64())));
+    write_report(&suite.report, out)?;
+    anyhow::ensure!(failed.is_empty(), "{} failed (the report says why)", failed.join(", "));
+    Ok(())
+}
+
+/// Writes the report to `out`, and its charts beside it, into a directory named after it
+/// (`docs/benchmarks.md` links `benchmarks/s7-batch-size.svg`, in `docs/benchmarks/`).
+fn write_report(report: &report::Report, out: &std::path::Path) -> anyhow::Result<()> {
     if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::write(out, suite.report.to_markdown()).with_context(|| format!("cannot write {}", out.display()))?;
+    let charts_name = out.file_stem().map_or_else(|| "charts".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let charts_dir = out.with_file_name(&charts_name);
+    for chart in report.charts() {
+        std::fs::create_dir_all(&charts_dir)?;
+        let path = charts_dir.join(&chart.file);
+        std::fs::write(&path, &chart.svg).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("exactly-bench: wrote {}", path.display());
+    }
+    std::fs::write(out, report.to_markdown(&charts_name)).with_context(|| format!("cannot write {}", out.display()))?;
     eprintln!("exactly-bench: wrote {}", out.display());
-    anyhow::ensure!(failed.is_empty(), "{} failed (the report says why)", failed.join(", "));
     Ok(())
 }
 

@@ -25,6 +25,14 @@ pub(crate) struct Profile {
     pub(crate) s5_messages: u64,
     /// How often each S1–S3 measurement is repeated (the median is reported).
     pub(crate) repeats: usize,
+    /// S7: messages (1 KB) in the backlog of the comparison the targets judge.
+    pub(crate) s7_messages: u64,
+    /// S7: how often each system of that comparison runs (the median is reported).
+    pub(crate) s7_repeats: usize,
+    /// S7's batch-limit sweep: messages (1 KB) in its backlog, one run per point. Each
+    /// partition's share is best a multiple of every limit, so that the last batch closes
+    /// on its limit and not on the sweep's long wait.
+    pub(crate) s7_sweep_messages: u64,
     /// S4: warm-up, then measured.
     pub(crate) latency: (Duration, Duration),
     /// S6: how long the process runs before it is killed.
@@ -54,6 +62,13 @@ impl Profile {
             // Five, not three: in one run the copy's S3 rate at 1 KB ranged from 165k to
             // 243k msg/s, a spread larger than the gap the target asks about.
             repeats: 5,
+            // 1M messages take 15 to 20 s per Kafka-side run at the 60 to 70k msg/s S1's
+            // baselines reach with these statements: three rounds of six systems, about 6
+            // minutes, where five would be 10.
+            s7_messages: 1_000_000,
+            s7_repeats: 3,
+            // 60 000 per partition: a multiple of 100, 500, 2 000 and 10 000.
+            s7_sweep_messages: 480_000,
             latency: (Duration::from_secs(5), Duration::from_secs(20)),
             steady: Duration::from_secs(6),
             recovery_cap: 8_000_000,
@@ -72,6 +87,8 @@ impl Profile {
         self.s3_messages = scale(self.s3_messages);
         self.curve_messages = scale(self.curve_messages);
         self.s5_messages = scale(self.s5_messages);
+        self.s7_messages = scale(self.s7_messages);
+        self.s7_sweep_messages = scale(self.s7_sweep_messages);
         self.recovery_cap = scale(self.recovery_cap);
         self.changes.push(format!("message counts × {factor}"));
         self
@@ -83,8 +100,12 @@ impl Profile {
     /// S6's backlog counts only `with_recovery`.
     pub(crate) fn disk_needed(&self, with_recovery: bool) -> u64 {
         let recovery = if with_recovery { self.recovery_cap } else { 0 };
-        let largest =
-            recovery.max(self.curve_messages).max(self.s3_messages).max(self.s1_messages).max(self.consume_messages);
+        let largest = recovery
+            .max(self.curve_messages)
+            .max(self.s3_messages)
+            .max(self.s1_messages)
+            .max(self.consume_messages)
+            .max(self.s7_messages);
         largest * 1100 * 2 * 2 + (4 << 30)
     }
 
@@ -93,9 +114,10 @@ impl Profile {
         if self.changes.is_empty() { String::new() } else { format!(", changed: {}", self.changes.join(", ")) }
     }
 
-    /// Each S1–S3 measurement `repeats` times.
+    /// Each S1–S3 measurement, and each system of S7's comparison, `repeats` times.
     pub(crate) fn repeated(mut self, repeats: usize) -> Self {
         self.repeats = repeats.max(1);
+        self.s7_repeats = self.repeats;
         self.changes.push(format!("{} repeats", self.repeats));
         self
     }
@@ -113,6 +135,9 @@ impl Profile {
             curve_messages: 300,
             s5_messages: 300,
             repeats: 1,
+            s7_messages: 1_000,
+            s7_repeats: 1,
+            s7_sweep_messages: 800,
             latency: (Duration::from_secs(3), Duration::from_secs(2)),
             steady: Duration::from_secs(1),
             recovery_cap: 60_000,

@@ -1,5 +1,5 @@
 //! The markdown report: the run's context, the targets met or missed, then one table
-//! per scenario.
+//! per scenario, with the charts a scenario draws linked below its table.
 
 use std::fmt::Write as _;
 
@@ -25,6 +25,21 @@ pub(crate) struct Section {
     pub(crate) rows: Vec<Vec<String>>,
     /// Paragraphs after the table: what its figures add up to.
     pub(crate) notes: Vec<String>,
+    /// Charts of the table's figures, linked after it.
+    pub(crate) charts: Vec<Chart>,
+}
+
+/// A chart drawn by the bench as an SVG file, written next to the report (in a directory
+/// named after it) and linked from its section, so that the committed report and its
+/// pictures come from the same run.
+#[derive(Debug, Clone)]
+pub(crate) struct Chart {
+    /// Its file name, e.g. `s7-batch-size.svg`.
+    pub(crate) file: String,
+    /// What it shows: the link's text.
+    pub(crate) caption: String,
+    /// The picture itself.
+    pub(crate) svg: String,
 }
 
 impl Section {
@@ -35,6 +50,7 @@ impl Section {
             header: header.iter().map(|h| (*h).to_owned()).collect(),
             rows: Vec::new(),
             notes: Vec::new(),
+            charts: Vec::new(),
         }
     }
 
@@ -45,6 +61,11 @@ impl Section {
     /// Adds a paragraph after the table.
     pub(crate) fn note(&mut self, text: String) {
         self.notes.push(text);
+    }
+
+    /// Adds a chart, linked after the table.
+    pub(crate) fn chart(&mut self, chart: Chart) {
+        self.charts.push(chart);
     }
 }
 
@@ -65,7 +86,14 @@ impl Report {
         self.sections.push(section);
     }
 
-    pub(crate) fn to_markdown(&self) -> String {
+    /// Every chart of every section, for the caller to write into `charts_dir` (see
+    /// [`Self::to_markdown`]).
+    pub(crate) fn charts(&self) -> impl Iterator<Item = &Chart> {
+        self.sections.iter().flat_map(|section| &section.charts)
+    }
+
+    /// The report; each chart is linked as `charts_dir/<file>`, relative to the report.
+    pub(crate) fn to_markdown(&self, charts_dir: &str) -> String {
         let mut out = String::new();
         out.push_str("# Benchmarks\n\n");
         out.push_str(
@@ -107,6 +135,9 @@ impl Report {
                 let _ = writeln!(out, "| {} |", row.join(" | "));
             }
             out.push('\n');
+            for chart in &section.charts {
+                let _ = writeln!(out, "![{}]({charts_dir}/{})\n", chart.caption, chart.file);
+            }
             for note in &section.notes {
                 let _ = writeln!(out, "{note}\n");
             }

@@ -9,6 +9,8 @@ pub(crate) struct Variant {
     pub(crate) label: String,
     pub(crate) subject: Subject,
     pub(crate) batch: usize,
+    /// How long a batch waits for more after its first message, in milliseconds.
+    pub(crate) batch_wait_ms: u64,
     pub(crate) concurrency: usize,
     pub(crate) commit_interval_ms: u64,
 }
@@ -44,6 +46,7 @@ impl Variant {
             label: system.label().to_owned(),
             subject: Subject::Worker(system),
             batch,
+            batch_wait_ms: BATCH_WAIT_MS,
             concurrency,
             commit_interval_ms: COMMIT_MS,
         }
@@ -74,14 +77,14 @@ impl Variant {
         let batch = if self.batch == 1 {
             "1 per transaction".to_owned()
         } else {
-            format!("batch ≤ {} / {BATCH_WAIT_MS} ms", self.batch)
+            format!("batch ≤ {} / {} ms", self.batch, self.batch_wait_ms)
         };
         let connections =
             if self.concurrency == 1 { "1 connection".to_owned() } else { format!("{} connections", self.concurrency) };
         match self.subject {
-            Subject::Worker(System::ExactlyDatabase | System::BatchedInserts | System::PlainLoop) => {
-                format!("{batch}, {} in flight", self.concurrency)
-            }
+            Subject::Worker(
+                System::ExactlyDatabase | System::ExactlyBatch(_) | System::BatchedInserts | System::PlainLoop,
+            ) => format!("{batch}, {} in flight", self.concurrency),
             Subject::Worker(System::PerPartition(_)) => format!("{batch}, {connections}"),
             Subject::Worker(System::PlainLoopPerPartition) => format!("1 per transaction, {connections}"),
             Subject::Worker(System::PostgresOnly(_)) => format!("batch {}, {connections}", self.batch),

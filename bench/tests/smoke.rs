@@ -1,7 +1,8 @@
-//! The benchmark's smoke run: every scenario (S1–S6), every system and every baseline
+//! The benchmark's smoke run: every scenario (S1–S7), every system and every baseline
 //! (the task-per-partition ones with each statement shape, PostgreSQL alone at 1 and 8
-//! connections, Kafka Streams with one and two threads), on a tiny backlog, so the
-//! benchmark keeps working. The figures
+//! connections, Kafka Streams with one and two threads, exactly's batch handler with
+//! `UNNEST` and `COPY`), on a tiny backlog, so the benchmark keeps working, and S7's chart
+//! is written beside the report and linked from it. The figures
 //! of such a run mean nothing and nothing here times anything; what is checked is that
 //! each scenario ran, every system made its output exactly once (the bench compares the
 //! distinct rows or output records with the input after each run, checks that no dead
@@ -33,6 +34,8 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
         "## S4: end-to-end latency at half of the maximum rate",
         "## S5: input partitions",
         "## S6: recovery after SIGKILL",
+        "## S7: Kafka to PostgreSQL with a batch handler",
+        "## S7: throughput against the batch limit",
     ] {
         assert!(report.contains(title), "the report has no section {title:?}:\n{report}");
     }
@@ -49,6 +52,8 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
         "rdkafka idempotent copy, at-least-once (a)",
         "Kafka Streams, exactly_once_v2, 1 stream thread (b)",
         "Kafka Streams, exactly_once_v2, 2 stream threads",
+        "exactly, Database mode, batch handler, `INSERT … UNNEST` per batch",
+        "exactly, Database mode, batch handler, `COPY` per batch (`bulk::BinaryCopy`)",
     ] {
         assert!(report.contains(&format!("| {system}")), "no row for {system}:\n{report}");
     }
@@ -61,7 +66,7 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
     }
     // Every target is judged, met or missed, and says what it compares.
     let targets: Vec<&str> = report.lines().filter(|l| l.starts_with("| S")).filter(|l| l.contains("≥")).collect();
-    assert!(targets.len() >= 12, "expected at least 12 targets, found {}:\n{report}", targets.len());
+    assert!(targets.len() >= 15, "expected at least 15 targets, found {}:\n{report}", targets.len());
     for target in &targets {
         assert!(target.ends_with("| met |") || target.ends_with("| **missed** |"), "an unjudged target: {target}");
         assert!(target.contains("like for like"), "a target that does not say what it compares: {target}");
@@ -83,10 +88,15 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
             .collect()
     };
     let data_rows: Vec<&&str> = rows.iter().filter(|row| !figures(row).is_empty()).collect();
-    assert!(data_rows.len() >= 45, "expected at least 45 rows of figures, found {}:\n{report}", data_rows.len());
+    assert!(data_rows.len() >= 67, "expected at least 67 rows of figures, found {}:\n{report}", data_rows.len());
     for row in &data_rows {
         assert!(!row.contains("|  |"), "an empty cell in {row}");
         assert!(!row.contains("NaN") && !row.contains("inf"), "a figure that is not a number in {row}");
     }
+    // S7's chart: written beside the report, in a directory named after it, and linked.
+    assert!(report.contains("](benchmarks/s7-batch-size.svg)"), "S7's chart is not linked:\n{report}");
+    let chart = std::fs::read_to_string(dir.join("benchmarks").join("s7-batch-size.svg")).expect("no S7 chart");
+    assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"), "not an SVG document:\n{chart}");
+    assert_eq!(chart.matches("<polyline").count(), 4, "a line per system swept:\n{chart}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,24 +1,39 @@
-//! exactly in Database mode: one insert per message through `cx.db()`, committed with the
-//! stored position.
+//! exactly in Database mode, writing the bench table through `cx.db()` in the transaction
+//! that stores the position: as a per-message [`Handler`] (one `INSERT` per message, S1),
+//! or as a [`BatchHandler`] that writes each batch with one statement (S7): `INSERT …
+//! UNNEST` through the baselines' own [`RowWriter`], or binary `COPY` built with exactly's
+//! [`BinaryCopy`], as a user of exactly would write it.
 
 use std::time::Duration;
 
+use exactly::bulk::BinaryCopy;
 use exactly::codec::Bytes;
 use exactly::mode::Database;
-use exactly::{Batch, Consumes, Context, Delivery, Handler, HandlerError, Message, Runtime, Subscription};
+use exactly::{
+    Batch, BatchError, BatchHandler, Consumes, Context, Delivery, Handler, HandlerError, Message, Runtime, Subscription,
+};
 
-use super::{WorkerSpec, insert_sql};
+use super::WorkerSpec;
+use super::rows::{RowWriter, Statement, copy_bytes};
 
-/// Inserts every message into the bench table.
+/// A message of the bench's input, as exactly gives it to a handler (a row to write, see
+/// [`super::rows::RowFields`]).
+type InputMessage = Message<Vec<u8>, Vec<u8>>;
+
+/// Writes the messages into the bench table: one at a time as a [`Handler`], a batch at a
+/// time as a [`BatchHandler`] (registered as one or the other, never both).
 #[derive(Debug)]
-struct InsertEach {
+struct TableWriter {
     input: String,
     group: String,
+    /// How long the per-message handler waits per message (S6's smoke runs).
     delay: Duration,
-    insert: String,
+    /// The table's statement: per-row `INSERT` for the per-message handler, the batch
+    /// handler's statement otherwise.
+    rows: RowWriter,
 }
 
-impl Consumes for InsertEach {
+impl Consumes for TableWriter {
     type Key = Vec<u8>;
     type Payload = Vec<u8>;
     type Codec = Bytes;
@@ -30,38 +45,56 @@ impl Consumes for InsertEach {
 }
 
 #[exactly::async_trait]
-impl Handler for InsertEach {
-    async fn handle(&self, message: &Message<Vec<u8>, Vec<u8>>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
+impl Handler for TableWriter {
+    async fn handle(&self, message: &InputMessage, cx: &mut Context<'_>) -> Result<(), HandlerError> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }
-        sqlx::query(sqlx::AssertSqlSafe(self.insert.as_str()))
-            .bind(message.partition)
-            .bind(message.offset)
-            .bind(message.payload.as_slice())
-            .execute(cx.db())
-            .await?;
+        self.rows.write(cx.db(), std::slice::from_ref(&message)).await?;
         Ok(())
     }
 }
 
-pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let handler = InsertEach {
+#[exactly::async_trait]
+impl BatchHandler for TableWriter {
+    async fn handle_batch(&self, messages: &[&InputMessage], cx: &mut Context<'_>) -> Result<(), BatchError> {
+        if self.rows.statement() == Statement::Copy {
+            let mut copy = BinaryCopy::with_capacity(copy_bytes(messages));
+            for message in messages {
+                copy.row().int4(message.partition).int8(message.offset).bytea(&message.payload);
+            }
+            copy.send(cx.db(), self.rows.sql()).await?;
+        } else {
+            self.rows.write(cx.db(), messages).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs exactly until stopped: with a per-message handler when `batch_statement` is
+/// `None`, otherwise with a batch handler writing each batch with that statement. Either
+/// way up to `spec.batch` messages per transaction and `spec.concurrency` transactions at
+/// once (`max_concurrent_batches`, as many as the baselines' connections).
+pub(super) async fn run(spec: &WorkerSpec, batch_statement: Option<Statement>) -> anyhow::Result<()> {
+    let writer = TableWriter {
         input: spec.input.clone(),
         group: spec.group.clone(),
         delay: Duration::from_micros(spec.handler_delay_us),
-        insert: insert_sql(&spec.table)?,
+        rows: RowWriter::new(&spec.table, batch_statement.unwrap_or(Statement::PerRow))?,
     };
     let batch = Batch::default().max_records(spec.batch).max_wait(Duration::from_millis(spec.batch_wait_ms));
     let batch = if spec.batch == 1 { Batch::single() } else { batch };
-    let mut builder = Runtime::builder()
+    let builder = Runtime::builder()
         .brokers(&spec.brokers)
         .database_url(&spec.database_url)
         .batch(batch)
         .max_concurrent_batches(spec.concurrency)
         .kafka_setting("session.timeout.ms", spec.session_timeout_ms.to_string())
-        .on_error(|e| eprintln!("exactly-bench worker: {e}"))
-        .handler(handler);
+        .on_error(|e| eprintln!("exactly-bench worker: {e}"));
+    let mut builder = match batch_statement {
+        Some(_) => builder.batch_handler(writer),
+        None => builder.handler(writer),
+    };
     if let Some(instance) = &spec.instance {
         builder = builder.kafka_setting("group.instance.id", instance);
     }

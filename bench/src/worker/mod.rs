@@ -23,6 +23,9 @@ pub(crate) enum System {
     /// exactly, Database mode: one insert per message, batches in one transaction with the
     /// stored position.
     ExactlyDatabase,
+    /// exactly, Database mode, with a batch handler: each batch written with the statement,
+    /// in one transaction with the stored position.
+    ExactlyBatch(Statement),
     /// exactly, Kafka mode: copies every record in Kafka transactions with the offsets.
     ExactlyKafka,
     /// Hand-written rdkafka consumer, one loop: batches of per-row inserts, one at a time,
@@ -50,6 +53,13 @@ impl System {
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::ExactlyDatabase => "exactly, Database mode",
+            Self::ExactlyBatch(Statement::PerRow) => "exactly, Database mode, batch handler, per-row `INSERT`",
+            Self::ExactlyBatch(Statement::Unnest) => {
+                "exactly, Database mode, batch handler, `INSERT … UNNEST` per batch"
+            }
+            Self::ExactlyBatch(Statement::Copy) => {
+                "exactly, Database mode, batch handler, `COPY` per batch (`bulk::BinaryCopy`)"
+            }
             Self::ExactlyKafka => "exactly, Kafka mode",
             Self::BatchedInserts => "rdkafka + sqlx, at-least-once, one loop, per-row `INSERT`",
             Self::PerPartition(Statement::PerRow) => {
@@ -76,6 +86,7 @@ impl System {
         matches!(
             self,
             Self::ExactlyDatabase
+                | Self::ExactlyBatch(_)
                 | Self::BatchedInserts
                 | Self::PerPartition(_)
                 | Self::PostgresOnly(_)
@@ -143,7 +154,8 @@ impl std::fmt::Debug for WorkerSpec {
 /// Runs the worker `spec` describes until it is stopped (or, PostgreSQL alone, done).
 pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
     match spec.system {
-        System::ExactlyDatabase => exactly_db::run(&spec).await,
+        System::ExactlyDatabase => exactly_db::run(&spec, None).await,
+        System::ExactlyBatch(statement) => exactly_db::run(&spec, Some(statement)).await,
         System::ExactlyKafka => exactly_kafka::run(&spec).await,
         System::BatchedInserts => baseline_db::batched_inserts(&spec).await,
         System::PerPartition(statement) => per_partition::at_least_once(&spec, statement).await,
