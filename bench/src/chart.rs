@@ -87,10 +87,8 @@ impl LineChart {
         }
         for &x in &self.xs {
             let (at, tick_end, label_at, label) = (self.x_at(x), bottom + 5.0, bottom + 20.0, count(x));
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{at:.1}" y1="{bottom}" x2="{at:.1}" y2="{tick_end}" stroke="#333333"/>"##
-            );
+            let _ =
+                writeln!(svg, r##"<line x1="{at:.1}" y1="{bottom}" x2="{at:.1}" y2="{tick_end}" stroke="#333333"/>"##);
             let _ = writeln!(svg, r#"<text x="{at:.1}" y="{label_at}" text-anchor="middle">{label}</text>"#);
         }
         let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{bottom}" x2="{right}" y2="{bottom}" stroke="#333333"/>"##);

@@ -441,10 +441,9 @@ async fn key_parking_for_a_batch_handler_is_refused_when_the_runtime_is_built() 
     let mut parking = BatchRecorder::new(&topic, &group, "a", Statement::Unnest);
     parking.key_parking = true;
     match built(parking).await {
-        Err(exactly::Error::Config(message)) => assert!(
-            message.contains("key parking does not apply to a batch handler"),
-            "unclear refusal: {message}"
-        ),
+        Err(exactly::Error::Config(message)) => {
+            assert!(message.contains("key parking does not apply to a batch handler"), "unclear refusal: {message}")
+        }
         other => panic!("key parking with a batch handler was not refused as a configuration error: {other:?}"),
     }
     // The same batch handler without key parking, and a per-message handler with it, build.

@@ -257,7 +257,7 @@ fn comparison_text(n: u64, repeats: usize) -> String {
 /// `runs`: how many runs the sweep makes.
 fn sweep_text(n: u64, comparison_n: u64, runs: usize) -> anyhow::Result<String> {
     let share = n / u64::try_from(PARTITIONS)?;
-    let last_batch = if BATCH_LIMITS.iter().all(|&limit| share % limit as u64 == 0) {
+    let last_batch = if BATCH_LIMITS.iter().all(|&limit| share.is_multiple_of(limit as u64)) {
         format!("each partition's share ({share}) is a multiple of every limit, so its last batch closes on its limit")
     } else {
         format!(

@@ -95,9 +95,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let mut places = Vec::with_capacity(end);
         for (index, item) in self.batch[..end].iter().enumerate() {
             if self.parked.as_ref().is_some_and(|parked| parked.contains(&item.raw.key)) {
-                parking::park(&mut **tx, key, item.offset, &item.raw, 0, None, Duration::ZERO)
-                    .await
-                    .map_err(Failure::of)?;
+                parking::park(tx, key, item.offset, &item.raw, 0, None, Duration::ZERO).await.map_err(Failure::of)?;
                 counts.parked += 1;
                 continue;
             }
@@ -114,7 +112,8 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
             return Ok(counts);
         };
         let index = at.map(|at| places[at]);
-        let error = Error::Handler { location: key.location(self.batch[index.unwrap_or(places[0])].offset), source: cause };
+        let error =
+            Error::Handler { location: key.location(self.batch[index.unwrap_or(places[0])].offset), source: cause };
         self.start.metrics.failed.increment(1);
         let permanent = kind == FailureKind::Permanent;
         match (kind, index) {

@@ -12,11 +12,11 @@ use tracing::Instrument;
 
 use super::batch::Tx;
 use super::partition::PartitionWorker;
-use crate::pipeline::work::Work;
 use crate::api::mode::Database;
 use crate::engine::backoff::Backoff;
 use crate::error::{Error, ErrorClass, Result};
 use crate::pipeline::dead_letter::{self, DeadLettered};
+use crate::pipeline::work::Work;
 use crate::store::dead_letters::Letter;
 use crate::store::offsets::{self, Advance};
 use crate::store::parking;

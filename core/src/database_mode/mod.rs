@@ -16,12 +16,12 @@ use std::sync::Arc;
 
 use self::consumer::Spawner;
 use self::partition::PartitionWorker;
-use crate::pipeline::work::Work;
 use crate::api::mode::{Database, ModeKind};
 use crate::api::subscription::Subscription;
 use crate::engine::group::{Group, GroupSpec, StartSettings};
 use crate::engine::shared::Shared;
 use crate::error::Result;
+use crate::pipeline::work::Work;
 
 /// A Database-mode handler, ready to start as its consumer group.
 pub(crate) struct DatabaseGroup<H> {

@@ -21,7 +21,6 @@ use tracing::Instrument;
 use super::consumer::WorkerStart;
 use super::parked::ParkedKeys;
 use crate::api::codec::DecodeError;
-use crate::pipeline::work::Work;
 use crate::api::message::Message;
 use crate::api::mode::{Database, ModeKind};
 use crate::api::settings::RetryPolicy;
@@ -30,6 +29,7 @@ use crate::error::Error;
 use crate::ops::metrics::handles::GroupMetrics;
 use crate::pipeline::attempts::Attempts;
 use crate::pipeline::decode::{Decoded, decode, raw};
+use crate::pipeline::work::Work;
 use crate::store::offsets::{self, Advance};
 use crate::store::record::RawRecord;
 

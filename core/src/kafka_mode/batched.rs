@@ -26,6 +26,14 @@ use crate::pipeline::decode::{Decoded, decode};
 use crate::pipeline::invoke::Call;
 use crate::pipeline::work::{Entry, Ran, Work};
 
+/// The decoded messages of a stretch of one partition's gathered messages.
+type DecodedStretch<H> = Vec<
+    crate::api::message::Message<
+        <H as crate::api::handler::Consumes>::Key,
+        <H as crate::api::handler::Consumes>::Payload,
+    >,
+>;
+
 /// A message gathered for a batch handler, with the assignment of its partition and the
 /// rewind count when it was polled.
 pub(super) struct Held<'c> {
@@ -138,13 +146,14 @@ impl GroupState {
         &self,
         current: &[&Held<'_>],
         key: &Partition,
-    ) -> Option<(Vec<crate::api::message::Message<H::Key, H::Payload>>, usize)> {
+    ) -> Option<(DecodedStretch<H>, usize)> {
         if current.is_empty() {
             return None;
         }
         let mut decoded = Vec::with_capacity(current.len());
         for held in current {
-            let headers = if self.handling.reads_headers { crate::pipeline::decode::headers(&held.message) } else { Vec::new() };
+            let headers =
+                if self.handling.reads_headers { crate::pipeline::decode::headers(&held.message) } else { Vec::new() };
             match decode::<H>(&held.message, key.0.clone(), headers) {
                 Decoded::Message(message) => decoded.push(message),
                 Decoded::Failed { .. } => break,
@@ -169,7 +178,11 @@ impl GroupState {
         shared: &Shared,
         outputs: &mut Vec<Output>,
     ) -> bool {
-        if held.len() == 1 || held.iter().any(|one| self.partitions.refused.get(key).is_some_and(|(at, _)| *at == one.message.offset())) {
+        if held.len() == 1
+            || held
+                .iter()
+                .any(|one| self.partitions.refused.get(key).is_some_and(|(at, _)| *at == one.message.offset()))
+        {
             return false;
         }
         for one in held {
@@ -178,12 +191,23 @@ impl GroupState {
         let first = held[0].message.offset();
         let attempt = self.partitions.attempts.get(key).map_or(1, |attempts| attempts.next_try(first));
         let parent = self.txn.span(&self.handling.group).clone();
-        let call = Call { group: &self.handling.group, topic: &key.0, partition: key.1, offset: first, attempt, parent: Some(&parent) };
-        let entries: Vec<Entry<'_, H::Key, H::Payload>> =
-            decoded.iter().map(|message| Entry { message, call: Call { offset: message.offset, ..call }, trace: None }).collect();
+        let call = Call {
+            group: &self.handling.group,
+            topic: &key.0,
+            partition: key.1,
+            offset: first,
+            attempt,
+            parent: Some(&parent),
+        };
+        let entries: Vec<Entry<'_, H::Key, H::Payload>> = decoded
+            .iter()
+            .map(|message| Entry { message, call: Call { offset: message.offset, ..call }, trace: None })
+            .collect();
         outputs.clear();
         let mut cx = Context::for_kafka(outputs);
-        if !matches!(complete(&shared.handle, handler.run(&entries, &mut cx)), Ran::Handled) || self.undeclared(outputs).is_some() {
+        if !matches!(complete(&shared.handle, handler.run(&entries, &mut cx)), Ran::Handled)
+            || self.undeclared(outputs).is_some()
+        {
             return false;
         }
         let last = held[held.len() - 1].message.offset();

@@ -15,7 +15,6 @@ use super::poll::complete;
 use super::rebalance::KafkaModeContext;
 use super::state::{Blocked, GroupState};
 use crate::api::context::Context;
-use crate::pipeline::work::{Entry, Work};
 use crate::api::mode::Kafka;
 use crate::api::output::Output;
 use crate::engine::shared::Shared;
@@ -25,6 +24,7 @@ use crate::kafka::trace_context::TraceContext;
 use crate::pipeline::dead_letter::{self, DeadLettered};
 use crate::pipeline::decode::{Decoded, Headers, decode, headers, raw};
 use crate::pipeline::invoke::{Call, FailureKind};
+use crate::pipeline::work::{Entry, Work};
 use crate::store::dead_letters::Letter;
 
 /// How a message failed: the error to report, and how it counts.

@@ -31,12 +31,12 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use crate::pipeline::work::Work;
 use crate::api::mode::{Kafka, ModeKind};
 use crate::api::subscription::Subscription;
 use crate::engine::group::{Group, GroupSpec, StartSettings};
 use crate::engine::shared::Shared;
 use crate::error::Result;
+use crate::pipeline::work::Work;
 
 /// A partition: its topic and number.
 type Partition = (String, i32);

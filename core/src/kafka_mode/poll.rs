@@ -16,12 +16,12 @@ use super::KafkaModeSettings;
 use super::batched::gather;
 use super::rebalance::KafkaModeContext;
 use super::state::{GroupState, Handling};
-use crate::pipeline::work::Work;
 use crate::api::mode::Kafka;
 use crate::api::subscription::Subscription;
 use crate::engine::group::{Group, start_polling};
 use crate::engine::shared::Shared;
 use crate::error::{Error, Result};
+use crate::pipeline::work::Work;
 
 /// Starts a Kafka-mode group: its consumer and the thread that runs it.
 pub(super) fn start<H: Work<Mode = Kafka> + 'static>(
@@ -121,7 +121,13 @@ pub(super) fn run<H: Work<Mode = Kafka>>(
 
 /// A poll returned `error`: reported; a refused authorization (a missing ACL on `group`
 /// or one of `topics`) stops the runtime.
-fn poll_failed(consumer: &BaseConsumer<KafkaModeContext>, group: &str, shared: &Shared, topics: &[String], error: KafkaError) {
+fn poll_failed(
+    consumer: &BaseConsumer<KafkaModeContext>,
+    group: &str,
+    shared: &Shared,
+    topics: &[String],
+    error: KafkaError,
+) {
     if let KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange) = error {
         shared.report(&Error::from(error));
         return;

@@ -111,7 +111,8 @@ impl GroupState {
             shared.lag.insert(Arc::clone(&metrics));
             self.partitions.assignments += 1;
             let assignment = self.partitions.assignments;
-            let state = PartitionState { metrics, consumed_through: next - 1, processed: 0, dead_lettered: 0, assignment };
+            let state =
+                PartitionState { metrics, consumed_through: next - 1, processed: 0, dead_lettered: 0, assignment };
             self.partitions.states.insert((topic.clone(), partition), state);
             self.partitions.committed.insert((topic, partition), next);
         }

@@ -54,7 +54,9 @@ impl Call<'_> {
             Some(parent) => {
                 tracing::debug_span!(parent: parent, "messages", group = %group, topic = %topic, partition, offset, records, attempt)
             }
-            None => tracing::debug_span!("messages", group = %group, topic = %topic, partition, offset, records, attempt),
+            None => {
+                tracing::debug_span!("messages", group = %group, topic = %topic, partition, offset, records, attempt)
+            }
         }
     }
 

@@ -75,20 +75,18 @@ where
 {
     const BATCHES: bool = false;
 
-    fn run<'a>(
+    async fn run<'a>(
         &'a self,
         entries: &'a [Entry<'a, Self::Key, Self::Payload>],
         cx: &'a mut Context<'_, Self::Mode>,
-    ) -> impl Future<Output = Ran> + Send + 'a {
-        async move {
-            for (index, entry) in entries.iter().enumerate() {
-                let outcome = invoke(&*self.0, entry.message, cx, entry.call, entry.trace.clone()).await;
-                if !matches!(outcome, Outcome::Handled) {
-                    return Ran::failed(Some(index), outcome);
-                }
+    ) -> Ran {
+        for (index, entry) in entries.iter().enumerate() {
+            let outcome = invoke(&*self.0, entry.message, cx, entry.call, entry.trace.clone()).await;
+            if !matches!(outcome, Outcome::Handled) {
+                return Ran::failed(Some(index), outcome);
             }
-            Ran::Handled
         }
+        Ran::Handled
     }
 }
 
@@ -99,17 +97,15 @@ where
 {
     const BATCHES: bool = true;
 
-    fn run<'a>(
+    async fn run<'a>(
         &'a self,
         entries: &'a [Entry<'a, Self::Key, Self::Payload>],
         cx: &'a mut Context<'_, Self::Mode>,
-    ) -> impl Future<Output = Ran> + Send + 'a {
-        async move {
-            let Some(first) = entries.first() else { return Ran::Handled };
-            let messages: Vec<&Message<Self::Key, Self::Payload>> = entries.iter().map(|entry| entry.message).collect();
-            let (outcome, at) = invoke_batch(&*self.0, &messages, cx, first.call).await;
-            Ran::failed(at, outcome)
-        }
+    ) -> Ran {
+        let Some(first) = entries.first() else { return Ran::Handled };
+        let messages: Vec<&Message<Self::Key, Self::Payload>> = entries.iter().map(|entry| entry.message).collect();
+        let (outcome, at) = invoke_batch(&*self.0, &messages, cx, first.call).await;
+        Ran::failed(at, outcome)
     }
 }
 

@@ -12,7 +12,6 @@ use tokio::sync::{Semaphore, watch};
 use super::{Runtime, ShutdownHandle};
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
-use crate::pipeline::work::{PerBatch, PerMessage};
 use crate::api::mode::{Database, Kafka, Mode, ModeKind, ModeVisitor};
 use crate::api::settings::{Batch, RetryPolicy, StartFrom};
 use crate::database_mode::DatabaseGroup;
@@ -26,6 +25,7 @@ use crate::ops::http::Endpoints;
 use crate::ops::metrics::lag::LagRegistry;
 use crate::pipeline::dead_letter::DeadLettered;
 use crate::pipeline::panics;
+use crate::pipeline::work::{PerBatch, PerMessage};
 
 /// Most records in one Kafka-mode transaction (unless the batch size is larger). A commit
 /// costs a few broker round trips, so a transaction must be allowed to hold what arrives in

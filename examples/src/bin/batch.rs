@@ -45,7 +45,11 @@ struct RecordReadings;
 
 #[exactly::async_trait]
 impl BatchHandler for RecordReadings {
-    async fn handle_batch(&self, messages: &[&Message<String, Reading>], cx: &mut Context<'_>) -> Result<(), BatchError> {
+    async fn handle_batch(
+        &self,
+        messages: &[&Message<String, Reading>],
+        cx: &mut Context<'_>,
+    ) -> Result<(), BatchError> {
         if let Some(bad) = messages.iter().position(|m| m.payload.sensor < 0) {
             // Named, so the readings before it commit and it alone is dead-lettered.
             let sensor = messages[bad].payload.sensor;
@@ -126,9 +130,11 @@ fn readings() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
 
 async fn create_tables(pool: &PgPool) -> anyhow::Result<()> {
     // No unique constraint on `seq`: a reading stored twice must be countable.
-    sqlx::query("CREATE TABLE IF NOT EXISTS readings (seq BIGINT NOT NULL, sensor BIGINT NOT NULL, value FLOAT8 NOT NULL)")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS readings (seq BIGINT NOT NULL, sensor BIGINT NOT NULL, value FLOAT8 NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS sensor_totals (sensor BIGINT PRIMARY KEY, readings BIGINT NOT NULL, total FLOAT8 NOT NULL)",
     )
@@ -142,11 +148,17 @@ async fn create_tables(pool: &PgPool) -> anyhow::Result<()> {
 async fn check(pool: &PgPool, failures: &FailureLog) -> anyhow::Result<()> {
     let (rows, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT seq) FROM readings").fetch_one(pool).await?;
-    let counted: Option<i64> = sqlx::query_scalar("SELECT sum(readings)::int8 FROM sensor_totals").fetch_one(pool).await?;
+    let counted: Option<i64> =
+        sqlx::query_scalar("SELECT sum(readings)::int8 FROM sensor_totals").fetch_one(pool).await?;
     let dead = exactly::dead_letters::list(pool, RecordReadings.subscription().group()).await?;
-    let dead_offsets: Vec<String> = dead.iter().map(|letter| format!("{}@{}", letter.partition, letter.offset)).collect();
+    let dead_offsets: Vec<String> =
+        dead.iter().map(|letter| format!("{}@{}", letter.partition, letter.offset)).collect();
     let rejected_is_dead = dead.len() == 1
-        && dead[0].payload.as_deref().and_then(|p| serde_json::from_slice::<Reading>(p).ok()).is_some_and(|r| r.seq == REJECTED);
+        && dead[0]
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_slice::<Reading>(p).ok())
+            .is_some_and(|r| r.seq == REJECTED);
     println!("readings published: {READINGS}");
     println!("rows written: {rows}");
     println!("duplicates: {}", rows - distinct);
