@@ -116,4 +116,6 @@ mod book {
     struct WhichMode;
     #[doc = include_str!("../../docs/src/errors-and-retries.md")]
     struct ErrorsAndRetries;
+    #[doc = include_str!("../../docs/src/batch-handlers.md")]
+    struct BatchHandlers;
 }
