@@ -123,8 +123,12 @@ impl GroupState {
         let mut rest = run;
         while !rest.is_empty() {
             let current: Vec<&Held<'_>> = rest.iter().copied().filter(|held| self.current(held, key)).collect();
-            let Some((decoded, taken)) = self.decode_stretch::<H>(&current, key) else { return };
-            if decoded.is_empty() {
+            if current.is_empty() {
+                return;
+            }
+            let decoded = self.decode_stretch::<H>(&current, key);
+            let taken = decoded.len();
+            if taken == 0 {
                 // The first cannot be decoded: it fails (and is dead-lettered) on its own.
                 self.handle_of(consumer, handler, &current[0].message, key, shared, outputs);
             } else if !self.handle_stretch(consumer, handler, &current[..taken], &decoded, key, shared, outputs) {
@@ -140,16 +144,8 @@ impl GroupState {
     }
 
     /// Decodes `current` up to the first message that cannot be decoded: the decoded
-    /// messages, and how many of `current` they are (0: the first cannot be decoded).
-    /// `None` when nothing is current.
-    fn decode_stretch<H: Work<Mode = Kafka>>(
-        &self,
-        current: &[&Held<'_>],
-        key: &Partition,
-    ) -> Option<(DecodedStretch<H>, usize)> {
-        if current.is_empty() {
-            return None;
-        }
+    /// messages are the first that many of `current` (none: the first cannot be decoded).
+    fn decode_stretch<H: Work<Mode = Kafka>>(&self, current: &[&Held<'_>], key: &Partition) -> DecodedStretch<H> {
         let mut decoded = Vec::with_capacity(current.len());
         for held in current {
             let headers =
@@ -159,8 +155,7 @@ impl GroupState {
                 Decoded::Failed { .. } => break,
             }
         }
-        let taken = decoded.len();
-        Some((decoded, taken))
+        decoded
     }
 
     /// Calls the handler once on a stretch of decoded messages and, when it succeeds and
