@@ -118,4 +118,6 @@ mod book {
     struct ErrorsAndRetries;
     #[doc = include_str!("../../docs/src/batch-handlers.md")]
     struct BatchHandlers;
+    #[doc = include_str!("../../docs/src/key-concurrency.md")]
+    struct KeyConcurrency;
 }

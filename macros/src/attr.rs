@@ -35,6 +35,7 @@ pub(crate) struct HandlerAttrs {
     pub(crate) outputs: Option<Vec<LitStr>>,
     pub(crate) retry: Option<RetryAttrs>,
     pub(crate) key_parking: bool,
+    pub(crate) key_concurrency: Option<LitInt>,
     pub(crate) dead_letter_topic: Option<LitStr>,
     pub(crate) without_headers: bool,
     /// An attribute could not be read to its end: what is missing may be behind the error.
@@ -50,7 +51,7 @@ pub(crate) struct RetryAttrs {
 }
 
 const KEYS: &str = "`topic`, `topics`, `group`, `delivery`, `payload`, `codec`, `key`, `mode`, `outputs`, `retry`, \
-                    `key_parking`, `dead_letter_topic`, `without_headers`";
+                    `key_parking`, `key_concurrency`, `dead_letter_topic`, `without_headers`";
 
 impl HandlerAttrs {
     /// Reads every `#[exactly(...)]` of the item; every mistake becomes one spanned error.
@@ -146,6 +147,12 @@ impl HandlerAttrs {
                         }
                         parsed.key_parking = true;
                     }
+                    "key_concurrency" => {
+                        if parsed.key_concurrency.is_some() {
+                            return Err(duplicate());
+                        }
+                        parsed.key_concurrency = Some(parse_key_concurrency(&meta)?);
+                    }
                     "without_headers" => {
                         if parsed.without_headers {
                             return Err(duplicate());
@@ -234,6 +241,25 @@ fn parse_retry(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<RetryAttrs>
         Ok(())
     })?;
     Ok(retry)
+}
+
+/// The most lanes `key_concurrency` allows (the runtime's own limit).
+const MAX_KEY_CONCURRENCY: u64 = 1024;
+
+/// `key_concurrency = N`: 1 to [`MAX_KEY_CONCURRENCY`].
+fn parse_key_concurrency(meta: &syn::meta::ParseNestedMeta<'_>) -> syn::Result<LitInt> {
+    let value: LitInt = meta.value()?.parse()?;
+    let lanes: u64 = value.base10_parse()?;
+    if !(1..=MAX_KEY_CONCURRENCY).contains(&lanes) {
+        return Err(syn::Error::new(
+            value.span(),
+            format!(
+                "`key_concurrency` is 1 to {MAX_KEY_CONCURRENCY}: how many messages of a partition are handled at \
+                 once (1: one after another)"
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 fn parse_topic_list(array: &ExprArray) -> syn::Result<Vec<LitStr>> {

@@ -84,6 +84,7 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
         quote!(.with_retry(::exactly::RetryPolicy::default() #attempts #backoff #max))
     });
     let parking = attrs.key_parking.then(|| quote!(.with_key_parking()));
+    let concurrency = attrs.key_concurrency.map(|lanes| quote!(.with_key_concurrency(#lanes)));
     let dead_letter_topic = attrs.dead_letter_topic.map(|topic| quote!(.with_dead_letter_topic(#topic)));
     let headers = attrs.without_headers.then(|| quote!(.without_headers()));
     let delivery = match attrs.delivery {
@@ -103,7 +104,7 @@ pub(crate) fn derive_handler(input: &DeriveInput) -> TokenStream {
                 fn subscription(&self) -> ::exactly::Subscription {
                     ::exactly::Subscription::new([#(#topics),*], #group, ::exactly::Delivery::#delivery)
                         .with_outputs::<&str>([#(#outputs),*])
-                        #retry #parking #dead_letter_topic #headers
+                        #retry #parking #concurrency #dead_letter_topic #headers
                 }
             }
         };

@@ -24,6 +24,7 @@ use proc_macro::TokenStream;
 ///     outputs = ["invoices"],                   // topics it emits to (checked when emitting)
 ///     retry(attempts = 5, backoff_ms = 100, max_backoff_ms = 30_000), // its own retry policy
 ///     key_parking,                              // park a failing key, go on with the others (Database mode)
+///     key_concurrency = 32,                     // up to 32 messages of a partition at once, never two of a key
 ///     dead_letter_topic = "orders.dead",        // dead letters to this topic, not the table
 ///     without_headers,                          // the handler is given no headers (saves their parse)
 /// )]

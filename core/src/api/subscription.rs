@@ -28,6 +28,7 @@ pub struct Subscription {
     outputs: Vec<String>,
     retry: Option<RetryPolicy>,
     key_parking: bool,
+    key_concurrency: usize,
     dead_letter_topic: Option<String>,
     headers: bool,
 }
@@ -46,6 +47,7 @@ impl Subscription {
             outputs: Vec::new(),
             retry: None,
             key_parking: false,
+            key_concurrency: 1,
             dead_letter_topic: None,
             headers: true,
         }
@@ -67,6 +69,30 @@ impl Subscription {
     pub fn with_key_parking(mut self) -> Self {
         self.key_parking = true;
         self
+    }
+
+    /// Key-level concurrency (Database mode): up to `lanes` messages of one partition are
+    /// handled at once, never two of the same key. A key's messages are handled, and
+    /// commit, in offset order; messages of different keys finish in any order; a message
+    /// without a key has no order to keep. Each message's effects commit with the record
+    /// that it is done, so a crash or a rebalance redoes nothing that committed and skips
+    /// nothing that did not. 1, the default, handles a partition one message after another.
+    ///
+    /// Each lane holds a transaction (a connection) while it handles its messages, and all
+    /// lanes of all partitions share the runtime's
+    /// [`max_concurrent_batches`](crate::RuntimeBuilder::max_concurrent_batches). See the
+    /// book's chapter on key-level concurrency for the bound on what a partition reads
+    /// ahead, and when not to use it.
+    #[must_use]
+    pub fn with_key_concurrency(mut self, lanes: usize) -> Self {
+        self.key_concurrency = lanes;
+        self
+    }
+
+    /// How many messages of one partition may be handled at once (see
+    /// [`Subscription::with_key_concurrency`]); 1 is one after another.
+    pub fn key_concurrency(&self) -> usize {
+        self.key_concurrency
     }
 
     /// Dead letters go to this Kafka topic instead of the `exactly.dead_letters` table: in
@@ -165,12 +191,23 @@ impl Subscription {
                 self.group
             )));
         }
+        if !(1..=MAX_KEY_CONCURRENCY).contains(&self.key_concurrency) {
+            return Err(Error::Config(format!(
+                "group {}: key concurrency must be 1 to {MAX_KEY_CONCURRENCY} (messages of a partition handled at \
+                 once, each lane holding a database connection), not {}",
+                self.group, self.key_concurrency
+            )));
+        }
         if self.group.is_empty() || self.group.len() > 255 {
             return Err(Error::Config(format!("group id `{}` must have 1 to 255 characters", self.group)));
         }
         Ok(())
     }
 }
+
+/// The most lanes a partition may have: each holds a database connection while it works,
+/// so more than this would need more connections than a PostgreSQL server usually allows.
+pub(crate) const MAX_KEY_CONCURRENCY: usize = 1024;
 
 /// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 fn check_name(what: &str, name: &str) -> std::result::Result<(), String> {
@@ -203,5 +240,9 @@ mod tests {
         assert!(looping.validate().is_err_and(|e| e.to_string().contains("consumed again")));
         let bad = Subscription::new(["a"], "g", Delivery::PointToPoint).with_dead_letter_topic("a b");
         assert!(bad.validate().is_err());
+        let none = Subscription::new(["a"], "g", Delivery::PointToPoint).with_key_concurrency(0);
+        assert!(none.validate().is_err_and(|e| e.to_string().contains("key concurrency must be 1 to 1024")));
+        let lanes = Subscription::new(["a"], "g", Delivery::PointToPoint).with_key_concurrency(64);
+        assert!(lanes.validate().is_ok());
     }
 }

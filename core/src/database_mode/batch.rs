@@ -1,5 +1,6 @@
-//! One attempt at the head of a partition's batch: up to `limit` messages handled in one
-//! PostgreSQL transaction, which then moves the stored position past them and commits.
+//! One attempt at the head of a worker's batch: up to `limit` messages handled in one
+//! PostgreSQL transaction, which then records them as done (moves the stored position
+//! past them, or records them as completed) and commits.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,13 +9,14 @@ use sqlx::{Postgres, Transaction};
 use tokio::time::Instant;
 
 use super::failures::Failure;
-use super::partition::PartitionWorker;
+use super::partition::{Item, PartitionWorker, Progress};
 use crate::api::context::Context;
 use crate::api::mode::Database;
 use crate::error::{Error, Result};
 use crate::kafka::trace_context::TraceContext;
 use crate::pipeline::invoke::{Call, FailureKind};
 use crate::pipeline::work::{Entry, Ran, Work};
+use crate::store::completed;
 use crate::store::offsets::{self, Advance};
 use crate::store::parking;
 use crate::store::record::RawRecord;
@@ -65,7 +67,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
             && !parked
         {
             let reason = format!("cannot decode the {part}: {error}");
-            let location = self.start.key.location(head.offset);
+            let location = self.key.location(head.offset);
             self.shared.report(&Error::Decode { location, part, source: error.to_string().into() });
             self.attempts.failed(head.offset, true, true, reason.clone());
             return Some(reason);
@@ -88,7 +90,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// Hands the first `end` messages to the handler through `tx`; a message whose key is
     /// parked joins its key's parked messages instead.
     async fn handle_batch(&self, tx: &mut Tx, end: usize) -> std::result::Result<Counts, Failure> {
-        let key = &self.start.key;
+        let key = &self.key;
         let mut counts = Counts::default();
         // The handler's messages, and where each is in the batch.
         let mut entries = Vec::with_capacity(end);
@@ -114,11 +116,11 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let index = at.map(|at| places[at]);
         let error =
             Error::Handler { location: key.location(self.batch[index.unwrap_or(places[0])].offset), source: cause };
-        self.start.metrics.failed.increment(1);
+        self.counters.failed.increment(1);
         let permanent = kind == FailureKind::Permanent;
         match (kind, index) {
             (FailureKind::Transient, _) => {
-                self.start.metrics.retried.increment(1);
+                self.counters.retried.increment(1);
                 Err(Failure::Transient(error))
             }
             (_, Some(index)) => Err(Failure::Message { index, error, permanent }),
@@ -126,13 +128,9 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         }
     }
 
-    /// Moves the position past the first `end` messages in `tx` and commits it.
+    /// Records the first `end` messages as done in `tx` and commits it.
     async fn commit_batch(&mut self, mut tx: Tx, end: usize, counts: Counts) -> std::result::Result<(), Failure> {
-        let (first, new_next) = (self.batch[0].offset(), self.batch[end - 1].offset() + 1);
-        // Last, so a zombie's row lock never blocks the partition's new owner for long; a
-        // stale epoch fails here and the whole transaction rolls back.
-        let advanced = offsets::advance(&mut tx, &self.start.key, self.start.claim.epoch, self.next, new_next);
-        match advanced.await.map_err(Failure::of)? {
+        match self.record_done(&mut tx, end).await.map_err(Failure::of)? {
             Advance::Advanced => {
                 crate::failpoint::hit("db.before_commit");
                 if let Err(e) = self.commit_timed(tx).await {
@@ -143,17 +141,35 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
             }
             Advance::AlreadyCommitted => tx.rollback().await.map_err(|e| Failure::of(e.into()))?,
         }
-        self.start.metrics.processed.increment(counts.handled);
-        self.start.metrics.parked.increment(counts.parked);
+        self.counters.processed.increment(counts.handled);
+        self.counters.parked.increment(counts.parked);
         #[allow(clippy::cast_precision_loss)] // a batch holds far fewer than 2^52 messages
         self.metrics.batch_size.record(end as f64);
-        self.committed(first, new_next, end);
+        self.committed(end);
         Ok(())
+    }
+
+    /// Records in `tx` that the first `end` messages of the batch are done: moves the
+    /// stored position past them, or records them as completed (a lane). Last in the
+    /// transaction, so a zombie's row lock never blocks the partition's new owner for long;
+    /// a stale epoch fails here and the whole transaction rolls back.
+    pub(super) async fn record_done(&self, tx: &mut Tx, end: usize) -> Result<Advance> {
+        match &self.progress {
+            Progress::Position => {
+                let new_next = self.batch[end - 1].offset() + 1;
+                offsets::advance(tx, &self.key, self.epoch, self.next, new_next).await
+            }
+            Progress::Lane { .. } => {
+                let done: Vec<i64> = self.batch[..end].iter().map(Item::offset).collect();
+                completed::record(tx, &self.key, self.epoch, &done).await?;
+                Ok(Advance::Advanced)
+            }
+        }
     }
 
     /// Which message a call is for, and which try at it.
     pub(super) fn call(&self, offset: i64) -> Call<'_> {
-        let key = &self.start.key;
+        let key = &self.key;
         Call {
             group: &key.group,
             topic: &key.topic,
@@ -183,32 +199,47 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
 
     /// The span of one attempt at the head of the batch (its record count is filled in).
     pub(super) fn batch_span(&self) -> tracing::Span {
-        let key = &self.start.key;
+        let key = &self.key;
         let offset = self.batch.first().map_or(self.next, |item| item.offset());
         tracing::info_span!("batch", mode = "database", group = %key.group, topic = %key.topic,
             partition = key.partition, offset, records = tracing::field::Empty,
             attempt = self.attempts.next_try(offset))
     }
 
-    /// After a COMMIT whose outcome is unknown: reads the stored position and, if that
-    /// commit did happen, takes its messages off the batch.
+    /// After a COMMIT whose outcome is unknown: finds out whether it happened (from the
+    /// stored position, or a lane's completed offsets) and, if it did, takes its messages
+    /// off the batch.
     async fn resolve_unknown_commit(&mut self) -> Result<()> {
-        let key = &self.start.key;
         let pool = self.shared.pool()?;
-        let stored = offsets::position(pool, &key.group, &key.topic, key.partition).await?;
         if self.parked.is_some() {
             // It may have parked a key.
-            self.parked = Some(super::parked::ParkedKeys::load(pool, key).await?);
+            self.parked = Some(super::parked::ParkedKeys::load(pool, &self.key).await?);
         }
+        let count = match &self.progress {
+            Progress::Position => {
+                let key = &self.key;
+                let stored = offsets::position(pool, &key.group, &key.topic, key.partition).await?;
+                let stored = stored.filter(|stored| *stored > self.next);
+                let count =
+                    stored.map_or(0, |stored| self.batch.iter().take_while(|item| item.offset() < stored).count());
+                if let Some(stored) = stored {
+                    // Past the last message, if it also moved past control records.
+                    self.next = stored;
+                    self.counters.set_position(stored);
+                }
+                count
+            }
+            Progress::Lane { .. } => {
+                let offsets: Vec<i64> = self.batch.iter().map(Item::offset).collect();
+                let recorded = completed::recorded(pool, &self.key, &offsets).await?;
+                self.batch.iter().take_while(|item| recorded.contains(&item.offset())).count()
+            }
+        };
         self.commit_unknown = false;
-        if let Some(stored) = stored
-            && stored > self.next
-        {
-            let count = self.batch.iter().take_while(|item| item.offset() < stored).count();
-            let first = self.batch.first().map_or(self.next, |item| item.offset());
+        if count > 0 {
             // It committed: its messages count as processed (parked ones too, a rare miscount).
-            self.start.metrics.processed.increment(u64::try_from(count).unwrap_or(0));
-            self.committed(first, stored, count);
+            self.counters.processed.increment(u64::try_from(count).unwrap_or(0));
+            self.committed(count);
         }
         Ok(())
     }

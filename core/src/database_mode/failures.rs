@@ -11,14 +11,14 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::batch::Tx;
-use super::partition::PartitionWorker;
+use super::partition::{PartitionWorker, Report};
 use crate::api::mode::Database;
 use crate::engine::backoff::Backoff;
 use crate::error::{Error, ErrorClass, Result};
 use crate::pipeline::dead_letter::{self, DeadLettered};
 use crate::pipeline::work::Work;
 use crate::store::dead_letters::Letter;
-use crate::store::offsets::{self, Advance};
+use crate::store::offsets::Advance;
 use crate::store::parking;
 
 /// How an attempt at the head of the batch failed.
@@ -122,7 +122,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
             let settling = tokio::time::timeout(limit, self.park_head(failures, error.to_string())).await;
             settling.unwrap_or_else(|_| Err(self.abandoned("parking the message")))
         } else {
-            self.start.metrics.retried.increment(1);
+            self.counters.retried.increment(1);
             return Next::After(self.retry.delay(failures));
         };
         match settled {
@@ -144,7 +144,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
 
     /// The next attempt takes the first `limit` messages only, at once.
     fn shrink_batch(&mut self, limit: usize) -> Next {
-        self.start.metrics.retried.increment(1);
+        self.counters.retried.increment(1);
         self.limit = limit;
         Next::Now
     }
@@ -155,7 +155,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         if self.stopping() {
             return false;
         }
-        let mut stop = self.start.stop.clone();
+        let mut stop = self.stop.clone();
         tokio::select! {
             () = tokio::time::sleep(delay) => true,
             _ = stop.changed() => false,
@@ -168,14 +168,14 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let Some(item) = self.batch.first() else { return Ok(()) };
         let offset = item.offset();
         let attempts = self.attempts.failures(offset).max(1);
-        let location = self.start.key.location(offset);
+        let location = self.key.location(offset);
         let mut tx = self.shared.pool()?.begin().await?;
         let letter = Letter { at: &location, raw: &item.raw, error: &reason, attempts };
         dead_letter::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
-        self.commit_single(tx, offset).await?;
-        self.start.metrics.dead_lettered.increment(1);
+        self.commit_single(tx).await?;
+        self.counters.dead_lettered.increment(1);
         self.shared.dead_lettered(&DeadLettered { location, attempts, reason });
-        self.committed(offset, offset + 1, 1);
+        self.committed(1);
         Ok(())
     }
 
@@ -186,22 +186,25 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let offset = item.offset();
         let delay = self.retry.delay(failures);
         let mut tx = self.shared.pool()?.begin().await?;
-        parking::park(&mut tx, &self.start.key, offset, &item.raw, failures, Some(&reason), delay).await?;
+        parking::park(&mut tx, &self.key, offset, &item.raw, failures, Some(&reason), delay).await?;
         let message_key = item.raw.key.clone();
-        self.commit_single(tx, offset).await?;
-        self.start.metrics.parked.increment(1);
+        self.commit_single(tx).await?;
+        self.counters.parked.increment(1);
         tracing::info!(offset, attempts = failures, retry_in = ?delay, "message parked; its key waits, the others go on");
+        let due = Instant::now() + delay;
         if let Some(parked) = &mut self.parked {
-            parked.set_due(message_key, Instant::now() + delay);
+            parked.set_due(message_key.clone(), due);
         }
-        self.committed(offset, offset + 1, 1);
+        // Before its `Done`, so the dispatcher parks the key's next messages too.
+        self.report(Report::Parked { key: message_key, due });
+        self.committed(1);
         Ok(())
     }
 
-    /// Commits `tx` after it moved the position past the head message; an error on the
-    /// wire leaves the outcome unknown, resolved before the next attempt.
-    async fn commit_single(&mut self, mut tx: Tx, offset: i64) -> Result<()> {
-        match offsets::advance(&mut tx, &self.start.key, self.start.claim.epoch, self.next, offset + 1).await? {
+    /// Commits `tx` after recording the head message as done in it; an error on the wire
+    /// leaves the outcome unknown, resolved before the next attempt.
+    async fn commit_single(&mut self, mut tx: Tx) -> Result<()> {
+        match self.record_done(&mut tx, 1).await? {
             Advance::Advanced => {
                 if let Err(e) = self.commit_timed(tx).await {
                     self.commit_unknown = true;
@@ -216,7 +219,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// [`Error::DatabaseTimedOut`] for `during`, at the head of the batch.
     pub(super) fn timed_out(&self, during: &'static str) -> Error {
         let offset = self.batch.first().map_or(self.next, |item| item.offset());
-        let location = Some(self.start.key.location(offset));
+        let location = Some(self.key.location(offset));
         Error::DatabaseTimedOut { during: during.to_owned(), location, after: self.shared.transaction_timeout }
     }
 

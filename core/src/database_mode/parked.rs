@@ -47,6 +47,17 @@ impl ParkedKeys {
         self.due.remove(key);
     }
 
+    /// These keys, due now: a lane's view of the keys parked among its batch's.
+    pub(crate) fn of(keys: impl IntoIterator<Item = KeyBytes>) -> Self {
+        let now = Instant::now();
+        Self { due: keys.into_iter().map(|key| (key, now)).collect() }
+    }
+
+    /// When `key` is due, if it is parked.
+    pub(crate) fn due(&self, key: &KeyBytes) -> Option<Instant> {
+        self.due.get(key).copied()
+    }
+
     /// The earliest moment a key is due.
     pub(crate) fn next_due(&self) -> Option<Instant> {
         self.due.values().min().copied()
@@ -75,11 +86,9 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let mut backoff = Backoff::new();
         loop {
             let loaded = match self.shared.pool() {
-                Ok(pool) => {
-                    tokio::time::timeout(self.shared.transaction_timeout, ParkedKeys::load(pool, &self.start.key))
-                        .await
-                        .unwrap_or_else(|_| Err(self.timed_out("loading the parked keys")))
-                }
+                Ok(pool) => tokio::time::timeout(self.shared.transaction_timeout, ParkedKeys::load(pool, &self.key))
+                    .await
+                    .unwrap_or_else(|_| Err(self.timed_out("loading the parked keys"))),
                 Err(error) => Err(error),
             };
             match loaded {
@@ -128,7 +137,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// or none is left (the key is free again).
     async fn retry_parked_key(&mut self, message_key: &KeyBytes) -> Result<()> {
         let shared = Arc::clone(&self.shared);
-        let (key, epoch) = (&self.start.key.clone(), self.start.claim.epoch);
+        let (key, epoch) = (&self.key.clone(), self.epoch);
         loop {
             let _permit = shared
                 .batch_permits
@@ -148,7 +157,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
             let Some(failure) = self.handle_parked(&mut tx, &message, attempts).await? else {
                 parking::remove(&mut tx, key, message.offset).await?;
                 self.commit_timed(tx).await?;
-                self.start.metrics.processed.increment(1);
+                self.counters.processed.increment(1);
                 continue;
             };
             tx.rollback().await?;
@@ -167,7 +176,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         message: &ParkedMessage,
         attempts: u32,
     ) -> Result<Option<(String, bool)>> {
-        let key = &self.start.key;
+        let key = &self.key;
         let at =
             Coordinates { topic: key.topic.clone(), partition: key.partition, offset: message.offset, timestamp: None };
         let headers = if self.reads_headers { message.raw.headers.clone() } else { Vec::new() };
@@ -184,10 +193,10 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let entry = Entry { message: &decoded, call, trace: self.trace(&message.raw) };
         let outcome = self.handler.run(std::slice::from_ref(&entry), &mut cx).await.into_outcome();
         let Some((error, kind)) = outcome.into_error(|| key.location(message.offset)) else { return Ok(None) };
-        self.start.metrics.failed.increment(1);
+        self.counters.failed.increment(1);
         if kind == FailureKind::Transient {
             // The database, not the message: try again later without counting.
-            self.start.metrics.retried.increment(1);
+            self.counters.retried.increment(1);
             return Err(error);
         }
         self.shared.report(&error);
@@ -203,23 +212,23 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         attempts: u32,
         (reason, permanent): (String, bool),
     ) -> Result<bool> {
-        let key = &self.start.key;
+        let key = &self.key;
         let mut tx = self.shared.pool()?.begin().await?;
-        offsets::hold(&mut tx, key, self.start.claim.epoch, self.next).await?;
+        offsets::hold(&mut tx, key, self.epoch, self.next).await?;
         if self.retry.spent(attempts, permanent) {
             let location = key.location(message.offset);
             let letter = Letter { at: &location, raw: &message.raw, error: &reason, attempts };
             dead_letter::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
             parking::remove(&mut tx, key, message.offset).await?;
             self.commit_timed(tx).await?;
-            self.start.metrics.dead_lettered.increment(1);
+            self.counters.dead_lettered.increment(1);
             self.shared.dead_lettered(&DeadLettered { location, attempts, reason });
             return Ok(true);
         }
         let delay = self.retry.delay(attempts);
         parking::reschedule(&mut tx, key, message.offset, attempts, &reason, delay).await?;
         self.commit_timed(tx).await?;
-        self.start.metrics.retried.increment(1);
+        self.counters.retried.increment(1);
         if let Some(parked) = &mut self.parked {
             parked.set_due(message_key.clone(), Instant::now() + delay);
         }

@@ -14,6 +14,7 @@ use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::api::mode::{Database, Kafka, Mode, ModeKind, ModeVisitor};
 use crate::api::settings::{Batch, RetryPolicy, StartFrom};
+use crate::api::subscription::Subscription;
 use crate::database_mode::DatabaseGroup;
 use crate::engine::group::{GroupSpec, StartSettings};
 use crate::engine::shared::{DeadLetterHook, Shared};
@@ -32,6 +33,10 @@ use crate::pipeline::work::{PerBatch, PerMessage};
 /// a commit interval: capped at 1 000, a copy runs at a tenth of the rate of at-least-once
 /// code (the performance chapter, fix 2).
 const KAFKA_TRANSACTION_RECORDS: usize = 100_000;
+
+/// How many batches may be inside a database transaction at once, unless set or raised by
+/// a key-concurrent handler.
+const DEFAULT_CONCURRENT_BATCHES: usize = 8;
 
 /// Builds a [`Runtime`]: brokers, database, handlers, batching.
 ///
@@ -55,7 +60,8 @@ pub struct RuntimeBuilder {
     groups: Vec<Box<dyn GroupSpec>>,
     batch: Batch,
     start_from: StartFrom,
-    max_concurrent_batches: usize,
+    /// `None`: [`DEFAULT_CONCURRENT_BATCHES`], or more for a key-concurrent handler.
+    max_concurrent_batches: Option<usize>,
     on_error: Option<ErrorHook>,
     on_dead_letter: Option<DeadLetterHook>,
     migrate: bool,
@@ -107,7 +113,7 @@ impl RuntimeBuilder {
             groups: Vec::new(),
             batch: Batch::default(),
             start_from: StartFrom::default(),
-            max_concurrent_batches: 8,
+            max_concurrent_batches: None,
             on_error: None,
             on_dead_letter: None,
             migrate: true,
@@ -247,10 +253,21 @@ impl RuntimeBuilder {
     }
 
     /// How many batches may be inside a database transaction at once, over all partitions
-    /// (default 8). Each holds a pooled connection.
+    /// and lanes. Each holds a pooled connection. The default is 8, or the largest
+    /// [key concurrency](crate::Subscription::with_key_concurrency) of the runtime's
+    /// handlers if that is more.
     pub fn max_concurrent_batches(mut self, max: usize) -> Self {
-        self.max_concurrent_batches = max.max(1);
+        self.max_concurrent_batches = Some(max.max(1));
         self
+    }
+
+    /// How many batches may be inside a database transaction at once: as set, or the
+    /// default.
+    fn concurrent_batches(&self) -> usize {
+        self.max_concurrent_batches.unwrap_or_else(|| {
+            let lanes = self.groups.iter().map(|spec| spec.subscription().key_concurrency()).max();
+            lanes.unwrap_or(1).max(DEFAULT_CONCURRENT_BATCHES)
+        })
     }
 
     /// Called with every error the runtime reports (besides logging it with `tracing`).
@@ -396,7 +413,7 @@ impl RuntimeBuilder {
             pool,
             batch: self.batch,
             start_from: self.start_from,
-            batch_permits: Semaphore::new(self.max_concurrent_batches),
+            batch_permits: Semaphore::new(self.concurrent_batches()),
             on_error: self.on_error,
             on_dead_letter: self.on_dead_letter,
             handle: tokio::runtime::Handle::current(),
@@ -462,6 +479,9 @@ impl RuntimeBuilder {
                     subscription.group()
                 )));
             }
+            if subscription.key_concurrency() > 1 {
+                check_key_concurrency(spec.kind(), &subscription)?;
+            }
             if !seen.insert(subscription.group().to_owned()) {
                 return Err(Error::Config(format!(
                     "two handlers use group `{}`: a group has one handler per runtime, and its \
@@ -482,7 +502,7 @@ impl RuntimeBuilder {
             Some(DatabaseSource::Pool(pool)) => pool.clone(),
             Some(DatabaseSource::Url(url)) => {
                 PgPoolOptions::new()
-                    .max_connections(u32::try_from(self.max_concurrent_batches + 2).unwrap_or(u32::MAX))
+                    .max_connections(u32::try_from(self.concurrent_batches() + 2).unwrap_or(u32::MAX))
                     .acquire_timeout(Duration::from_secs(30))
                     .connect(&database_url(url))
                     .await?
@@ -529,4 +549,18 @@ fn database_url(url: &str) -> String {
         tracing::warn!(%parameter, "ignoring an unknown parameter of the database URL (its value is not shown)");
     }
     url
+}
+
+/// Refuses key-level concurrency where it does not apply yet, saying why.
+fn check_key_concurrency(kind: ModeKind, subscription: &Subscription) -> Result<()> {
+    let group = subscription.group();
+    if kind == ModeKind::Kafka {
+        return Err(Error::Config(format!(
+            "group {group}: key concurrency applies to Database mode only for now: there each message's \
+             completion is recorded in PostgreSQL with its effects; a Kafka transaction commits a partition's \
+             offsets only up to its lowest unfinished message, which Kafka mode does not track yet, so a \
+             Kafka-mode handler handles each partition one message after another"
+        )));
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "outbox", include_str!("../../migrations/0002_outbox.sql")),
     (3, "dead_letters", include_str!("../../migrations/0003_dead_letters.sql")),
     (4, "parked", include_str!("../../migrations/0004_parked.sql")),
+    (5, "completed", include_str!("../../migrations/0005_completed.sql")),
 ];
 
 /// SQLSTATE `insufficient_privilege`.

@@ -1,8 +1,10 @@
 //! exactly's tables in PostgreSQL, and the statements on them: the positions (claimed with
-//! an epoch, advanced by compare-and-set), their migrations, parked messages, dead letters
-//! and outbox rows. Every statement that must commit with a handler's effects runs on the
-//! caller's connection, inside the caller's transaction.
+//! an epoch, advanced by compare-and-set), the completed offsets above them (key-level
+//! concurrency), their migrations, parked messages, dead letters and outbox rows. Every
+//! statement that must commit with a handler's effects runs on the caller's connection,
+//! inside the caller's transaction.
 
+pub(crate) mod completed;
 pub(crate) mod dead_letters;
 pub(crate) mod migrate;
 pub(crate) mod offsets;

@@ -176,7 +176,9 @@ pub async fn list(pool: &PgPool, group: &str) -> Result<Vec<StoredPosition>> {
 
 /// Sets the position of `group` in `topic`/`partition` to `next_offset` and raises its
 /// epoch, so that an instance still holding the partition is fenced: its next commit
-/// fails instead of overwriting the new position. Returns the position before.
+/// fails instead of overwriting the new position. Completed offsets recorded above the
+/// old position (key-level concurrency) are forgotten: every message from `next_offset`
+/// on is processed. Returns the position before.
 ///
 /// This is an operator's tool (`exactly offsets set|reset`): run it while the group has no
 /// live members, or accept that the fenced owners stop processing the partition until
@@ -211,16 +213,22 @@ pub async fn set(pool: &PgPool, group: &str, topic: &str, partition: i32, next_o
     .bind(next_offset)
     .execute(&mut *tx)
     .await?;
+    // Completed offsets recorded under the old position (key-level concurrency) would make
+    // the new owner skip messages from the new one.
+    let key = PartitionKey { group: group.to_owned(), topic: topic.to_owned(), partition };
+    super::completed::delete_below(&mut tx, &key, i64::MAX).await?;
     tx.commit().await?;
     Ok(before)
 }
 
 /// Locks the position row of `key` in the caller's transaction, if and only if the caller
 /// still holds `epoch`: work that does not move the position (a parked message's retry)
-/// is fenced by it as [`advance`] fences a batch.
+/// is fenced by it as [`advance`] fences a batch. In share mode, so the lanes of a
+/// key-concurrent partition hold it together, while a claim waits for them and then
+/// raises the epoch.
 pub(crate) async fn hold(tx: &mut PgConnection, key: &PartitionKey, epoch: i64, offset: i64) -> Result<()> {
     let current: Option<i64> = sqlx::query_scalar(
-        "SELECT epoch FROM exactly.offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE",
+        "SELECT epoch FROM exactly.offsets WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR SHARE",
     )
     .bind(&key.group)
     .bind(&key.topic)

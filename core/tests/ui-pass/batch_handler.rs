@@ -1,5 +1,5 @@
-//! A batch handler writing with `UNNEST` and with binary `COPY`, registered beside a
-//! per-message handler in one runtime.
+//! A batch handler writing with `UNNEST` and with binary `COPY` (its batches from up to 16
+//! lanes per partition), registered beside a per-message handler in one runtime.
 use exactly::bulk::BinaryCopy;
 use exactly::{BatchError, BatchHandler, Context, Handler, HandlerError, Message, Runtime};
 
@@ -10,7 +10,7 @@ struct Reading {
 }
 
 #[derive(exactly::Handler)]
-#[exactly(topic = "readings", group = "reading-recorder", payload = Reading)]
+#[exactly(topic = "readings", group = "reading-recorder", payload = Reading, key_concurrency = 16)]
 struct RecordReadings;
 
 #[exactly::async_trait]

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use ::metrics::{Counter, Gauge, Histogram, Label, counter, gauge, histogram};
 
 use super::{
-    BATCH_SIZE, DATABASE_COMMIT_SECONDS, KAFKA_COMMIT_SECONDS, MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED,
+    BATCH_SIZE, DATABASE_COMMIT_SECONDS, KAFKA_COMMIT_SECONDS, KEY_WAITS, MESSAGES_CONSUMED, MESSAGES_DEAD_LETTERED,
     MESSAGES_FAILED, MESSAGES_PARKED, MESSAGES_PROCESSED, MESSAGES_RETRIED, OUTBOX_BACKLOG, OUTBOX_COMMIT_SECONDS,
-    OUTBOX_PUBLISHED,
+    OUTBOX_PUBLISHED, PARTITION_COMPLETED_ABOVE_POSITION, PARTITION_IN_FLIGHT,
 };
 use crate::mode::ModeKind;
 
@@ -88,6 +88,37 @@ impl PartitionMetrics {
     pub(crate) fn position(&self) -> Option<i64> {
         let position = self.position.load(Ordering::Acquire);
         (position >= 0).then_some(position)
+    }
+}
+
+/// The metrics of a key-concurrent partition (Database mode).
+#[derive(Debug)]
+pub(crate) struct KeyedMetrics {
+    in_flight: Gauge,
+    completed_above_position: Gauge,
+    pub(crate) key_waits: Counter,
+}
+
+impl KeyedMetrics {
+    pub(crate) fn new(id: &PartitionId) -> Self {
+        let labels = id.labels(mode_label(ModeKind::Database));
+        Self {
+            in_flight: gauge!(PARTITION_IN_FLIGHT, labels.iter()),
+            completed_above_position: gauge!(PARTITION_COMPLETED_ABOVE_POSITION, labels.iter()),
+            key_waits: counter!(KEY_WAITS, labels.iter()),
+        }
+    }
+
+    /// `messages` are handed to the lanes and not yet committed.
+    pub(crate) fn in_flight(&self, messages: usize) {
+        #[allow(clippy::cast_precision_loss)] // bounded by the partition's window
+        self.in_flight.set(messages as f64);
+    }
+
+    /// `messages` are committed above the stored position.
+    pub(crate) fn completed_above_position(&self, messages: usize) {
+        #[allow(clippy::cast_precision_loss)] // bounded by the partition's window
+        self.completed_above_position.set(messages as f64);
     }
 }
 

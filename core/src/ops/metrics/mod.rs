@@ -52,6 +52,19 @@ pub const MESSAGES_DEAD_LETTERED: &str = "exactly_messages_dead_lettered_total";
 /// in [`MESSAGES_PROCESSED`], their dead letter in [`MESSAGES_DEAD_LETTERED`].
 pub const MESSAGES_PARKED: &str = "exactly_messages_parked_total";
 
+/// Gauge (`mode`, `group`, `topic`, `partition`): with key-level concurrency, messages of
+/// the partition handed to its lanes and not yet committed.
+pub const PARTITION_IN_FLIGHT: &str = "exactly_partition_in_flight";
+
+/// Gauge (`mode`, `group`, `topic`, `partition`): with key-level concurrency, messages
+/// committed above the stored position (which waits for a message below them). Bounded by
+/// the partition's window: reading pauses when it is full.
+pub const PARTITION_COMPLETED_ABOVE_POSITION: &str = "exactly_partition_completed_above_position";
+
+/// Counter (`mode`, `group`, `topic`, `partition`): with key-level concurrency, messages
+/// that waited because a lane held an earlier message of their key (each counts once).
+pub const KEY_WAITS: &str = "exactly_key_waits_total";
+
 /// Histogram (`mode`, `group`): messages per committed transaction: a PostgreSQL
 /// transaction of one partition's batch (Database mode), a Kafka transaction over the
 /// group's partitions (Kafka mode).
@@ -95,6 +108,9 @@ pub(crate) fn describe() {
     describe_counter!(MESSAGES_RETRIED, Unit::Count, "Failed messages tried again");
     describe_counter!(MESSAGES_DEAD_LETTERED, Unit::Count, "Messages moved to the dead letters");
     describe_counter!(MESSAGES_PARKED, Unit::Count, "Messages parked with their key");
+    describe_gauge!(PARTITION_IN_FLIGHT, Unit::Count, "Messages handed to a partition's lanes, not yet committed");
+    describe_gauge!(PARTITION_COMPLETED_ABOVE_POSITION, Unit::Count, "Messages committed above the stored position");
+    describe_counter!(KEY_WAITS, Unit::Count, "Messages that waited for an earlier message of their key");
     describe_histogram!(BATCH_SIZE, Unit::Count, "Messages per committed transaction");
     describe_histogram!(DATABASE_COMMIT_SECONDS, Unit::Seconds, "PostgreSQL COMMIT of a batch");
     describe_histogram!(KAFKA_COMMIT_SECONDS, Unit::Seconds, "Commit of a Kafka transaction with its offsets");
