@@ -2,7 +2,8 @@
 //! (instances joining and leaving, frozen zombies): a Database-mode recorder group and a
 //! Kafka-mode copier group, a steady feed that keeps every partition busy, their positions
 //! watched per partition, and the shared check applied to each mode at the end. Which
-//! handlers run (per-message or batch) is the test's choice.
+//! handlers run (per-message or batch, keys one at a time or concurrently) is the test's
+//! choice; [`BothModes::churn`] makes the membership changes of fault 3.
 //!
 //! Recovery is the time from a membership change (or a freeze) until every partition has
 //! moved again in that mode: the time the group needs to work as a whole again.
@@ -15,6 +16,7 @@ use crate::copy_check::keyed_inputs_on;
 use crate::faults::{FaultRun, check_and_report};
 use crate::progress::{CommittedOffsets, SteadyFeed, stored_positions, wait_every_partition_moved, wait_group_settled};
 use crate::recorder::{create_effects_table, effect_rows};
+use crate::support::Running;
 use crate::{Input, Kafka, Postgres, committed_records, unique, wait_until};
 
 /// How long any one wait of a run may take.
@@ -40,6 +42,10 @@ pub struct BothModes {
     pub record_group: String,
     /// The copier's consumer group.
     pub copy_group: String,
+    /// Whether the recorders handle a partition's keys concurrently: their effects are then
+    /// checked in order per key, not per partition, with no completed offsets left at the
+    /// end ([`FaultRun::key_concurrent`]). Off unless the test turns it on.
+    pub key_concurrent_recorders: bool,
     committed: CommittedOffsets,
 }
 
@@ -63,6 +69,7 @@ impl BothModes {
             pool,
             record_group: unique("group-record"),
             copy_group,
+            key_concurrent_recorders: false,
             committed,
         })
     }
@@ -125,6 +132,36 @@ impl BothModes {
         Ok(())
     }
 
+    /// Fault 3's membership changes, beside a first instance already running: instances
+    /// join and leave, 1 → 2 → 3 → 2 → 1, `rounds` times, each started by `start` under its
+    /// name (`b0`, `c0`, `b1`, ...) and stopped gracefully (a rebalance, not a crash), each
+    /// change waited out with [`BothModes::recover`]. Returns how many changes there were
+    /// and each mode's recovery times.
+    pub async fn churn<S, F>(&self, rounds: usize, start: S) -> anyhow::Result<(usize, (Vec<Duration>, Vec<Duration>))>
+    where
+        S: Fn(String) -> F,
+        F: Future<Output = anyhow::Result<Running>>,
+    {
+        let mut recovery = (Vec::new(), Vec::new());
+        let mut changes = 0;
+        for round in 0..rounds {
+            let mut joined = Vec::new();
+            for (members, instance) in [(2, "b"), (3, "c")] {
+                let since = Instant::now();
+                joined.push(start(format!("{instance}{round}")).await?);
+                self.recover(&format!("round {round}: {instance} joining"), since, members, &mut recovery).await?;
+                changes += 1;
+            }
+            for ((members, instance), running) in [(2, "b"), (1, "c")].into_iter().zip(joined) {
+                let since = Instant::now();
+                running.stop().await?;
+                self.recover(&format!("round {round}: {instance} leaving"), since, members, &mut recovery).await?;
+                changes += 1;
+            }
+        }
+        Ok((changes, recovery))
+    }
+
     async fn positions(&self) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
         Ok((self.database_positions().await?, self.kafka_positions()?))
     }
@@ -146,7 +183,11 @@ impl BothModes {
         })
         .await?;
         let config = self.kafka.client_config();
-        let record = FaultRun::database(config.clone(), inputs, &self.pool, &self.record_group, &self.input);
+        let record = if self.key_concurrent_recorders {
+            FaultRun::key_concurrent(config.clone(), inputs, &self.pool, &self.record_group, &self.input)
+        } else {
+            FaultRun::database(config.clone(), inputs, &self.pool, &self.record_group, &self.input)
+        };
         check_and_report(fault, "Database", iterations, recovery.0, &record).await?;
         let copy = FaultRun::kafka_mode(config, inputs, &self.input, &self.output, &self.copy_group);
         check_and_report(fault, "Kafka", iterations, recovery.1, &copy).await?;

@@ -111,6 +111,27 @@ pub async fn stored_positions(pool: &PgPool, group: &str, topic: &str, partition
     Ok(positions)
 }
 
+/// How many completed offsets `group` keeps above its stored positions in `topic`
+/// (`exactly.completed`, key-level concurrency): messages handled while one below them was
+/// not yet. Compacted into the position as the messages below are done, so none are left
+/// once every message is.
+pub async fn completed_offsets(pool: &PgPool, group: &str, topic: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM exactly.completed WHERE group_id = $1 AND topic = $2")
+        .bind(group)
+        .bind(topic)
+        .fetch_one(pool)
+        .await?)
+}
+
+/// How many messages `group` has parked now (`exactly.parked`, key parking): messages of
+/// failing keys waiting for their retries.
+pub async fn parked_messages(pool: &PgPool, group: &str) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM exactly.parked WHERE group_id = $1")
+        .bind(group)
+        .fetch_one(pool)
+        .await?)
+}
+
 /// Waits until every partition's position (from `now`) is past where it stood in `before`,
 /// and returns how long that took: with a [`SteadyFeed`] running, the time until the whole
 /// group works again.

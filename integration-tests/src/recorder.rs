@@ -1,8 +1,10 @@
 //! A handler for tests: records every message it handles in `effects`, inside the batch's
 //! transaction, so tests can count effects against input.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use exactly::codec::Utf8;
 use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Subscription};
@@ -51,6 +53,15 @@ pub async fn effect_counts(pool: &PgPool, group: &str) -> anyhow::Result<(i64, i
     .await?)
 }
 
+/// The offsets of `key`'s `effects` rows for `group`, in the order they were inserted.
+pub async fn applied_offsets(pool: &PgPool, group: &str, key: &str) -> anyhow::Result<Vec<i64>> {
+    Ok(sqlx::query_scalar("SELECT message_offset FROM effects WHERE group_id = $1 AND key = $2 ORDER BY seq")
+        .bind(group)
+        .bind(key)
+        .fetch_all(pool)
+        .await?)
+}
+
 /// The advisory lock a test holds to keep a batch open: a [`Recorder`] waits for it, inside
 /// its batch's transaction, on the payloads in [`Recorder::lock_on`].
 pub const BATCH_LOCK: i64 = 22_003;
@@ -96,6 +107,53 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// The keys whose messages are inside a handler call now, and how many calls began while
+/// another call of their key was still running (with key-level concurrency: never).
+#[derive(Debug, Default)]
+pub struct KeysInFlight {
+    keys: Mutex<HashSet<String>>,
+    overlaps: AtomicUsize,
+}
+
+impl KeysInFlight {
+    /// How many calls began while another call of their key was still running.
+    pub fn overlaps(&self) -> usize {
+        self.overlaps.load(Ordering::SeqCst)
+    }
+
+    /// Marks `key` as in a call for as long as the guard lives; a key already marked is an
+    /// overlap, counted (and left to the call that marked it).
+    fn enter(&self, key: Option<&str>) -> KeyInCall<'_> {
+        let mut marked = None;
+        if let Some(key) = key {
+            let fresh = self.keys.lock().map(|mut keys| keys.insert(key.to_owned())).unwrap_or(true);
+            if fresh {
+                marked = Some(key.to_owned());
+            } else {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        KeyInCall { keys: self, key: marked }
+    }
+}
+
+/// A key marked as in a call; unmarked when the call ends, or is abandoned (its future
+/// dropped at a deadline).
+struct KeyInCall<'a> {
+    keys: &'a KeysInFlight,
+    key: Option<String>,
+}
+
+impl Drop for KeyInCall<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key
+            && let Ok(mut keys) = self.keys.keys.lock()
+        {
+            keys.remove(key);
+        }
+    }
+}
+
 /// The recording handler.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -132,6 +190,12 @@ pub struct Recorder {
     /// Payloads on which the handler waits for [`BATCH_LOCK`] inside its transaction, so a
     /// test holding the lock keeps the batch open (across a database restart, say).
     pub lock_on: Vec<String>,
+    /// Messages of one partition handled at once, never two of a key (1: one at a time).
+    pub key_concurrency: usize,
+    /// Time each handler call spends before recording, inside its transaction.
+    pub delay: Duration,
+    /// The keys in a handler call now, and how often two calls of a key overlapped.
+    pub keys_in_flight: Arc<KeysInFlight>,
 }
 
 /// Makes PostgreSQL raise a real error with a chosen SQLSTATE (such as `40001`,
@@ -174,6 +238,9 @@ impl Recorder {
             dead_letter_topic: None,
             transient: None,
             lock_on: Vec::new(),
+            key_concurrency: 1,
+            delay: Duration::ZERO,
+            keys_in_flight: Arc::default(),
         }
     }
 
@@ -200,6 +267,9 @@ impl Consumes for Recorder {
         if let Some(topic) = &self.dead_letter_topic {
             subscription = subscription.with_dead_letter_topic(topic.clone());
         }
+        if self.key_concurrency > 1 {
+            subscription = subscription.with_key_concurrency(self.key_concurrency);
+        }
         subscription
     }
 }
@@ -209,6 +279,10 @@ impl Handler for Recorder {
     async fn handle(&self, message: &Message<String, String>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
         let in_flight = Counted::enter(&self.in_flight.0);
         self.in_flight.1.fetch_max(in_flight.now, Ordering::SeqCst);
+        let _key = self.keys_in_flight.enter(message.key.as_deref());
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         self.record(message, cx).await
     }
 }

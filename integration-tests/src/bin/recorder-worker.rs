@@ -5,7 +5,11 @@
 //! effects' instance column); the default is `recorder-worker`. With
 //! `EXACTLY_TEST_BATCH=unnest` or `copy` it registers the batch recorder instead, writing
 //! each batch with that statement (and saying so on stderr once a batch holds more than one
-//! message).
+//! message). For the per-message recorder: `EXACTLY_TEST_KEY_CONCURRENCY=N` handles up to N
+//! messages of a partition at once, never two of a key (`Subscription::with_key_concurrency`;
+//! 1, the default, is one at a time); `EXACTLY_TEST_LOCK_ON=P1,P2,...` makes the handler wait,
+//! inside its transaction, for the advisory lock `recorder::BATCH_LOCK` on those payloads, so
+//! a test holding the lock keeps their transactions open.
 
 use std::time::Duration;
 
@@ -22,6 +26,22 @@ async fn main() -> std::process::ExitCode {
     };
     let instance = std::env::var("EXACTLY_TEST_INSTANCE").unwrap_or_else(|_| "recorder-worker".to_owned());
     let key_parking = std::env::var("EXACTLY_TEST_KEY_PARKING").is_ok_and(|v| v == "1");
+    let key_concurrency = match std::env::var("EXACTLY_TEST_KEY_CONCURRENCY").ok().filter(|v| !v.is_empty()) {
+        None => 1,
+        Some(value) => match value.parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                eprintln!("recorder-worker: EXACTLY_TEST_KEY_CONCURRENCY must be a number from 1 up, not {value:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    let lock_on: Vec<String> = std::env::var("EXACTLY_TEST_LOCK_ON")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|payload| !payload.is_empty())
+        .map(str::to_owned)
+        .collect();
     let builder = Runtime::builder()
         .brokers(brokers)
         .database_url(database_url)
@@ -33,6 +53,8 @@ async fn main() -> std::process::ExitCode {
         None => {
             let mut recorder = Recorder::new(topic, group, &instance);
             recorder.key_parking = key_parking;
+            recorder.key_concurrency = key_concurrency;
+            recorder.lock_on = lock_on;
             builder.handler(recorder)
         }
         Some(name) => match batch_recorder(&name, topic, group, &instance, key_parking) {

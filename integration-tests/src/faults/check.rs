@@ -1,7 +1,8 @@
 //! The check applied after every fault run, in one place: each input has exactly one effect,
-//! effects keep their order, the run's positions reached the end of its input, and no
-//! transaction is left open on its topics. [`check_and_report`] applies it and prints the
-//! run's row of the fault table.
+//! effects keep their order (per partition, or per key where keys are handled concurrently),
+//! the run's positions reached the end of its input (with no completed offsets left above
+//! them), and no transaction is left open on its topics. [`check_and_report`] applies it
+//! and prints the run's row of the fault table.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use sqlx::PgPool;
 
 use super::row::Row;
 use super::watermarks::{high_watermarks, wait_for_stable_end};
+use crate::progress::completed_offsets;
 use crate::{Input, Isolation, read_to_end};
 
 /// How long positions and last stable offsets may take to reach the end once the work is
@@ -25,6 +27,16 @@ pub enum Effects<'a> {
     /// Database mode: the `effects` rows `group` wrote. The table has no unique constraint,
     /// so a message applied twice is two rows. Order: offsets grow per partition.
     Rows {
+        /// The run's database.
+        pool: &'a PgPool,
+        /// The group whose rows count.
+        group: &'a str,
+    },
+    /// Database mode with key-level concurrency: the `effects` rows `group` wrote, counted
+    /// as in `Rows`, whose payloads are `key:seq`
+    /// ([`keyed_inputs`](crate::copy_check::keyed_inputs)). Order: `seq` grows per key in
+    /// the order the rows were inserted (the keys of a partition commit in any order).
+    KeyedRows {
         /// The run's database.
         pool: &'a PgPool,
         /// The group whose rows count.
@@ -44,6 +56,17 @@ pub enum Effects<'a> {
 pub enum Positions<'a> {
     /// Database mode: the positions `group` stored in PostgreSQL for `topic`.
     Stored {
+        /// The run's database.
+        pool: &'a PgPool,
+        /// The consumer group.
+        group: &'a str,
+        /// The input topic.
+        topic: &'a str,
+    },
+    /// Database mode with key-level concurrency: the positions `group` stored for `topic`,
+    /// as in `Stored`, and no completed offsets left above them (`exactly.completed`): once
+    /// every message is handled, they are all compacted into the positions.
+    KeyConcurrent {
         /// The run's database.
         pool: &'a PgPool,
         /// The consumer group.
@@ -93,7 +116,8 @@ pub struct Verdict {
     pub unexpected: usize,
     /// Inputs with no effect.
     pub missing: usize,
-    /// Effects that came after a later one of their partition (rows) or key (records).
+    /// Effects that came after a later one of their partition (rows) or key (records and
+    /// keyed rows).
     pub out_of_order: usize,
     /// Partitions whose position is not at the end of the input, described.
     pub positions_behind: Vec<String>,
@@ -141,6 +165,24 @@ impl<'a> FaultRun<'a> {
             inputs,
             effects: Effects::Rows { pool, group },
             positions: Positions::Stored { pool, group, topic },
+        }
+    }
+
+    /// A Database-mode run over `topic` with key-level concurrency: `group`'s `effects` rows
+    /// in order per key (payloads `key:seq`), and its stored positions, with no completed
+    /// offsets left above them.
+    pub fn key_concurrent(
+        kafka: ClientConfig,
+        inputs: &'a [Input],
+        pool: &'a PgPool,
+        group: &'a str,
+        topic: &'a str,
+    ) -> Self {
+        Self {
+            kafka,
+            inputs,
+            effects: Effects::KeyedRows { pool, group },
+            positions: Positions::KeyConcurrent { pool, group, topic },
         }
     }
 
@@ -194,6 +236,14 @@ impl<'a> FaultRun<'a> {
                     })
                     .collect())
             }
+            Effects::KeyedRows { pool, group } => {
+                let payloads: Vec<String> =
+                    sqlx::query_scalar("SELECT payload FROM effects WHERE group_id = $1 ORDER BY seq")
+                        .bind(group)
+                        .fetch_all(pool)
+                        .await?;
+                payloads.into_iter().map(|payload| keyed(payload.into_bytes())).collect()
+            }
             Effects::Records { topic } => {
                 let records = read_to_end(self.kafka.clone(), topic, Isolation::ReadCommitted, SETTLE).await?;
                 records.into_iter().map(|r| keyed(r.payload.unwrap_or_default())).collect()
@@ -217,11 +267,17 @@ impl<'a> FaultRun<'a> {
     async fn positions_behind_now(&self) -> anyhow::Result<Vec<String>> {
         let mut behind = Vec::new();
         match self.positions {
-            Positions::Stored { pool, group, topic } => {
+            Positions::Stored { pool, group, topic } | Positions::KeyConcurrent { pool, group, topic } => {
                 for (partition, end) in high_watermarks(self.kafka.clone(), topic, "read_uncommitted")? {
                     let stored = exactly::offsets::position(pool, group, topic, partition).await?;
                     if stored != Some(end) {
                         behind.push(format!("{topic}/{partition} stored {stored:?}, end {end}"));
+                    }
+                }
+                if matches!(self.positions, Positions::KeyConcurrent { .. }) {
+                    let left = completed_offsets(pool, group, topic).await?;
+                    if left > 0 {
+                        behind.push(format!("{topic}: {left} completed offsets never compacted into the positions"));
                     }
                 }
             }
@@ -252,7 +308,10 @@ impl<'a> FaultRun<'a> {
         if let Effects::Records { topic } = self.effects {
             topics.push(topic);
         }
-        if let Positions::Stored { topic, .. } | Positions::Committed { topic, .. } = self.positions {
+        if let Positions::Stored { topic, .. }
+        | Positions::KeyConcurrent { topic, .. }
+        | Positions::Committed { topic, .. } = self.positions
+        {
             topics.push(topic);
         }
         let mut open = Vec::new();

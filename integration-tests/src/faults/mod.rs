@@ -1,5 +1,6 @@
-//! The fault-injection suite's common parts: profiles, kill loops with recovery times, the
-//! check applied after every run, and the table every run prints.
+//! The fault-injection suite's common parts: profiles, kill loops with recovery times and
+//! the input they interrupt, the check applied after every run, and the table every run
+//! prints.
 //!
 //! Two profiles: `quick` (the default, part of `cargo test`) and `full`
 //! (`EXACTLY_FAULT_PROFILE=full`, run by `scripts/faults`). Each fault test ends with
@@ -8,11 +9,13 @@
 //! as a markdown table row.
 
 pub mod check;
+pub mod feed;
 pub mod kill_loop;
 pub mod row;
 pub mod watermarks;
 
 pub use check::{Effects, FaultRun, Positions, Verdict, check_and_report};
+pub use feed::feed_by_lives;
 pub use kill_loop::{Kill, KillOutcome, kill_loop, kill_plan};
 pub use row::{Row, TABLE_HEADER, percentile};
 pub use watermarks::{high_watermarks, wait_for_stable_end};
