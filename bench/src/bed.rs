@@ -149,6 +149,28 @@ impl Bed {
         Ok(())
     }
 
+    /// A new topic of `partitions` partitions holding a message of `size` bytes per key of
+    /// `keys`, in that order, each with its key's name and in its key's partition (S8's
+    /// inputs: see [`crate::keys`]).
+    pub(crate) async fn filled_keyed_topic(
+        &self,
+        partitions: i32,
+        keys: &[u32],
+        size: usize,
+    ) -> anyhow::Result<String> {
+        let topic = self.kafka.unique_topic("bench_keyed", partitions).await?;
+        let producer = producer(&self.kafka.client_config())?;
+        for slice in keys.chunks(20_000) {
+            let inputs = slice.iter().map(|&key| Input {
+                partition: Some(crate::keys::partition_of(key, partitions)),
+                key: Some(crate::keys::name(key)),
+                payload: payload(size),
+            });
+            send_all(&producer, &topic, inputs).await.with_context(|| format!("cannot fill {topic}"))?;
+        }
+        Ok(topic)
+    }
+
     /// A new, empty output topic.
     pub(crate) async fn empty_topic(&self, partitions: i32) -> anyhow::Result<String> {
         self.kafka.unique_topic("bench_out", partitions).await

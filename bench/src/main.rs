@@ -8,6 +8,7 @@
 
 mod bed;
 mod chart;
+mod keys;
 mod measure;
 mod process;
 mod profile;
@@ -45,14 +46,15 @@ enum Command {
         /// after it (`docs/benchmarks/`).
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
-        /// Only these scenarios (S4 and S6 need S1 and S3; S7 is batch handlers).
-        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"])]
+        /// Only these scenarios (S4 and S6 need S1 and S3; S7 is batch handlers; S8 is key-level
+        /// concurrency inside a partition).
+        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"])]
         only: Vec<Scenario>,
         /// Multiplies every message count (for a quick look; the report says so).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// How often each S1–S3 measurement, and each system of S7's comparison, runs
-        /// (default: the profile's).
+        /// How often each S1–S3 measurement, each system of S7's comparison, and each run
+        /// S8's targets judge, runs (default: the profile's).
         #[arg(long)]
         repeats: Option<usize>,
         /// Where the processes' logs go.
@@ -82,6 +84,7 @@ enum Scenario {
     S5,
     S6,
     S7,
+    S8,
 }
 
 #[tokio::main]
@@ -148,6 +151,7 @@ async fn run(
             Scenario::S5 => suite.s5().await,
             Scenario::S6 => suite.s6().await,
             Scenario::S7 => suite.s7().await,
+            Scenario::S8 => suite.s8().await,
         };
         if let Err(error) = outcome {
             let name = format!("{scenario:?}");
@@ -163,7 +167,8 @@ async fn run(
 }
 
 /// Writes the report to `out`, and its charts beside it, into a directory named after it
-/// (`docs/benchmarks.md` links `benchmarks/s7-batch-size.svg`, in `docs/benchmarks/`).
+/// (`docs/benchmarks.md` links `benchmarks/s7-batch-size.svg`, in `docs/benchmarks/`, and
+/// S8's `benchmarks/s8-key-concurrency-*.svg`).
 fn write_report(report: &report::Report, out: &std::path::Path) -> anyhow::Result<()> {
     if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

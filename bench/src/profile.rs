@@ -33,6 +33,16 @@ pub(crate) struct Profile {
     /// partition's share is best a multiple of every limit, so that the last batch closes
     /// on its limit and not on the sweep's long wait.
     pub(crate) s7_sweep_messages: u64,
+    /// S8: messages (100 B) in each of the backlogs whose keys are uniform and Zipf-distributed.
+    pub(crate) s8_messages: u64,
+    /// S8: messages in the one-hot-key backlog: all in one partition, one at a time, so
+    /// fewer than the others', or it alone would take minutes per run.
+    pub(crate) s8_hot_key_messages: u64,
+    /// S8: how often each run the targets judge (uniform keys: exactly sequential, exactly
+    /// and the key-parallel baseline at the judged bound) is repeated; the median is reported.
+    pub(crate) s8_repeats: usize,
+    /// S8: the in-flight bounds N swept (messages of a partition in flight at once), ascending.
+    pub(crate) s8_in_flight: &'static [usize],
     /// S4: warm-up, then measured.
     pub(crate) latency: (Duration, Duration),
     /// S6: how long the process runs before it is killed.
@@ -69,6 +79,14 @@ impl Profile {
             s7_repeats: 3,
             // 60 000 per partition: a multiple of 100, 500, 2 000 and 10 000.
             s7_sweep_messages: 480_000,
+            // A sequential run handles a partition's messages at about a millisecond each,
+            // some 5 000 msg/s over 8 partitions: 80 000 take it about 16 s, the concurrent
+            // runs a few seconds. With one hot key every run is as slow (one partition, one
+            // at a time), hence its smaller backlog. About 35 runs in all, some 10 minutes.
+            s8_messages: 80_000,
+            s8_hot_key_messages: 6_000,
+            s8_repeats: 3,
+            s8_in_flight: &[1, 4, 16, 64, 256],
             latency: (Duration::from_secs(5), Duration::from_secs(20)),
             steady: Duration::from_secs(6),
             recovery_cap: 8_000_000,
@@ -89,6 +107,8 @@ impl Profile {
         self.s5_messages = scale(self.s5_messages);
         self.s7_messages = scale(self.s7_messages);
         self.s7_sweep_messages = scale(self.s7_sweep_messages);
+        self.s8_messages = scale(self.s8_messages);
+        self.s8_hot_key_messages = scale(self.s8_hot_key_messages);
         self.recovery_cap = scale(self.recovery_cap);
         self.changes.push(format!("message counts × {factor}"));
         self
@@ -114,10 +134,12 @@ impl Profile {
         if self.changes.is_empty() { String::new() } else { format!(", changed: {}", self.changes.join(", ")) }
     }
 
-    /// Each S1–S3 measurement, and each system of S7's comparison, `repeats` times.
+    /// Each S1–S3 measurement, each system of S7's comparison, and each run S8's targets
+    /// judge, `repeats` times.
     pub(crate) fn repeated(mut self, repeats: usize) -> Self {
         self.repeats = repeats.max(1);
         self.s7_repeats = self.repeats;
+        self.s8_repeats = self.repeats;
         self.changes.push(format!("{} repeats", self.repeats));
         self
     }
@@ -138,6 +160,10 @@ impl Profile {
             s7_messages: 1_000,
             s7_repeats: 1,
             s7_sweep_messages: 800,
+            s8_messages: 400,
+            s8_hot_key_messages: 100,
+            s8_repeats: 1,
+            s8_in_flight: &[1, 64],
             latency: (Duration::from_secs(3), Duration::from_secs(2)),
             steady: Duration::from_secs(1),
             recovery_cap: 60_000,

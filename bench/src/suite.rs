@@ -1,6 +1,7 @@
-//! The scenarios S1–S7, run in order on one test bed, each system against its baselines.
+//! The scenarios S1–S8, run in order on one test bed, each system against its baselines.
 
 mod batch_handlers;
+mod key_concurrency;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -764,18 +765,19 @@ impl<'a> Suite<'a> {
             batch_wait_ms: variant.batch_wait_ms,
             commit_interval_ms: variant.commit_interval_ms,
             concurrency: variant.concurrency,
+            key_concurrency: variant.key_concurrency,
             instance: None,
             session_timeout_ms: SESSION_TIMEOUT_MS,
             rows: 0,
             row_bytes: 0,
-            handler_delay_us: 0,
+            handler_delay_us: variant.handler_delay_us,
         }
     }
 
     /// Where the system `spec` runs makes its progress durable (`partitions`: the input's).
     fn progress(&self, spec: &WorkerSpec, partitions: i32) -> anyhow::Result<Progress> {
         match spec.system {
-            System::ExactlyDatabase | System::ExactlyBatch(_) => {
+            System::ExactlyDatabase | System::ExactlyBatch(_) | System::ExactlyIoBound => {
                 Ok(Progress::Stored { pool: self.bed.pool.clone(), group: spec.group.clone() })
             }
             System::PlainLoop | System::PlainLoopPerPartition => {

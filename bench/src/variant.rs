@@ -13,6 +13,12 @@ pub(crate) struct Variant {
     pub(crate) batch_wait_ms: u64,
     pub(crate) concurrency: usize,
     pub(crate) commit_interval_ms: u64,
+    /// Messages of one partition in flight at once, never two of one key (S8): exactly's
+    /// `Subscription::with_key_concurrency`, the key-parallel baseline's bound; 1 elsewhere.
+    pub(crate) key_concurrency: usize,
+    /// How long the handler waits per message before it writes, in microseconds: S8's 1 ms
+    /// of I/O; 0 elsewhere.
+    pub(crate) handler_delay_us: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +55,8 @@ impl Variant {
             batch_wait_ms: BATCH_WAIT_MS,
             concurrency,
             commit_interval_ms: COMMIT_MS,
+            key_concurrency: 1,
+            handler_delay_us: 0,
         }
     }
 
@@ -89,6 +97,18 @@ impl Variant {
             Subject::Worker(System::PlainLoopPerPartition) => format!("1 per transaction, {connections}"),
             Subject::Worker(System::PostgresOnly(_)) => format!("batch {}, {connections}", self.batch),
             Subject::Worker(System::ConsumeOnly) => "auto-commit".to_owned(),
+            Subject::Worker(System::ExactlyIoBound) => format!(
+                "key concurrency {}, {batch}, max_concurrent_batches {} (pool {})",
+                self.key_concurrency,
+                self.concurrency,
+                self.concurrency + 2
+            ),
+            Subject::Worker(System::KeyParallel) => format!(
+                "≤ {} in flight per partition, pool {}, commit every {} ms",
+                self.key_concurrency,
+                self.concurrency + 2,
+                self.commit_interval_ms
+            ),
             Subject::Worker(System::ExactlyKafka | System::IdempotentCopy) => {
                 format!("commit every {} ms", self.commit_interval_ms)
             }

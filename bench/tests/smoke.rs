@@ -1,8 +1,9 @@
-//! The benchmark's smoke run: every scenario (S1–S7), every system and every baseline
+//! The benchmark's smoke run: every scenario (S1–S8), every system and every baseline
 //! (the task-per-partition ones with each statement shape, PostgreSQL alone at 1 and 8
 //! connections, Kafka Streams with one and two threads, exactly's batch handler with
-//! `UNNEST` and `COPY`), on a tiny backlog, so the benchmark keeps working, and S7's chart
-//! is written beside the report and linked from it. The figures
+//! `UNNEST` and `COPY`, exactly sequential and with key concurrency beside the key-parallel
+//! consumer, on each key distribution), on a tiny backlog, so the benchmark keeps working,
+//! and S7's and S8's charts are written beside the report and linked from it. The figures
 //! of such a run mean nothing and nothing here times anything; what is checked is that
 //! each scenario ran, every system made its output exactly once (the bench compares the
 //! distinct rows or output records with the input after each run, checks that no dead
@@ -36,6 +37,8 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
         "## S6: recovery after SIGKILL",
         "## S7: Kafka to PostgreSQL with a batch handler",
         "## S7: throughput against the batch limit",
+        "## S8: key-level concurrency inside a partition",
+        "## S8: throughput against the in-flight bound",
     ] {
         assert!(report.contains(title), "the report has no section {title:?}:\n{report}");
     }
@@ -54,6 +57,9 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
         "Kafka Streams, exactly_once_v2, 2 stream threads",
         "exactly, Database mode, batch handler, `INSERT … UNNEST` per batch",
         "exactly, Database mode, batch handler, `COPY` per batch (`bulk::BinaryCopy`)",
+        "exactly, sequential (today)",
+        "exactly, key concurrency",
+        "rdkafka + sqlx, at-least-once, key-parallel (Parallel Consumer's design)",
     ] {
         assert!(report.contains(&format!("| {system}")), "no row for {system}:\n{report}");
     }
@@ -66,7 +72,7 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
     }
     // Every target is judged, met or missed, and says what it compares.
     let targets: Vec<&str> = report.lines().filter(|l| l.starts_with("| S")).filter(|l| l.contains("≥")).collect();
-    assert!(targets.len() >= 15, "expected at least 15 targets, found {}:\n{report}", targets.len());
+    assert!(targets.len() >= 17, "expected at least 17 targets, found {}:\n{report}", targets.len());
     for target in &targets {
         assert!(target.ends_with("| met |") || target.ends_with("| **missed** |"), "an unjudged target: {target}");
         assert!(target.contains("like for like"), "a target that does not say what it compares: {target}");
@@ -88,7 +94,9 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
             .collect()
     };
     let data_rows: Vec<&&str> = rows.iter().filter(|row| !figures(row).is_empty()).collect();
-    assert!(data_rows.len() >= 67, "expected at least 67 rows of figures, found {}:\n{report}", data_rows.len());
+    // S8 adds 2 targets, 9 comparison rows (3 systems × 3 key distributions) and 6 sweep
+    // rows (the smoke profile's 2 bounds × 3 key distributions).
+    assert!(data_rows.len() >= 84, "expected at least 84 rows of figures, found {}:\n{report}", data_rows.len());
     for row in &data_rows {
         assert!(!row.contains("|  |"), "an empty cell in {row}");
         assert!(!row.contains("NaN") && !row.contains("inf"), "a figure that is not a number in {row}");
@@ -98,5 +106,13 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
     let chart = std::fs::read_to_string(dir.join("benchmarks").join("s7-batch-size.svg")).expect("no S7 chart");
     assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"), "not an SVG document:\n{chart}");
     assert_eq!(chart.matches("<polyline").count(), 4, "a line per system swept:\n{chart}");
+    // S8's charts: one per key distribution, a line for exactly and one for the baseline.
+    for keys in ["uniform", "zipf", "hot-key"] {
+        let file = format!("s8-key-concurrency-{keys}.svg");
+        assert!(report.contains(&format!("](benchmarks/{file})")), "S8's {keys} chart is not linked:\n{report}");
+        let chart = std::fs::read_to_string(dir.join("benchmarks").join(&file)).expect("no S8 chart");
+        assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"), "not an SVG document:\n{chart}");
+        assert_eq!(chart.matches("<polyline").count(), 2, "a line per system swept:\n{chart}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,7 +2,8 @@
 //! that stores the position: as a per-message [`Handler`] (one `INSERT` per message, S1),
 //! or as a [`BatchHandler`] that writes each batch with one statement (S7): `INSERT …
 //! UNNEST` through the baselines' own [`RowWriter`], or binary `COPY` built with exactly's
-//! [`BinaryCopy`], as a user of exactly would write it.
+//! [`BinaryCopy`], as a user of exactly would write it. S8's handler is the per-message one
+//! waiting 1 ms before its `INSERT` (as I/O would), sequential or with key concurrency.
 
 use std::time::Duration;
 
@@ -26,8 +27,10 @@ type InputMessage = Message<Vec<u8>, Vec<u8>>;
 struct TableWriter {
     input: String,
     group: String,
-    /// How long the per-message handler waits per message (S6's smoke runs).
+    /// How long the per-message handler waits per message (S6's smoke runs, S8's I/O).
     delay: Duration,
+    /// Messages of a partition in flight at once, never two of one key (1: sequential).
+    key_concurrency: usize,
     /// The table's statement: per-row `INSERT` for the per-message handler, the batch
     /// handler's statement otherwise.
     rows: RowWriter,
@@ -40,7 +43,9 @@ impl Consumes for TableWriter {
     type Mode = Database;
 
     fn subscription(&self) -> Subscription {
-        Subscription::new([self.input.clone()], self.group.clone(), Delivery::PointToPoint)
+        let subscription = Subscription::new([self.input.clone()], self.group.clone(), Delivery::PointToPoint);
+        // Sequential runs leave the setting alone, so that S1–S7 measure the path they always did.
+        if self.key_concurrency > 1 { subscription.with_key_concurrency(self.key_concurrency) } else { subscription }
     }
 }
 
@@ -74,12 +79,14 @@ impl BatchHandler for TableWriter {
 /// Runs exactly until stopped: with a per-message handler when `batch_statement` is
 /// `None`, otherwise with a batch handler writing each batch with that statement. Either
 /// way up to `spec.batch` messages per transaction and `spec.concurrency` transactions at
-/// once (`max_concurrent_batches`, as many as the baselines' connections).
+/// once (`max_concurrent_batches`, as many as the baselines' connections), and
+/// `spec.key_concurrency` messages of a partition in flight.
 pub(super) async fn run(spec: &WorkerSpec, batch_statement: Option<Statement>) -> anyhow::Result<()> {
     let writer = TableWriter {
         input: spec.input.clone(),
         group: spec.group.clone(),
         delay: Duration::from_micros(spec.handler_delay_us),
+        key_concurrency: spec.key_concurrency,
         rows: RowWriter::new(&spec.table, batch_statement.unwrap_or(Statement::PerRow))?,
     };
     let batch = Batch::default().max_records(spec.batch).max_wait(Duration::from_millis(spec.batch_wait_ms));

@@ -9,6 +9,7 @@ mod baseline_kafka;
 mod delivered;
 mod exactly_db;
 mod exactly_kafka;
+mod key_parallel;
 mod per_partition;
 mod postgres_only;
 mod rows;
@@ -46,6 +47,15 @@ pub(crate) enum System {
     /// Hand-written idempotent at-least-once consume-produce: copies, and commits the
     /// offsets of delivered records without stopping.
     IdempotentCopy,
+    /// exactly, Database mode, with a handler that waits `handler_delay_us` (its I/O) and
+    /// then inserts one row; `key_concurrency` messages of a partition in flight (1:
+    /// sequential).
+    ExactlyIoBound,
+    /// Hand-written at-least-once key-parallel consumer (Parallel Consumer's design): up to
+    /// `key_concurrency` messages of a partition in flight, never two of one key, each
+    /// waiting `handler_delay_us` then inserting in autocommit; the lowest offset not done
+    /// committed to Kafka every `commit_interval_ms`.
+    KeyParallel,
 }
 
 impl System {
@@ -78,6 +88,8 @@ impl System {
             Self::PlainLoop => "rdkafka + sqlx loop, offset upsert, one loop",
             Self::PlainLoopPerPartition => "rdkafka + sqlx loop, offset upsert, loop per partition",
             Self::IdempotentCopy => "rdkafka idempotent copy, at-least-once",
+            Self::ExactlyIoBound => "exactly, Database mode, handler waiting 1 ms then inserting",
+            Self::KeyParallel => "rdkafka + sqlx, at-least-once, key-parallel (Parallel Consumer's design)",
         }
     }
 
@@ -92,6 +104,8 @@ impl System {
                 | Self::PostgresOnly(_)
                 | Self::PlainLoop
                 | Self::PlainLoopPerPartition
+                | Self::ExactlyIoBound
+                | Self::KeyParallel
         )
     }
 }
@@ -117,11 +131,15 @@ pub(crate) struct WorkerSpec {
     pub(crate) commit_interval_ms: u64,
     /// exactly: batches in flight at once (`max_concurrent_batches`).
     pub(crate) concurrency: usize,
+    /// Messages of one partition in flight at once, never two of one key: exactly's key
+    /// concurrency, the key-parallel baseline's bound (1: one at a time).
+    pub(crate) key_concurrency: usize,
     /// `group.instance.id` (static membership), if any.
     pub(crate) instance: Option<String>,
     pub(crate) session_timeout_ms: u32,
-    /// exactly's handlers wait this long per message (0: not at all); the smoke profile
-    /// slows recovery runs with it so that a small backlog lasts.
+    /// The handlers wait this long per message (0: not at all): S8's 1 ms of I/O, in exactly
+    /// and the key-parallel baseline; the smoke profile slows recovery runs with it so that
+    /// a small backlog lasts.
     pub(crate) handler_delay_us: u64,
     /// PostgreSQL alone: how many rows, of how many bytes.
     pub(crate) rows: u64,
@@ -142,6 +160,7 @@ impl std::fmt::Debug for WorkerSpec {
             .field("batch_wait_ms", &self.batch_wait_ms)
             .field("commit_interval_ms", &self.commit_interval_ms)
             .field("concurrency", &self.concurrency)
+            .field("key_concurrency", &self.key_concurrency)
             .field("instance", &self.instance)
             .field("session_timeout_ms", &self.session_timeout_ms)
             .field("handler_delay_us", &self.handler_delay_us)
@@ -164,6 +183,8 @@ pub(crate) async fn run(spec: WorkerSpec) -> anyhow::Result<()> {
         System::PostgresOnly(statement) => postgres_only::run(&spec, statement).await,
         System::ConsumeOnly => baseline_kafka::consume_only(&spec).await,
         System::IdempotentCopy => baseline_kafka::idempotent_copy(&spec).await,
+        System::ExactlyIoBound => exactly_db::run(&spec, None).await,
+        System::KeyParallel => key_parallel::run(&spec).await,
     }
 }
 
@@ -194,6 +215,7 @@ mod tests {
             batch_wait_ms: 50,
             commit_interval_ms: 100,
             concurrency: 8,
+            key_concurrency: 1,
             instance: None,
             session_timeout_ms: 10_000,
             handler_delay_us: 0,
