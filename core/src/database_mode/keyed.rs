@@ -34,7 +34,7 @@ use super::mirror::{Mirror, consumer_position};
 use super::parked::ParkedKeys;
 use super::partition::{Item, PartitionWorker, Progress, Report};
 use crate::api::mode::Database;
-use crate::engine::backoff::Backoff;
+use crate::engine::backoff::until_loaded;
 use crate::engine::shared::Shared;
 use crate::error::{Error, ErrorClass};
 use crate::ops::metrics::handles::KeyedMetrics;
@@ -194,37 +194,29 @@ impl<H: Work<Mode = Database> + 'static> KeyedPartition<H> {
     /// parked keys, retrying while the database is away. Returns `false` when the
     /// partition must stop.
     async fn load_state(&mut self) -> bool {
-        let mut backoff = Backoff::new();
-        loop {
-            let limit = self.shared.transaction_timeout;
+        let this = &*self;
+        let limit = this.shared.transaction_timeout;
+        let load = || async move {
             let loading = async {
-                let pool = self.shared.pool()?;
-                let completed = completed::load(pool, &self.key, self.stored).await?;
-                let parked = match self.parked {
-                    Some(_) => Some(ParkedKeys::load(pool, &self.key).await?),
+                let pool = this.shared.pool()?;
+                let completed = completed::load(pool, &this.key, this.stored).await?;
+                let parked = match this.parked {
+                    Some(_) => Some(ParkedKeys::load(pool, &this.key).await?),
                     None => None,
                 };
                 Ok::<_, Error>((completed, parked))
             };
-            let loaded = tokio::time::timeout(limit, loading).await.unwrap_or_else(|_| {
+            tokio::time::timeout(limit, loading).await.unwrap_or_else(|_| {
                 let during = "loading the completed offsets and parked keys".to_owned();
-                Err(Error::DatabaseTimedOut { during, location: Some(self.key.location(self.stored)), after: limit })
-            });
-            match loaded {
-                Ok((completed, parked)) => {
-                    self.skip = completed.into_iter().collect();
-                    self.parked = parked;
-                    return true;
-                }
-                Err(error) => {
-                    self.shared.report(&error);
-                    if error.class() == ErrorClass::Fatal || self.stopping() {
-                        return false;
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
+                Err(Error::DatabaseTimedOut { during, location: Some(this.key.location(this.stored)), after: limit })
+            })
+        };
+        let Some((completed, parked)) = until_loaded(&this.shared, || this.stopping(), load).await else {
+            return false;
+        };
+        self.skip = completed.into_iter().collect();
+        self.parked = parked;
+        true
     }
 
     fn start_lanes(&mut self) {

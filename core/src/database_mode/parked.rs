@@ -14,7 +14,7 @@ use super::batch::Tx;
 use super::partition::PartitionWorker;
 use crate::api::context::Context;
 use crate::api::mode::Database;
-use crate::engine::backoff::Backoff;
+use crate::engine::backoff::until_loaded;
 use crate::error::{Error, ErrorClass, Result};
 use crate::pipeline::dead_letter::{self, DeadLettered};
 use crate::pipeline::decode::{Coordinates, Decoded, decode_parts};
@@ -83,28 +83,17 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
     /// Reads the partition's parked keys at start, retrying while the database is away.
     /// Returns `false` when the worker must end.
     pub(super) async fn load_parked(&mut self) -> bool {
-        let mut backoff = Backoff::new();
-        loop {
-            let loaded = match self.shared.pool() {
-                Ok(pool) => tokio::time::timeout(self.shared.transaction_timeout, ParkedKeys::load(pool, &self.key))
-                    .await
-                    .unwrap_or_else(|_| Err(self.timed_out("loading the parked keys"))),
-                Err(error) => Err(error),
-            };
-            match loaded {
-                Ok(parked) => {
-                    self.parked = Some(parked);
-                    return true;
-                }
-                Err(error) => {
-                    self.shared.report(&error);
-                    if error.class() == ErrorClass::Fatal || self.stopping() {
-                        return false;
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-            }
-        }
+        let this = &*self;
+        let limit = this.shared.transaction_timeout;
+        let load = || async move {
+            let loading = ParkedKeys::load(this.shared.pool()?, &this.key);
+            tokio::time::timeout(limit, loading)
+                .await
+                .unwrap_or_else(|_| Err(this.timed_out("loading the parked keys")))
+        };
+        let Some(parked) = until_loaded(&this.shared, || this.stopping(), load).await else { return false };
+        self.parked = Some(parked);
+        true
     }
 
     /// Retries every parked key that is due. Returns `false` when the worker must end.
