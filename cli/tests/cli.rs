@@ -61,18 +61,18 @@ async fn migrate_creates_the_tables_then_finds_them_up_to_date() -> anyhow::Resu
     let database = Postgres::shared().await?.database().await?;
     let first = json(kafka, &database.url, &["migrate"])?;
     let statuses: Vec<&str> = first.as_array().into_iter().flatten().filter_map(|m| m["status"].as_str()).collect();
-    assert_eq!(statuses, ["applied now"; 4], "{first}");
+    assert_eq!(statuses, ["applied now"; 5], "{first}");
     let pool = database.pool().await?;
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'exactly' \
-         AND table_name IN ('offsets', 'outbox', 'dead_letters', 'parked')",
+         AND table_name IN ('offsets', 'completed', 'outbox', 'dead_letters', 'parked')",
     )
     .fetch_one(&pool)
     .await?;
-    assert_eq!(tables, 4);
+    assert_eq!(tables, 5);
     let again = exactly(kafka, &database.url, &["migrate"])?;
     assert!(again.status.success(), "{}", stderr(&again));
-    assert_eq!(stdout(&again).matches("already applied").count(), 4, "{}", stdout(&again));
+    assert_eq!(stdout(&again).matches("already applied").count(), 5, "{}", stdout(&again));
     Ok(())
 }
 
