@@ -256,6 +256,9 @@ async fn a_batch_handler_frozen_past_its_session_timeout_comes_back_as_a_zombie(
     let mut processes =
         vec![recorder("recorder-a")?, recorder("recorder-b")?, copier("copier-a")?, copier("copier-b")?];
     let outcome = async {
+        // Both of each pair in the group first: a process frozen before it joined would
+        // never time out of it.
+        run.settled(2).await?;
         let at_zero = (vec![0; PARTITIONS as usize], vec![0; PARTITIONS as usize]);
         run.wait_both_moved("the processes starting", &at_zero).await?;
         let mut recovery = (Vec::new(), Vec::new());
