@@ -228,6 +228,12 @@ fn commit() -> String {
 }
 
 /// Date, versions, machine and settings, for the report's head.
+/// The options the run was given after `run` (`--only`, `--out`, ...), as typed, so a
+/// report of some scenarios says so.
+fn options() -> String {
+    std::env::args().skip(2).map(|option| format!(" {option}")).collect()
+}
+
 async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
     let command_line = |program: &str, args: &[&str]| {
         std::process::Command::new(program)
@@ -257,7 +263,7 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
     let commit = commit();
     vec![
         ("date".into(), command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
-        ("command".into(), format!("`scripts/bench` (profile {}{})", profile.name, profile.note())),
+        ("command".into(), format!("`scripts/bench{}` (profile {}{})", options(), profile.name, profile.note())),
         ("build".into(), if cfg!(debug_assertions) { "debug".into() } else { "release".into() }),
         ("exactly".into(), commit),
         (
