@@ -218,16 +218,15 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let count = match &self.progress {
             Progress::Position => {
                 let key = &self.key;
-                let stored = offsets::position(pool, &key.group, &key.topic, key.partition).await?;
-                let stored = stored.filter(|stored| *stored > self.next);
-                let count =
-                    stored.map_or(0, |stored| self.batch.iter().take_while(|item| item.offset() < stored).count());
-                if let Some(stored) = stored {
-                    // Past the last message, if it also moved past control records.
-                    self.next = stored;
-                    self.counters.set_position(stored);
+                match offsets::position(pool, &key.group, &key.topic, key.partition).await? {
+                    Some(stored) if stored > self.next => {
+                        // Past the last message, if it also moved past control records.
+                        self.next = stored;
+                        self.counters.set_position(stored);
+                        self.batch.iter().take_while(|item| item.offset() < stored).count()
+                    }
+                    _ => 0,
                 }
-                count
             }
             Progress::Lane { .. } => {
                 let offsets: Vec<i64> = self.batch.iter().map(Item::offset).collect();

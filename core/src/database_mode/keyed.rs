@@ -20,9 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -32,7 +30,7 @@ use super::consumer::{GroupConsumer, GroupContext, WorkerStart};
 use super::lane::{Job, Lane};
 use super::mirror::{Mirror, consumer_position};
 use super::parked::ParkedKeys;
-use super::partition::{Item, PartitionWorker, Progress, Report};
+use super::partition::{Item, PartitionWorker, Progress, Report, read_failed};
 use crate::api::mode::Database;
 use crate::engine::backoff::until_loaded;
 use crate::engine::shared::Shared;
@@ -306,11 +304,11 @@ impl<H: Work<Mode = Database> + 'static> KeyedPartition<H> {
                     let key = key_hash(item.raw.key.as_deref(), self.parked.is_some());
                     self.pending.push_back(Pending { item, key, waited: false });
                 }
-                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                    return Some(Error::OffsetOutOfRange { location: self.key.location(self.low()) });
+                Some(Err(error)) => {
+                    if let Some(broken) = read_failed(error, || self.key.location(self.low())) {
+                        return Some(broken);
+                    }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => tracing::warn!("reading the partition: {e}"),
             }
         }
         None
@@ -417,7 +415,7 @@ impl<H: Work<Mode = Database> + 'static> KeyedPartition<H> {
                 }
             }
             Report::Retried { lane, key, due } => {
-                self.release(lane, 1, key_hash(key.as_deref(), true));
+                self.release(lane, key_hash(key.as_deref(), true));
                 if let Some(parked) = &mut self.parked {
                     match due {
                         Some(due) => parked.set_due(key, due),
@@ -435,21 +433,22 @@ impl<H: Work<Mode = Database> + 'static> KeyedPartition<H> {
             self.outstanding.remove(offset);
             self.completed.insert(*offset);
             let key = self.handed.remove(offset).flatten();
-            self.release(lane, 1, key);
+            self.release(lane, key);
         }
         let low = self.low();
         self.completed = self.completed.split_off(&low);
         self.update_gauges();
     }
 
-    /// Lane `lane` is done with `count` of what it held, of the key with hash `key`.
-    fn release(&mut self, lane: usize, count: usize, key: Option<u64>) {
+    /// Lane `lane` is done with one thing it held (a message, or a parked key's retry), of
+    /// the key with hash `key`.
+    fn release(&mut self, lane: usize, key: Option<u64>) {
         if let Some(slot) = self.lanes.get_mut(lane) {
-            slot.holding = slot.holding.saturating_sub(count);
+            slot.holding = slot.holding.saturating_sub(1);
         }
         let Some(key) = key else { return };
         if let Some(owner) = self.owners.get_mut(&key) {
-            owner.messages = owner.messages.saturating_sub(count);
+            owner.messages = owner.messages.saturating_sub(1);
             if owner.messages == 0 {
                 self.owners.remove(&key);
             }

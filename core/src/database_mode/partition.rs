@@ -11,7 +11,9 @@
 
 use std::sync::Arc;
 
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -22,6 +24,7 @@ use crate::api::message::Message;
 use crate::api::mode::{Database, ModeKind};
 use crate::api::settings::RetryPolicy;
 use crate::engine::shared::Shared;
+use crate::error::{Error, Location};
 use crate::ops::metrics::handles::{GroupMetrics, PartitionMetrics};
 use crate::pipeline::attempts::Attempts;
 use crate::pipeline::decode::{Decoded, decode, raw};
@@ -57,6 +60,21 @@ impl<K, P> Item<K, P> {
 
     pub(super) fn offset(&self) -> i64 {
         self.offset
+    }
+}
+
+/// A partition queue's `error`: the partition broken (its position is out of range, at
+/// `location`), or nothing to act on (its end reached, or logged and read on).
+pub(super) fn read_failed(error: KafkaError, location: impl FnOnce() -> Location) -> Option<Error> {
+    match error {
+        KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange) => {
+            Some(Error::OffsetOutOfRange { location: location() })
+        }
+        KafkaError::PartitionEOF(_) => None,
+        e => {
+            tracing::warn!("reading the partition: {e}");
+            None
+        }
     }
 }
 

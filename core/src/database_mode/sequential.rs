@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -21,7 +19,7 @@ use tracing::Instrument;
 use super::consumer::{GroupConsumer, GroupContext, WorkerStart};
 use super::mirror::{Mirror, consumer_position};
 use super::parked::ParkedKeys;
-use super::partition::{Item, PartitionWorker, Progress};
+use super::partition::{Item, PartitionWorker, Progress, read_failed};
 use crate::api::mode::Database;
 use crate::engine::shared::Shared;
 use crate::error::Error;
@@ -164,11 +162,11 @@ impl<H: Work<Mode = Database>> SequentialPartition<H> {
                     worker.batch.push(item);
                     worker.counters.consumed.increment(1);
                 }
-                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
-                    return Some(Error::OffsetOutOfRange { location: worker.key.location(worker.next) });
+                Some(Err(error)) => {
+                    if let Some(broken) = read_failed(error, || worker.key.location(worker.next)) {
+                        return Some(broken);
+                    }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
-                Some(Err(e)) => tracing::warn!("reading the partition: {e}"),
             }
         }
         None
