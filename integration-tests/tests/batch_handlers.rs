@@ -17,51 +17,24 @@ use exactly_integration_tests::batch_recorder::{BatchCall, BatchLog, BatchRecord
 use exactly_integration_tests::both_modes::{BothModes, PARTITIONS};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::keyed_inputs;
-use exactly_integration_tests::faults::{FaultRun, Profile, check_and_report, kill_loop, kill_plan};
-use exactly_integration_tests::produce::{producer, send_all};
+use exactly_integration_tests::faults::{FaultRun, Profile, check_and_report, feed_by_lives, kill_loop, kill_plan};
 use exactly_integration_tests::progress::CommittedOffsets;
 use exactly_integration_tests::recorder::{Recorder, effect_counts, effect_rows};
 use exactly_integration_tests::support::{Reported, Running, builder, signal, spawn_logged, topic_and_database};
 use exactly_integration_tests::{Input, Kafka, feed, produce, unique, wait_until};
-use rdkafka::ClientConfig;
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(240);
 
-/// Records per slice of input.
+/// Records per slice of input (as `feed_by_lives` sends them).
 const SLICE: usize = 100;
 
-/// Slices of input each worker life of the Database-mode kill loop may add.
+/// Slices of input each worker life of the Database-mode kill loop adds.
 const SLICES_PER_LIFE: usize = 6;
 
 /// `count` values over `partitions` partitions, as the fault suite makes them.
 fn values(count: usize, partitions: i32) -> Vec<Input> {
     (0..count).map(|i| Input::to(i as i32 % partitions, format!("k{}", i % 97), format!("v-{i}"))).collect()
-}
-
-/// Produces `inputs` in slices, one every `pace`, but never more than `per_life` slices per
-/// worker life started so far (`lives`): the input cannot run out before the kill loop's
-/// last planned life (a loop whose input is done stops killing), and its last slices come
-/// only once the final worker runs. So every planned kill finds work to interrupt.
-fn feed_by_lives(
-    config: ClientConfig,
-    topic: String,
-    inputs: Vec<Input>,
-    lives: Arc<AtomicUsize>,
-    pace: Duration,
-) -> JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(async move {
-        let producer = producer(&config)?;
-        for (index, slice) in inputs.chunks(SLICE).enumerate() {
-            while index >= lives.load(Ordering::SeqCst) * SLICES_PER_LIFE {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            send_all(&producer, &topic, slice.to_vec()).await?;
-            tokio::time::sleep(pace).await;
-        }
-        Ok(())
-    })
 }
 
 /// The most `effects` rows one transaction of `group` wrote. A worker that runs only the
@@ -91,7 +64,8 @@ async fn a_copy_batch_handler_killed_at_twenty_random_points_and_failpoints() ->
     let inputs = values(count, partitions);
     let lives = Arc::new(AtomicUsize::new(0));
     let pace = Duration::from_millis(400);
-    let feeder = feed_by_lives(kafka.client_config(), topic.clone(), inputs.clone(), Arc::clone(&lives), pace);
+    let feeder =
+        feed_by_lives(kafka.client_config(), topic.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), pace);
 
     let group = unique("batch-faults-db");
     let log = std::env::temp_dir().join(format!("{group}.log"));
@@ -190,23 +164,7 @@ async fn batch_churn(strategy: &str, label: &str) -> anyhow::Result<()> {
     run.settled(1).await?;
     let at_zero = (vec![0; PARTITIONS as usize], vec![0; PARTITIONS as usize]);
     run.wait_both_moved("the first instance starting", &at_zero).await?;
-    let mut recovery = (Vec::new(), Vec::new());
-    let mut changes = 0;
-    for round in 0..rounds {
-        let mut joined = Vec::new();
-        for (members, instance) in [(2, "b"), (3, "c")] {
-            let since = std::time::Instant::now();
-            joined.push(start(format!("{instance}{round}")).await?);
-            run.recover(&format!("round {round}: {instance} joining"), since, members, &mut recovery).await?;
-            changes += 1;
-        }
-        for ((members, instance), running) in [(2, "b"), (1, "c")].into_iter().zip(joined) {
-            let since = std::time::Instant::now();
-            running.stop().await?;
-            run.recover(&format!("round {round}: {instance} leaving"), since, members, &mut recovery).await?;
-            changes += 1;
-        }
-    }
+    let (changes, recovery) = run.churn(rounds, &start).await?;
     let produced = feed.finish().await?;
     let fault = format!("batch handlers (UNNEST), group churn 1→3→1, {label} assignment");
     let outcome = run.check(&fault, changes, &inputs[..produced], recovery).await;

@@ -37,23 +37,7 @@ async fn churn(strategy: &str, label: &str) -> anyhow::Result<()> {
     let first = start("a".to_owned()).await?;
     run.settled(1).await?;
     run.wait_both_moved("the first instance starting", &(vec![0; 6], vec![0; 6])).await?;
-    let mut recovery = (Vec::new(), Vec::new());
-    let mut changes = 0;
-    for round in 0..rounds {
-        let mut joined = Vec::new();
-        for (members, instance) in [(2, "b"), (3, "c")] {
-            let since = std::time::Instant::now();
-            joined.push(start(format!("{instance}{round}")).await?);
-            run.recover(&format!("round {round}: {instance} joining"), since, members, &mut recovery).await?;
-            changes += 1;
-        }
-        for ((members, instance), running) in [(2, "b"), (1, "c")].into_iter().zip(joined) {
-            let since = std::time::Instant::now();
-            running.stop().await?;
-            run.recover(&format!("round {round}: {instance} leaving"), since, members, &mut recovery).await?;
-            changes += 1;
-        }
-    }
+    let (changes, recovery) = run.churn(rounds, &start).await?;
     let produced = feed.finish().await?;
     let outcome =
         run.check(&format!("group churn 1→3→1, {label} assignment"), changes, &inputs[..produced], recovery).await;
