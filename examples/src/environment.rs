@@ -100,20 +100,36 @@ impl CommittedOffsets {
     /// The committed offsets summed over the partitions: on a topic written from offset 0,
     /// how many records the group is done with.
     ///
+    /// A lookup that times out is asked again, for up to a minute: on a loaded machine the
+    /// group coordinator can be slow to answer while a killed member's session expires, and
+    /// a slow answer is not a failure of what is being measured.
+    ///
     /// # Errors
-    /// When Kafka does not answer.
+    /// When Kafka does not answer within that minute, or answers with another error.
     pub async fn total(&self) -> anyhow::Result<i64> {
-        use rdkafka::consumer::Consumer;
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut wanted = rdkafka::TopicPartitionList::new();
-            for partition in 0..this.partitions {
-                wanted.add_partition(&this.topic, partition);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let this = self.clone();
+            match tokio::task::spawn_blocking(move || this.committed_sum()).await? {
+                Err(rdkafka::error::KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::OperationTimedOut))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    continue;
+                }
+                other => return Ok(other?),
             }
-            let committed = this.reader.committed_offsets(wanted, std::time::Duration::from_secs(10))?;
-            Ok(committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum())
-        })
-        .await?
+        }
+    }
+
+    /// One lookup of the committed offsets, summed; blocks for up to 10 s.
+    fn committed_sum(&self) -> rdkafka::error::KafkaResult<i64> {
+        use rdkafka::consumer::Consumer;
+        let mut wanted = rdkafka::TopicPartitionList::new();
+        for partition in 0..self.partitions {
+            wanted.add_partition(&self.topic, partition);
+        }
+        let committed = self.reader.committed_offsets(wanted, std::time::Duration::from_secs(10))?;
+        Ok(committed.elements().iter().filter_map(|e| e.offset().to_raw()).filter(|o| *o > 0).sum())
     }
 }
 
