@@ -12,6 +12,8 @@ use exactly::{
     BatchError, BatchHandler, Consumes, Context, Delivery, Handler, HandlerError, Message, Output, Subscription,
 };
 
+use crate::in_flight::CallsInFlight;
+
 /// Copies `input` to `output` as consumer group `group`.
 #[derive(Debug, Clone)]
 pub struct Copier {
@@ -37,6 +39,12 @@ pub struct Copier {
     /// with more than one prints a line to stderr, so a test reading a copier process's
     /// log knows batches were handed over.
     pub largest_batch: Arc<AtomicUsize>,
+    /// Messages of one partition handled at once, never two of a key (1: one at a time).
+    pub key_concurrency: usize,
+    /// Handler calls in progress now, the most seen at once, and overlaps of a key (as a
+    /// per-message handler). The first time two calls run at once it prints a line to
+    /// stderr, so a test reading a copier process's log knows keys ran concurrently.
+    pub calls: Arc<CallsInFlight>,
 }
 
 impl Copier {
@@ -53,6 +61,8 @@ impl Copier {
             retry: None,
             dead_letter_topic: None,
             largest_batch: Arc::default(),
+            key_concurrency: 1,
+            calls: Arc::default(),
         }
     }
 
@@ -81,6 +91,9 @@ impl Consumes for Copier {
         if let Some(topic) = &self.dead_letter_topic {
             subscription = subscription.with_dead_letter_topic(topic.clone());
         }
+        if self.key_concurrency > 1 {
+            subscription = subscription.with_key_concurrency(self.key_concurrency);
+        }
         subscription
     }
 }
@@ -92,6 +105,11 @@ impl Handler for Copier {
         message: &Message<Vec<u8>, Vec<u8>>,
         cx: &mut Context<'_, Kafka>,
     ) -> Result<(), HandlerError> {
+        let before = self.calls.most();
+        let _call = self.calls.enter(message.key.as_deref());
+        if before == 1 && self.calls.most() > 1 {
+            eprintln!("copier: {} calls at once", self.calls.most());
+        }
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

@@ -25,6 +25,7 @@ pub mod copy_check;
 pub mod engine;
 pub mod faults;
 pub mod images;
+pub mod in_flight;
 pub mod kafka;
 pub mod names;
 pub mod node;

@@ -1,13 +1,14 @@
 //! A handler for tests: records every message it handles in `effects`, inside the batch's
 //! transaction, so tests can count effects against input.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use exactly::codec::Utf8;
 use exactly::{Consumes, Context, Delivery, Handler, HandlerError, Message, Subscription};
+
+use crate::in_flight::{CallsInFlight, Counted};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 
@@ -87,73 +88,6 @@ pub struct Hold {
     pub waiting: AtomicUsize,
 }
 
-/// One more in a count for as long as it lives: a handler call the runtime abandons (its
-/// future dropped at a deadline) leaves the count as a finished one does.
-struct Counted<'a> {
-    count: &'a AtomicUsize,
-    /// The count with this one in it.
-    now: usize,
-}
-
-impl<'a> Counted<'a> {
-    fn enter(count: &'a AtomicUsize) -> Self {
-        Counted { count, now: count.fetch_add(1, Ordering::SeqCst) + 1 }
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The keys whose messages are inside a handler call now, and how many calls began while
-/// another call of their key was still running (with key-level concurrency: never).
-#[derive(Debug, Default)]
-pub struct KeysInFlight {
-    keys: Mutex<HashSet<String>>,
-    overlaps: AtomicUsize,
-}
-
-impl KeysInFlight {
-    /// How many calls began while another call of their key was still running.
-    pub fn overlaps(&self) -> usize {
-        self.overlaps.load(Ordering::SeqCst)
-    }
-
-    /// Marks `key` as in a call for as long as the guard lives; a key already marked is an
-    /// overlap, counted (and left to the call that marked it).
-    fn enter(&self, key: Option<&str>) -> KeyInCall<'_> {
-        let mut marked = None;
-        if let Some(key) = key {
-            let fresh = self.keys.lock().map(|mut keys| keys.insert(key.to_owned())).unwrap_or(true);
-            if fresh {
-                marked = Some(key.to_owned());
-            } else {
-                self.overlaps.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        KeyInCall { keys: self, key: marked }
-    }
-}
-
-/// A key marked as in a call; unmarked when the call ends, or is abandoned (its future
-/// dropped at a deadline).
-struct KeyInCall<'a> {
-    keys: &'a KeysInFlight,
-    key: Option<String>,
-}
-
-impl Drop for KeyInCall<'_> {
-    fn drop(&mut self) {
-        if let Some(key) = &self.key
-            && let Ok(mut keys) = self.keys.keys.lock()
-        {
-            keys.remove(key);
-        }
-    }
-}
-
 /// The recording handler.
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -173,8 +107,8 @@ pub struct Recorder {
     pub panic_on: Vec<String>,
     /// Optional gate for chosen payloads.
     pub hold: Option<Arc<Hold>>,
-    /// Handler calls in progress now, and the most seen at once.
-    pub in_flight: Arc<(AtomicUsize, AtomicUsize)>,
+    /// Handler calls in progress now, the most seen at once, and overlaps of a key.
+    pub calls: Arc<CallsInFlight>,
     /// If set, each message is also emitted (key and payload) to this topic via the outbox.
     pub emit_to: Option<String>,
     /// Fail the messages of keys listed in the `blocked_keys` table.
@@ -194,8 +128,6 @@ pub struct Recorder {
     pub key_concurrency: usize,
     /// Time each handler call spends before recording, inside its transaction.
     pub delay: Duration,
-    /// The keys in a handler call now, and how often two calls of a key overlapped.
-    pub keys_in_flight: Arc<KeysInFlight>,
 }
 
 /// Makes PostgreSQL raise a real error with a chosen SQLSTATE (such as `40001`,
@@ -230,7 +162,7 @@ impl Recorder {
             permanent_on: Vec::new(),
             panic_on: Vec::new(),
             hold: None,
-            in_flight: Arc::default(),
+            calls: Arc::default(),
             emit_to: None,
             blocked_keys: false,
             retry: None,
@@ -240,13 +172,12 @@ impl Recorder {
             lock_on: Vec::new(),
             key_concurrency: 1,
             delay: Duration::ZERO,
-            keys_in_flight: Arc::default(),
         }
     }
 
     /// The most handler calls seen in progress at once.
     pub fn max_in_flight(&self) -> usize {
-        self.in_flight.1.load(Ordering::SeqCst)
+        self.calls.most()
     }
 }
 
@@ -277,9 +208,7 @@ impl Consumes for Recorder {
 #[exactly::async_trait]
 impl Handler for Recorder {
     async fn handle(&self, message: &Message<String, String>, cx: &mut Context<'_>) -> Result<(), HandlerError> {
-        let in_flight = Counted::enter(&self.in_flight.0);
-        self.in_flight.1.fetch_max(in_flight.now, Ordering::SeqCst);
-        let _key = self.keys_in_flight.enter(message.key.as_deref());
+        let _call = self.calls.enter(message.key.as_ref().map(String::as_bytes));
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
         }

@@ -1,7 +1,8 @@
 //! Kafka mode under crashes: a copy process killed with SIGKILL at 20 random points, and a
 //! zombie (SIGSTOP past its session timeout, its partitions taken over, then SIGCONT; what
-//! it had open aborts, reported as a fenced offset commit or as lost partitions). The
-//! output, read with read_committed, holds each input exactly once, in order per key.
+//! it had open aborts, reported as a fenced offset commit or as lost partitions), with keys
+//! one at a time and with key-level concurrency. The output, read with read_committed,
+//! holds each input exactly once, in order per key.
 
 use std::process::Child;
 use std::time::Duration;
@@ -30,19 +31,20 @@ impl Copy {
 
     /// A copier process; `log` collects its stderr.
     fn spawn(&self, transactional_id: &str, instance: &str, log: &std::path::Path) -> anyhow::Result<Child> {
-        self.spawn_with_delay(transactional_id, instance, log, 0)
+        self.spawn_with(transactional_id, instance, log, &[])
     }
 
-    fn spawn_with_delay(
+    /// A copier process with extra environment (`COPIER_DELAY_MS`, key concurrency).
+    fn spawn_with(
         &self,
         transactional_id: &str,
         instance: &str,
         log: &std::path::Path,
-        delay_ms: u64,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Child> {
         let brokers = self.kafka.bootstrap_servers();
         let args = [brokers.as_str(), &self.input, &self.output, &self.group, transactional_id, instance];
-        spawn_logged(env!("CARGO_BIN_EXE_copier"), &args, &[("COPIER_DELAY_MS", &delay_ms.to_string())], log)
+        spawn_logged(env!("CARGO_BIN_EXE_copier"), &args, env, log)
     }
 
     async fn wait_for_copies(&self, expected: usize) -> anyhow::Result<()> {
@@ -89,14 +91,27 @@ async fn a_copier_killed_twenty_times_copies_each_record_once() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_resumed_after_its_partitions_moved_cannot_commit() -> anyhow::Result<()> {
+    // Each record takes 20 ms, more than input arrives at: a backlog builds up, so a
+    // transaction is open whenever A is frozen.
+    zombie(&[("COPIER_DELAY_MS", "20")]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_concurrent_zombie_resumed_after_its_partitions_moved_cannot_commit() -> anyhow::Result<()> {
+    // Up to 8 keys of a partition at once, each record 200 ms: a window is always running,
+    // its records held, when A is frozen.
+    zombie(&[("COPIER_DELAY_MS", "200"), ("EXACTLY_TEST_KEY_CONCURRENCY", "8")]).await
+}
+
+/// Two copiers A and B with `env`; A is frozen past its session timeout while output flows,
+/// its partitions move to B, and A is resumed: its late commit must not land.
+async fn zombie(env: &[(&str, &str)]) -> anyhow::Result<()> {
     let copy = Copy::new(4).await?;
     let inputs = keyed_inputs(2_000, 40);
     let log_a = std::env::temp_dir().join(format!("{}-a.log", copy.group));
     let log_b = std::env::temp_dir().join(format!("{}-b.log", copy.group));
-    // Each record takes 20 ms, more than input arrives at: a backlog builds up, so a
-    // transaction is open whenever A is frozen.
-    let mut a = copy.spawn_with_delay(&unique("tx-a"), "a", &log_a, 20)?;
-    let mut b = copy.spawn_with_delay(&unique("tx-b"), "b", &log_b, 20)?;
+    let mut a = copy.spawn_with(&unique("tx-a"), "a", &log_a, env)?;
+    let mut b = copy.spawn_with(&unique("tx-b"), "b", &log_b, env)?;
     let feeder = feed(copy.kafka.client_config(), copy.input.clone(), inputs.clone(), Duration::from_millis(200));
 
     // Once A copies (it has partitions and output is flowing), freeze it mid-stream for

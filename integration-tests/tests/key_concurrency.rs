@@ -1,18 +1,21 @@
-//! Key-level concurrency (Database mode): up to N messages of a partition handled at once,
-//! never two of a key, each key in offset order. Each message's effects commit with the
+//! Key-level concurrency: up to N messages of a partition handled at once, never two of a
+//! key, each key in offset order. In Database mode each message's effects commit with the
 //! record that it is done; the stored position is the lowest offset not yet done plus the
-//! completed offsets above it, compacted away as that low mark moves.
+//! completed offsets above it, compacted away as that low mark moves. In Kafka mode a
+//! window of fetched messages runs per key, and the transaction takes each partition's
+//! records and offset up to its first failure.
 //!
-//! Against a real broker and a real PostgreSQL: worker processes SIGKILLed at 20 or more
-//! random points and at failpoints while skewed input arrives; instances joining and
-//! leaving; a worker frozen past its session timeout with a message held inside its
-//! transaction, whose late commit must not land; a parked key that waits while the other
-//! keys of its partition go on, and a poison message dead-lettered after its tries. Every
-//! run ends with the shared check (each input's effect once, with no unique constraint to
-//! hide a second; each key in order of insertion; positions at the end of the input; no
-//! completed offsets left). The concurrency itself is counted, not timed: calls in flight
-//! at once, within the bound, never two of a key. Kafka mode refuses key concurrency, and
-//! the check the rest rests on is shown to fail.
+//! Against a real broker and a real PostgreSQL, in both modes: worker processes SIGKILLed
+//! at 20 or more random points and at failpoints while skewed input arrives; instances
+//! joining and leaving; and in Database mode a worker frozen past its session timeout with
+//! a message held inside its transaction, whose late commit must not land, and a parked key
+//! that waits while the other keys of its partition go on. A poison message is
+//! dead-lettered after its tries, in each mode. Every run ends with the shared check (each
+//! input's effect once, with no unique constraint to hide a second; each key in order;
+//! positions at the end of the input; no completed offsets left, no transaction left open).
+//! The concurrency itself is counted, not timed: calls in flight at once, within the bound,
+//! never two of a key. A Kafka-mode batch handler refuses key concurrency, and the check the
+//! rest rests on is shown to fail.
 
 use std::process::Child;
 use std::sync::Arc;
@@ -26,12 +29,14 @@ use exactly_integration_tests::copy_check::keyed_inputs;
 use exactly_integration_tests::faults::{
     FaultRun, Profile, check_and_report, feed_by_lives, high_watermarks, kill_loop, kill_plan,
 };
-use exactly_integration_tests::progress::{SteadyFeed, parked_messages, stored_positions, wait_group_settled};
+use exactly_integration_tests::progress::{
+    CommittedOffsets, SteadyFeed, parked_messages, stored_positions, wait_group_settled,
+};
 use exactly_integration_tests::recorder::{
     BATCH_LOCK, Recorder, applied_offsets, create_blocked_keys_table, effect_counts,
 };
 use exactly_integration_tests::support::{Running, builder, signal, spawn_logged, topic_and_database};
-use exactly_integration_tests::{Input, Kafka, produce, unique, wait_until};
+use exactly_integration_tests::{Input, Isolation, Kafka, produce, read_to_end, unique, wait_until};
 use sqlx::{Connection as _, PgConnection, PgPool};
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -163,8 +168,9 @@ async fn key_concurrent_workers_killed_at_twenty_random_points_and_failpoints() 
 /// How long the churn's recorder waits in each call.
 const CHURN_HANDLER_WAIT: Duration = Duration::from_millis(5);
 
-/// Fault 3 with key concurrency: instances (each a recorder handling keys concurrently and
-/// a copier) go 1, 2, 3, 2, 1, `rounds` times, with `strategy` assignment, while input flows.
+/// Fault 3 with key concurrency: instances (each a recorder and a copier, both handling keys
+/// concurrently) go 1, 2, 3, 2, 1, `rounds` times, with `strategy` assignment, while input
+/// flows.
 async fn key_concurrent_churn(strategy: &str, label: &str) -> anyhow::Result<()> {
     let rounds = Profile::current().pick(1, 5);
     let mut run = BothModes::new().await?;
@@ -177,10 +183,13 @@ async fn key_concurrent_churn(strategy: &str, label: &str) -> anyhow::Result<()>
         // A handler that waits, as one worth running concurrently does: without it each
         // message of the trickle commits before the next arrives, in offset order anyway.
         recorder.delay = CHURN_HANDLER_WAIT;
+        let mut copier = Copier::new(&run.input, &run.output, &run.copy_group);
+        copier.key_concurrency = KEY_CONCURRENCY;
+        copier.delay = CHURN_HANDLER_WAIT;
         let runtime = builder(&run.url)
             .kafka_setting("partition.assignment.strategy", strategy)
             .transactional_id(format!("{transactional_id}-{instance}"))
-            .handler(Copier::new(&run.input, &run.output, &run.copy_group))
+            .handler(copier)
             .handler(recorder);
         Running::start(run.kafka, runtime)
     };
@@ -459,7 +468,7 @@ async fn a_parked_key_waits_in_order_while_the_other_keys_of_its_partition_go_on
     assert_eq!(k3, expected, "k3's messages applied in offset order, once each");
     assert!(dead_letters(&pool, &group).await?.is_empty(), "nothing dead-lettered: the key waited");
     assert!((2..=8).contains(&first.max_in_flight()), "calls at once: {} (1 < n <= 8)", first.max_in_flight());
-    let overlaps = first.keys_in_flight.overlaps() + second.keys_in_flight.overlaps();
+    let overlaps = first.calls.overlaps() + second.calls.overlaps();
     assert_eq!(overlaps, 0, "two calls of one key ran at once");
     Ok(())
 }
@@ -505,7 +514,7 @@ async fn a_poison_message_parks_only_its_key_and_is_dead_lettered_after_its_trie
     .fetch_one(&pool)
     .await?;
     assert!(overtook, "the other keys waited for the poison's key");
-    assert_eq!(probe.keys_in_flight.overlaps(), 0, "two calls of one key ran at once");
+    assert_eq!(probe.calls.overlaps(), 0, "two calls of one key ran at once");
     Ok(())
 }
 
@@ -560,7 +569,7 @@ async fn calls_of_one_partition_run_at_once_up_to_the_key_concurrency_never_two_
     let most = probe.max_in_flight();
     assert!(most > 1, "one call at a time with key concurrency {CONCURRENCY}");
     assert!(most <= CONCURRENCY, "{most} calls at once with key concurrency {CONCURRENCY}");
-    assert_eq!(probe.keys_in_flight.overlaps(), 0, "two calls of one key ran at once");
+    assert_eq!(probe.calls.overlaps(), 0, "two calls of one key ran at once");
 
     // The same handler with keys one at a time never has two calls at once: what was
     // counted above is the key concurrency.
@@ -574,18 +583,19 @@ async fn calls_of_one_partition_run_at_once_up_to_the_key_concurrency_never_two_
     Ok(())
 }
 
-/// Key concurrency asked of a Kafka-mode handler: refused, Database mode only for now.
+/// Key concurrency asked of a Kafka-mode batch handler: refused (it is called on each
+/// partition's fetched messages at once already).
 #[derive(exactly::Handler)]
 #[exactly(topic = "a", group = "g", payload = Vec<u8>, codec = bytes, mode = kafka, key_concurrency = 8)]
-struct KeyConcurrentCopier;
+struct KeyConcurrentBatchCopier;
 
 #[exactly::async_trait]
-impl exactly::Handler for KeyConcurrentCopier {
-    async fn handle(
+impl exactly::BatchHandler for KeyConcurrentBatchCopier {
+    async fn handle_batch(
         &self,
-        _: &exactly::Message<Vec<u8>, Vec<u8>>,
+        _: &[&exactly::Message<Vec<u8>, Vec<u8>>],
         _: &mut exactly::Context<'_, exactly::mode::Kafka>,
-    ) -> Result<(), exactly::HandlerError> {
+    ) -> Result<(), exactly::BatchError> {
         Ok(())
     }
 }
@@ -596,9 +606,13 @@ impl exactly::Handler for KeyConcurrentCopier {
 struct KeyConcurrentRecorder;
 
 #[tokio::test]
-async fn key_concurrency_is_refused_for_a_kafka_mode_handler_and_derived_for_a_database_one() {
-    let refused =
-        Runtime::builder().brokers("127.0.0.1:1").transactional_id("t").handler(KeyConcurrentCopier).build().await;
+async fn key_concurrency_is_refused_for_a_kafka_mode_batch_handler_and_derived_for_a_database_one() {
+    let refused = Runtime::builder()
+        .brokers("127.0.0.1:1")
+        .transactional_id("t")
+        .batch_handler(KeyConcurrentBatchCopier)
+        .build()
+        .await;
     assert!(matches!(refused, Err(Error::Config(ref m)) if m.contains("key concurrency")), "{refused:?}");
     assert_eq!(KeyConcurrentRecorder.subscription().key_concurrency(), 64, "from #[exactly(key_concurrency = 64)]");
     let subscription = Subscription::new(["a"], "g", Delivery::PointToPoint);
@@ -663,5 +677,149 @@ async fn the_key_order_check_passes_interleaved_keys_and_fails_a_key_out_of_orde
         matches!(spoiled.positions_behind.as_slice(), [left] if left.contains("completed")),
         "the completed offset left: {spoiled:?}"
     );
+    Ok(())
+}
+
+/// The Kafka-mode kill loop's failpoints: after a message's records joined the transaction,
+/// after its offsets did, and inside the commit.
+const KAFKA_FAILPOINTS: [&str; 3] = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_key_concurrent_copiers_killed_at_twenty_random_points_and_failpoints() -> anyhow::Result<()> {
+    let profile = Profile::current();
+    let kafka = Kafka::shared().await?;
+    let partitions = 4;
+    let input = kafka.unique_topic("keys-copy-in", partitions).await?;
+    let output = kafka.unique_topic("keys-copy-out", partitions).await?;
+    let plan = kill_plan(profile.pick(20, 60), &KAFKA_FAILPOINTS, profile.pick(1, 5));
+    let count = profile.pick(10_000, 40_000);
+    let inputs = skewed_inputs(count, KEYS, partitions);
+    let lives = Arc::new(AtomicUsize::new(0));
+    let pace = Duration::from_millis(400);
+    let feeder =
+        feed_by_lives(kafka.client_config(), input.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), pace);
+
+    let group = unique("keys-copy-faults");
+    let transactional_id = unique("keys-copy-tx");
+    let log = std::env::temp_dir().join(format!("{group}.log"));
+    let brokers = kafka.bootstrap_servers();
+    let spawn = |env: &[(&str, &str)]| {
+        lives.fetch_add(1, Ordering::SeqCst);
+        let mut env = env.to_vec();
+        env.push(KEY_CONCURRENCY_ENV);
+        // A handler that waits, as one worth running concurrently does.
+        env.push(("COPIER_DELAY_MS", "1"));
+        spawn_logged(
+            env!("CARGO_BIN_EXE_copier"),
+            &[&brokers, &input, &output, &group, &transactional_id, "copier-1"],
+            &env,
+            &log,
+        )
+    };
+    let committed = CommittedOffsets::new(kafka, &group, &input, partitions)?;
+    let progress = || async { committed.sum() };
+    let outcome = kill_loop(&plan, &log, spawn, progress, count as u64, WAIT)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
+    feeder.await??;
+
+    let fault = format!(
+        "key concurrency {KEY_CONCURRENCY}, skewed keys, SIGKILL at random points and failpoints ({})",
+        outcome.fired_text()
+    );
+    let run = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &group);
+    check_and_report(fault, "Kafka", outcome.kills, outcome.recovery.clone(), &run).await?;
+    outcome.ensure_enough_landed(&plan)?;
+    let random_landed = outcome.kills - outcome.fired;
+    anyhow::ensure!(random_landed >= 20, "only {random_landed} random SIGKILLs landed; the issue asks for 20 or more");
+    let copier_output = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(copier_output.contains("calls at once"), "the copiers never ran two calls at once");
+    Ok(())
+}
+
+fn kafka_mode(transactional_id: &str) -> exactly::RuntimeBuilder {
+    Runtime::builder().transactional_id(transactional_id).revoke_grace(Duration::from_secs(5))
+}
+
+/// Runs `copier` until its committed offset on partition 0 of its input is `end`; returns
+/// what it reported.
+async fn copy_to(kafka: &'static Kafka, copier: Copier, end: i64) -> anyhow::Result<Vec<String>> {
+    let committed = CommittedOffsets::new(kafka, &copier.group, &copier.input, 1)?;
+    let running = Running::start(kafka, kafka_mode(&unique("keys-tx")).handler(copier)).await?;
+    let at_end = wait_until(WAIT, &format!("the committed offset at {end}"), || async {
+        Ok((committed.per_partition()?[0] == end).then_some(()))
+    })
+    .await;
+    let reported = running.reported.all();
+    running.stop().await?;
+    at_end?;
+    Ok(reported)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_calls_of_one_partition_run_at_once_up_to_the_key_concurrency_never_two_of_a_key()
+-> anyhow::Result<()> {
+    const CONCURRENCY: usize = 32;
+    let kafka = Kafka::shared().await?;
+    let input = kafka.unique_topic("keys-copy-in", 1).await?;
+    let output = kafka.unique_topic("keys-copy-out", 1).await?;
+    let inputs = distinct_and_hot_keys();
+    produce(&kafka.client_config(), &input, inputs.clone()).await?;
+    let group = unique("keys-copy-gauge");
+    let mut copier = Copier::new(&input, &output, &group);
+    copier.key_concurrency = CONCURRENCY;
+    copier.delay = Duration::from_millis(50);
+    let probe = Arc::clone(&copier.calls);
+    copy_to(kafka, copier, 250).await?;
+    let verdict = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &group).check().await?;
+    assert!(verdict.problems().is_empty(), "each message once, each key in order: {:?}", verdict.problems());
+    let most = probe.most();
+    assert!(most > 1, "one call at a time with key concurrency {CONCURRENCY}");
+    assert!(most <= CONCURRENCY, "{most} calls at once with key concurrency {CONCURRENCY}");
+    assert_eq!(probe.overlaps(), 0, "two calls of one key ran at once");
+
+    // The same copier with keys one at a time never has two calls at once.
+    let sequential_input = kafka.unique_topic("keys-copy-in", 1).await?;
+    produce(&kafka.client_config(), &sequential_input, inputs[..40].to_vec()).await?;
+    let mut sequential = Copier::new(&sequential_input, &output, &unique("keys-copy-sequential"));
+    sequential.delay = Duration::from_millis(50);
+    let sequential_probe = Arc::clone(&sequential.calls);
+    copy_to(kafka, sequential, 40).await?;
+    assert_eq!(sequential_probe.most(), 1, "calls at once without key concurrency");
+    Ok(())
+}
+
+/// A poison message in the middle of a Kafka-mode window whose other keys ran past it: it
+/// is retried, then dead-lettered, once; the records of the other keys' messages above it
+/// are not kept from the runs that its failure cut short, so each input's copy is there
+/// once, and each key in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_a_poison_message_is_dead_lettered_once_and_the_keys_above_it_copied_once() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let input = kafka.unique_topic("keys-copy-in", 1).await?;
+    let (output, dead) = (kafka.unique_topic("keys-copy-out", 1).await?, kafka.unique_topic("keys-dlt", 1).await?);
+    // 10 keys in turn, 20 messages each; the poison is k3's sixth, at offset 53.
+    let inputs: Vec<Input> =
+        (0..200).map(|i| Input::to(0, format!("k{}", i % 10), format!("k{}:{}", i % 10, i / 10))).collect();
+    let poison = "k3:5";
+    produce(&kafka.client_config(), &input, inputs.clone()).await?;
+    let group = unique("keys-copy-poison");
+    let mut copier = Copier::new(&input, &output, &group);
+    copier.key_concurrency = 8;
+    copier.delay = Duration::from_millis(5);
+    copier.fail_on = vec![poison.as_bytes().to_vec()];
+    copier.retry = Some(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(20)));
+    copier.dead_letter_topic = Some(dead.clone());
+    let reported = copy_to(kafka, copier, 200).await?;
+
+    let good: Vec<Input> = inputs.iter().filter(|input| input.payload != poison.as_bytes()).cloned().collect();
+    let verdict = FaultRun::kafka_mode(kafka.client_config(), &good, &input, &output, &group).check().await?;
+    assert!(verdict.problems().is_empty(), "each good message once, each key in order: {:?}", verdict.problems());
+    let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+    let dead_payloads: Vec<&[u8]> = letters.iter().filter_map(|l| l.payload.as_deref()).collect();
+    assert_eq!(dead_payloads, [poison.as_bytes()], "the poison dead-lettered once");
+    assert_eq!(letters[0].header("exactly.attempts").as_deref(), Some("3"), "{:?}", letters[0]);
+    let failures = reported.iter().filter(|e| e.starts_with("handler failed") && e.contains("offset 53:")).count();
+    assert_eq!(failures, 3, "the poison tried three times: {reported:?}");
     Ok(())
 }

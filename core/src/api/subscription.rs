@@ -71,15 +71,19 @@ impl Subscription {
         self
     }
 
-    /// Key-level concurrency (Database mode): up to `lanes` messages of one partition are
-    /// handled at once, never two of the same key. A key's messages are handled, and
-    /// commit, in offset order; messages of different keys finish in any order; a message
-    /// without a key has no order to keep. Each message's effects commit with the record
-    /// that it is done, so a crash or a rebalance redoes nothing that committed and skips
-    /// nothing that did not. 1, the default, handles a partition one message after another.
+    /// Key-level concurrency: up to `lanes` messages of one partition are handled at once,
+    /// never two of the same key. A key's messages are handled, and commit, in offset
+    /// order; messages of different keys finish in any order; a message without a key has
+    /// no order to keep. 1, the default, handles a partition one message after another.
     ///
-    /// Each lane holds a transaction (a connection) while it handles its messages, and all
-    /// lanes of all partitions share the runtime's
+    /// In Database mode each message's effects commit with the record that it is done, so a
+    /// crash or a rebalance redoes nothing that committed and skips nothing that did not.
+    /// In Kafka mode the fetched messages run in windows, and each partition's records and
+    /// offset join the transaction once its window has run, up to its first failure; a
+    /// Kafka-mode batch handler refuses it.
+    ///
+    /// In Database mode each lane holds a transaction (a connection) while it handles its
+    /// messages, and all lanes of all partitions share the runtime's
     /// [`max_concurrent_batches`](crate::RuntimeBuilder::max_concurrent_batches). See the
     /// book's chapter on key-level concurrency for the bound on what a partition reads
     /// ahead, and when not to use it.

@@ -13,9 +13,7 @@
 //! [`WINDOW_BATCHES`] batches above the position, which bounds the memory held and the
 //! completed offsets stored.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,11 +29,12 @@ use super::lane::{Job, Lane};
 use super::mirror::{Mirror, consumer_position};
 use super::parked::ParkedKeys;
 use super::partition::{Item, PartitionWorker, Progress, Report, read_failed};
-use crate::api::mode::Database;
+use crate::api::mode::{Database, ModeKind};
 use crate::engine::backoff::until_loaded;
 use crate::engine::shared::Shared;
 use crate::error::{Error, ErrorClass};
 use crate::ops::metrics::handles::KeyedMetrics;
+use crate::pipeline::keys::key_hash;
 use crate::pipeline::work::Work;
 use crate::store::completed;
 use crate::store::offsets::{self, PartitionKey};
@@ -139,7 +138,7 @@ impl<H: Work<Mode = Database> + 'static> KeyedPartition<H> {
         }
         let next = start.claim.next_offset;
         Self {
-            metrics: KeyedMetrics::new(&start.metrics.id),
+            metrics: KeyedMetrics::new(ModeKind::Database, &start.metrics.id),
             reads_headers: handler.subscription().reads_headers(),
             key: start.key.clone(),
             epoch: start.claim.epoch,
@@ -547,19 +546,6 @@ fn next_open<T>(batches: &[Vec<T>], turn: &mut usize, limit: usize) -> Option<us
         }
     }
     None
-}
-
-/// A hash of a message's key, to track which lane holds it without keeping its bytes:
-/// `None` for a message without a key, which has no order to keep, unless key parking is
-/// on (its messages without a key are then kept in order as one key, since they are
-/// parked and retried as one).
-fn key_hash(key: Option<&[u8]>, parking: bool) -> Option<u64> {
-    if key.is_none() && !parking {
-        return None;
-    }
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    Some(hasher.finish())
 }
 
 /// Whether the message at `offset` is among `skip`, the messages found completed at the

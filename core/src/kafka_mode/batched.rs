@@ -37,7 +37,7 @@ type DecodedStretch<H> = Vec<
 /// A message gathered for a batch handler, with the assignment of its partition and the
 /// rewind count when it was polled.
 pub(super) struct Held<'c> {
-    message: BorrowedMessage<'c>,
+    pub(super) message: BorrowedMessage<'c>,
     assignment: u64,
     rewinds: u64,
 }
@@ -80,7 +80,7 @@ impl GroupState {
 
     /// Whether `held` may still be handled: its partition is assigned as it was when it was
     /// polled, nothing was rewound since, and it is not stopped at an earlier failure.
-    fn current(&self, held: &Held<'_>, key: &Partition) -> bool {
+    pub(super) fn current(&self, held: &Held<'_>, key: &Partition) -> bool {
         held.rewinds == self.partitions.rewinds
             && self.partitions.states.get(key).is_some_and(|state| state.assignment == held.assignment)
             && !self.partitions.blocked.contains_key(key)

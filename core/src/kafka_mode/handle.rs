@@ -28,7 +28,7 @@ use crate::pipeline::work::{Entry, Work};
 use crate::store::dead_letters::Letter;
 
 /// How a message failed: the error to report, and how it counts.
-type Failure = (Error, FailureKind);
+pub(super) type Failure = (Error, FailureKind);
 
 impl GroupState {
     /// Handles one message: the handler's output and the message's offset join the open
@@ -134,7 +134,11 @@ impl GroupState {
 
     /// The headers the handler is given, and the message's trace context: librdkafka
     /// parses the headers only if the handler or the trace context wants them.
-    fn headers_and_trace(&self, message: &BorrowedMessage<'_>, shared: &Shared) -> (Headers, Option<TraceContext>) {
+    pub(super) fn headers_and_trace(
+        &self,
+        message: &BorrowedMessage<'_>,
+        shared: &Shared,
+    ) -> (Headers, Option<TraceContext>) {
         let reads_headers = self.handling.reads_headers;
         if !reads_headers && !shared.trace_context {
             return (Vec::new(), None);
@@ -150,7 +154,7 @@ impl GroupState {
 
     /// Fails a message that emitted to a topic it did not declare, or whose records the
     /// producer refused before (see [`super::state::Partitions::refused`]).
-    fn check_outputs(&self, key: &Partition, offset: i64, outputs: &[Output]) -> Result<(), Failure> {
+    pub(super) fn check_outputs(&self, key: &Partition, offset: i64, outputs: &[Output]) -> Result<(), Failure> {
         if let Some(topic) = self.undeclared(outputs) {
             let source = format!(
                 "emitted to topic `{topic}`, which is not among its declared outputs {:?}",
@@ -228,7 +232,7 @@ impl GroupState {
 
     /// The message failed: it is counted, then dead-lettered when its tries are spent and
     /// there is a dead-letter topic; else its partition waits at it for its retry.
-    fn failed(
+    pub(super) fn failed(
         &mut self,
         consumer: &BaseConsumer<KafkaModeContext>,
         shared: &Shared,
@@ -292,9 +296,7 @@ impl GroupState {
 
     /// Stops a partition at `offset`, after `failures` failures, until its retry is due.
     fn block(&mut self, consumer: &BaseConsumer<KafkaModeContext>, key: Partition, offset: i64, failures: u32) {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&key.0, key.1);
-        let _ = consumer.pause(&tpl);
+        pause(consumer, &key);
         let retry_at = Instant::now() + self.handling.retry.delay(failures);
         self.partitions.blocked.insert(key, Blocked { offset, retry_at });
     }
@@ -325,6 +327,14 @@ impl GroupState {
             }
         }
     }
+}
+
+/// Stops fetching partition `key` (a pause that fails leaves messages to come that the
+/// loop drops, as it drops any message of a blocked partition).
+pub(super) fn pause(consumer: &BaseConsumer<KafkaModeContext>, (topic, partition): &Partition) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, *partition);
+    let _ = consumer.pause(&tpl);
 }
 
 /// What became of a handled message's output records.

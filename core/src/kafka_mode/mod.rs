@@ -2,7 +2,9 @@
 //! Kafka transaction as the output (KIP-447).
 //!
 //! One thread per group polls the consumer and runs the handler message by message
-//! ([`poll`], [`handle`]), or a batch handler on what was fetched ([`batched`]). Two transactional producers per group take turns carrying every
+//! ([`poll`], [`handle`]), a batch handler on what was fetched ([`batched`]), or, with key
+//! concurrency, different keys of what was fetched at once ([`keyed`]). Two transactional
+//! producers per group take turns carrying every
 //! partition's output and offsets ([`commit`]): a transaction closes after the commit
 //! interval (or `max_records` messages), and also before any partition is revoked
 //! ([`rebalance`]). Its records are flushed on the loop's thread (so the next
@@ -21,6 +23,7 @@
 mod batched;
 mod commit;
 mod handle;
+mod keyed;
 mod poll;
 mod rebalance;
 mod state;

@@ -38,6 +38,7 @@ pub(super) fn start<H: Work<Mode = Kafka> + 'static>(
         retry: subscription.retry().unwrap_or(shared.retry),
         dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
         reads_headers: subscription.reads_headers(),
+        key_concurrency: subscription.key_concurrency(),
     };
     let state = Mutex::new(GroupState::new(handling, settings));
     let context = KafkaModeContext { shared: Arc::clone(shared), state };
@@ -94,11 +95,15 @@ pub(super) fn run<H: Work<Mode = Kafka>>(
         };
         let mut state = consumer.context().lock();
         match polled {
-            Some(Ok(message)) if H::BATCHES => {
+            Some(Ok(message)) if H::BATCHES || state.handling.key_concurrency > 1 => {
                 drop(state);
                 let gathered = gather(consumer, message, shared.batch.max_records);
                 state = consumer.context().lock();
-                state.handle_gathered(consumer, handler, &gathered.held, shared, &mut outputs);
+                if H::BATCHES {
+                    state.handle_gathered(consumer, handler, &gathered.held, shared, &mut outputs);
+                } else {
+                    state.handle_keyed(consumer, handler, &gathered.held, shared);
+                }
                 if let Some(e) = gathered.error {
                     poll_failed(consumer, &state.handling.group, shared, topics, e);
                 }

@@ -19,7 +19,7 @@ use crate::engine::backoff::Backoff;
 use crate::engine::shared::Shared;
 use crate::error::Error;
 use crate::kafka::producer::CALL_TIMEOUT;
-use crate::ops::metrics::handles::{PartitionId, PartitionMetrics};
+use crate::ops::metrics::handles::{KeyedMetrics, PartitionId, PartitionMetrics};
 
 /// The rdkafka context of a Kafka-mode group's consumer: where rebalances are handled, and
 /// the group's state, behind a lock that only the polling thread takes.
@@ -107,12 +107,19 @@ impl GroupState {
             tpl.set_partition_offset(&topic, partition, Offset::Offset(next))?;
             tracing::info!(group = %self.handling.group, %topic, partition, next_offset = next, "partition assigned");
             let id = PartitionId { group: self.handling.group.clone(), topic: topic.clone(), partition };
+            let keyed = (self.handling.key_concurrency > 1).then(|| KeyedMetrics::new(ModeKind::Kafka, &id));
             let metrics = Arc::new(PartitionMetrics::new(ModeKind::Kafka, id, next));
             shared.lag.insert(Arc::clone(&metrics));
             self.partitions.assignments += 1;
             let assignment = self.partitions.assignments;
-            let state =
-                PartitionState { metrics, consumed_through: next - 1, processed: 0, dead_lettered: 0, assignment };
+            let state = PartitionState {
+                metrics,
+                consumed_through: next - 1,
+                processed: 0,
+                dead_lettered: 0,
+                assignment,
+                keyed,
+            };
             self.partitions.states.insert((topic.clone(), partition), state);
             self.partitions.committed.insert((topic, partition), next);
         }

@@ -13,7 +13,7 @@ use super::{KafkaModeSettings, Partition, PartitionMap};
 use crate::api::settings::RetryPolicy;
 use crate::error::{Error, Location, Result};
 use crate::kafka::producer::{CALL_TIMEOUT, CommitCall, TxnProducer, transactional};
-use crate::ops::metrics::handles::{GroupMetrics, PartitionMetrics};
+use crate::ops::metrics::handles::{GroupMetrics, KeyedMetrics, PartitionMetrics};
 use crate::pipeline::attempts::Attempts;
 
 /// The state of one Kafka-mode group.
@@ -39,6 +39,9 @@ pub(super) struct Handling {
     pub(super) dead_letter_topic: Option<String>,
     /// Whether the handler is given the records' headers.
     pub(super) reads_headers: bool,
+    /// How many keys of one partition may be handled at once (1: one message after
+    /// another; above 1, see [`super::keyed`]).
+    pub(super) key_concurrency: usize,
 }
 
 /// Two transactional producers, used in turn: one commits a transaction while the other
@@ -160,6 +163,8 @@ pub(super) struct PartitionState {
     pub(super) dead_lettered: u64,
     /// Which assignment of the partition this is (see [`Partitions::assignments`]).
     pub(super) assignment: u64,
+    /// With key concurrency, its metrics of messages in flight and key waits.
+    pub(super) keyed: Option<KeyedMetrics>,
 }
 
 /// What is reused from one message to the next.

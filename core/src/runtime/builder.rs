@@ -480,7 +480,7 @@ impl RuntimeBuilder {
                 )));
             }
             if subscription.key_concurrency() > 1 {
-                check_key_concurrency(spec.kind(), &subscription)?;
+                check_key_concurrency(spec.kind(), spec.batches(), &subscription)?;
             }
             if !seen.insert(subscription.group().to_owned()) {
                 return Err(Error::Config(format!(
@@ -551,15 +551,14 @@ fn database_url(url: &str) -> String {
     url
 }
 
-/// Refuses key-level concurrency where it does not apply yet, saying why.
-fn check_key_concurrency(kind: ModeKind, subscription: &Subscription) -> Result<()> {
+/// Refuses key-level concurrency where it does not apply, saying why.
+fn check_key_concurrency(kind: ModeKind, batches: bool, subscription: &Subscription) -> Result<()> {
     let group = subscription.group();
-    if kind == ModeKind::Kafka {
+    if kind == ModeKind::Kafka && batches {
         return Err(Error::Config(format!(
-            "group {group}: key concurrency applies to Database mode only for now: there each message's \
-             completion is recorded in PostgreSQL with its effects; a Kafka transaction commits a partition's \
-             offsets only up to its lowest unfinished message, which Kafka mode does not track yet, so a \
-             Kafka-mode handler handles each partition one message after another"
+            "group {group}: key concurrency does not apply to a Kafka-mode batch handler: it is called once \
+             on each partition's fetched messages already, in one transaction; split per key, it would be \
+             called on batches of one key (in Database mode, each of its lanes takes a batch of its own)"
         )));
     }
     Ok(())

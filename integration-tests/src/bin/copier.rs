@@ -4,7 +4,9 @@
 //! `COPIER_TRANSACTION_TIMEOUT_MS` sets the producer's `transaction.timeout.ms`.
 //! `EXACTLY_TEST_BATCH` (any value but empty) registers the copier as a batch handler,
 //! given the messages it has fetched a partition's run at a time; it says so on stderr once
-//! a call holds more than one message.
+//! a call holds more than one message. `EXACTLY_TEST_KEY_CONCURRENCY=N` handles up to N
+//! messages of a partition at once, never two of a key; it says so on stderr once two calls
+//! ran at once.
 
 use exactly::Runtime;
 use exactly_integration_tests::copier::Copier;
@@ -21,6 +23,15 @@ async fn main() -> std::process::ExitCode {
     let mut copier = Copier::new(input, output, group);
     if let Some(delay) = std::env::var("COPIER_DELAY_MS").ok().and_then(|ms| ms.parse().ok()) {
         copier.delay = std::time::Duration::from_millis(delay);
+    }
+    if let Some(value) = std::env::var("EXACTLY_TEST_KEY_CONCURRENCY").ok().filter(|v| !v.is_empty()) {
+        match value.parse::<usize>() {
+            Ok(n) if n >= 1 => copier.key_concurrency = n,
+            _ => {
+                eprintln!("copier: EXACTLY_TEST_KEY_CONCURRENCY must be a number from 1 up, not {value:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
     }
     let mut builder = Runtime::builder()
         .brokers(brokers)

@@ -100,8 +100,8 @@ pub(crate) struct KeyedMetrics {
 }
 
 impl KeyedMetrics {
-    pub(crate) fn new(id: &PartitionId) -> Self {
-        let labels = id.labels(mode_label(ModeKind::Database));
+    pub(crate) fn new(kind: ModeKind, id: &PartitionId) -> Self {
+        let labels = id.labels(mode_label(kind));
         Self {
             in_flight: gauge!(PARTITION_IN_FLIGHT, labels.iter()),
             completed_above_position: gauge!(PARTITION_COMPLETED_ABOVE_POSITION, labels.iter()),

@@ -53,16 +53,19 @@ pub const MESSAGES_DEAD_LETTERED: &str = "exactly_messages_dead_lettered_total";
 pub const MESSAGES_PARKED: &str = "exactly_messages_parked_total";
 
 /// Gauge (`mode`, `group`, `topic`, `partition`): with key-level concurrency, messages of
-/// the partition handed to its lanes and not yet committed.
+/// the partition handed to its lanes and not yet committed (Kafka mode: in the window
+/// running now).
 pub const PARTITION_IN_FLIGHT: &str = "exactly_partition_in_flight";
 
 /// Gauge (`mode`, `group`, `topic`, `partition`): with key-level concurrency, messages
 /// committed above the stored position (which waits for a message below them). Bounded by
-/// the partition's window: reading pauses when it is full.
+/// the partition's window: reading pauses when it is full. Always 0 in Kafka mode, which
+/// commits nothing above a message not done.
 pub const PARTITION_COMPLETED_ABOVE_POSITION: &str = "exactly_partition_completed_above_position";
 
 /// Counter (`mode`, `group`, `topic`, `partition`): with key-level concurrency, messages
-/// that waited because a lane held an earlier message of their key (each counts once).
+/// that waited because a lane held an earlier message of their key (each counts once; Kafka
+/// mode: an earlier message of their key in the same window).
 pub const KEY_WAITS: &str = "exactly_key_waits_total";
 
 /// Histogram (`mode`, `group`): messages per committed transaction: a PostgreSQL
