@@ -391,4 +391,34 @@ mod tests {
         let unknown = with("group.protocol", "streams").check().err().map(|e| e.to_string()).unwrap_or_default();
         assert!(unknown.contains("`streams` is not a consumer group protocol"), "{unknown}");
     }
+
+    /// librdkafka makes the consumers made under either protocol, and refuses, under the
+    /// consumer protocol, each setting `check` refuses: the list is librdkafka's.
+    #[test]
+    fn librdkafka_takes_the_consumers_made_and_refuses_what_check_refuses() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::error::KafkaResult;
+
+        // Without a group the client leaves none when dropped: nothing waits on a broker.
+        let create = |mut config: ClientConfig| -> KafkaResult<BaseConsumer> { config.remove("group.id").create() };
+        for protocol in ["classic", "consumer"] {
+            let properties = with("group.protocol", protocol);
+            for config in [properties.consumer("g"), properties.database_consumer("g")] {
+                let created = create(config);
+                assert!(created.is_ok(), "{protocol}: {:?}", created.err());
+            }
+        }
+        for (key, value) in [
+            ("session.timeout.ms", "45000"),
+            ("heartbeat.interval.ms", "3000"),
+            ("partition.assignment.strategy", "range"),
+            ("group.protocol.type", "consumer"),
+        ] {
+            assert!(MOVED_TO_THE_BROKER.iter().any(|(moved, _)| *moved == key), "{key} is not refused by check");
+            let mut config = with("group.protocol", "consumer").consumer("g");
+            config.set(key, value);
+            let refused = create(config).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains(key), "librdkafka took {key} under the consumer protocol: {refused}");
+        }
+    }
 }
