@@ -111,7 +111,8 @@ impl KafkaProperties {
     /// The consumer group protocol the group consumers speak: `group.protocol` as given,
     /// classic when it is not (a value [`check`](Self::check) refuses counts as classic).
     pub(crate) fn group_protocol(&self) -> GroupProtocol {
-        self.properties.get("group.protocol").and_then(|value| GroupProtocol::from_setting(value)).unwrap_or_default()
+        let given = self.properties.get("group.protocol").map(String::as_str);
+        given.and_then(GroupProtocol::from_setting).unwrap_or_default()
     }
 
     /// Refuses producer properties that would break exactly-once output, with the reason.
