@@ -133,8 +133,8 @@ pub(crate) fn consumer_group(config: &ClientConfig, group: &str) -> Result<Optio
     }
     let key = StrBytes::from_string(group.to_owned());
     // Version 4 (Kafka 3.0 and later, so every broker with ConsumerGroupDescribe) takes a list of keys.
-    let found = connection
-        .call(FindCoordinatorRequest::default().with_key_type(GROUP_KEY).with_coordinator_keys(vec![key.clone()]), 4)?;
+    let request = FindCoordinatorRequest::default().with_key_type(GROUP_KEY).with_coordinator_keys(vec![key.clone()]);
+    let found = connection.call(request, 4)?;
     let coordinator = found.coordinators.into_iter().find(|c| c.key == key).ok_or_else(|| {
         Error::Unfinished(format!("broker {} named no coordinator of group {group}", broker.id()))
     })?;
@@ -146,8 +146,8 @@ pub(crate) fn consumer_group(config: &ClientConfig, group: &str) -> Result<Optio
     }
     let address = format!("{}:{}", coordinator.host.as_str(), coordinator.port);
     let mut connection = Connection::open(&address, &security)?;
-    let described =
-        connection.call(ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(key.clone())]), 0)?;
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(key.clone())]);
+    let described = connection.call(request, 0)?;
     let described = described.groups.into_iter().find(|g| g.group_id.0 == key).ok_or_else(|| {
         Error::Unfinished(format!("broker {} did not describe group {group}", coordinator.node_id.0))
     })?;
