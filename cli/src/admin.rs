@@ -1,6 +1,9 @@
-//! Kafka's transaction admin calls, which librdkafka does not have: `ListTransactions` to
-//! every broker (each lists the transactions it coordinates) and `DescribeTransactions` to
-//! the one that listed an id, spoken directly over the Kafka protocol.
+//! Kafka's admin calls that librdkafka does not have, spoken directly over the Kafka
+//! protocol: `ListTransactions` to every broker (each lists the transactions it coordinates)
+//! and `DescribeTransactions` to the one that listed an id; and `ConsumerGroupDescribe` to
+//! a group's coordinator, for the state and members of a group of the consumer group
+//! protocol (KIP-848), which `DescribeGroups` (librdkafka's group list) reports as `Dead`
+//! with no members.
 //!
 //! The calls go over the same security as the tool's other Kafka clients ([`crate::wire`]):
 //! PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL, with SASL mechanism PLAIN, SCRAM-SHA-256 or
@@ -14,8 +17,9 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    DescribeTransactionsRequest, ListTransactionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
-    SaslHandshakeRequest, TransactionalId,
+    ApiVersionsRequest, ConsumerGroupDescribeRequest, DescribeTransactionsRequest, FindCoordinatorRequest, GroupId,
+    ListTransactionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+    TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use rdkafka::ClientConfig;
@@ -27,6 +31,11 @@ use crate::wire::{Mechanism, Sasl, Scram, Security, Stream};
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Responses larger than this are refused (a broker never sends one for these calls).
 const MAX_RESPONSE: usize = 64 * 1024 * 1024;
+/// Kafka's error code GROUP_ID_NOT_FOUND: `ConsumerGroupDescribe` knows no group of the
+/// consumer protocol by that id (the group is a classic one, or there is none).
+const GROUP_ID_NOT_FOUND: i16 = 69;
+/// FindCoordinator's key type for a consumer group.
+const GROUP_KEY: i8 = 0;
 
 /// One ongoing transaction, as its coordinator describes it.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -99,6 +108,58 @@ pub(crate) fn ongoing(config: &ClientConfig) -> Result<Vec<Transaction>, Error> 
     }
     found.sort_by_key(|t| t.started_ms);
     Ok(found)
+}
+
+/// The state (`Empty`, `Assigning`, `Reconciling`, `Stable`, ...) and the member count of
+/// `group` as its coordinator describes it, when it is a group of the consumer group
+/// protocol; `None` when it is not (a classic group, or no group), or when the brokers do not
+/// speak that protocol (they do not offer `ConsumerGroupDescribe`).
+///
+/// # Errors
+/// When the brokers offer the call but cannot be asked or do not answer it.
+pub(crate) fn consumer_group(config: &ClientConfig, group: &str) -> Result<Option<(String, usize)>, Error> {
+    let security = Security::from_config(config)?
+        .ok_or_else(|| Error::Usage("the tool cannot log in with this SASL mechanism itself".into()))?;
+    let client: BaseConsumer = config.create().context(|| "cannot create a Kafka client".to_owned())?;
+    let metadata = client.fetch_metadata(None, TIMEOUT).context(|| "cannot read the cluster's brokers".to_owned())?;
+    let broker =
+        metadata.brokers().first().ok_or_else(|| Error::Unfinished("the cluster lists no brokers".to_owned()))?;
+    let mut connection = Connection::open(&format!("{}:{}", broker.host(), broker.port()), &security)?;
+    // Version 0 of ApiVersions is answered by every broker; one without the call has no
+    // group of the consumer protocol to describe.
+    let versions = connection.call(ApiVersionsRequest::default(), 0)?;
+    if !versions.api_keys.iter().any(|api| api.api_key == ConsumerGroupDescribeRequest::KEY) {
+        return Ok(None);
+    }
+    let key = StrBytes::from_string(group.to_owned());
+    // Version 4 (Kafka 3.0 and later, so every broker with ConsumerGroupDescribe) takes a list of keys.
+    let request = FindCoordinatorRequest::default().with_key_type(GROUP_KEY).with_coordinator_keys(vec![key.clone()]);
+    let found = connection.call(request, 4)?;
+    let coordinator = found.coordinators.into_iter().find(|c| c.key == key).ok_or_else(|| {
+        Error::Unfinished(format!("broker {} named no coordinator of group {group}", broker.id()))
+    })?;
+    if coordinator.error_code != 0 {
+        return Err(Error::Unfinished(format!(
+            "cannot find the coordinator of group {group} (Kafka error code {}); try again",
+            coordinator.error_code
+        )));
+    }
+    let address = format!("{}:{}", coordinator.host.as_str(), coordinator.port);
+    let mut connection = Connection::open(&address, &security)?;
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(key.clone())]);
+    let described = connection.call(request, 0)?;
+    let described = described.groups.into_iter().find(|g| g.group_id.0 == key).ok_or_else(|| {
+        Error::Unfinished(format!("broker {} did not describe group {group}", coordinator.node_id.0))
+    })?;
+    match described.error_code {
+        0 => Ok(Some((described.group_state.as_str().to_owned(), described.members.len()))),
+        GROUP_ID_NOT_FOUND => Ok(None),
+        code => Err(Error::Unfinished(format!(
+            "broker {} would not describe group {group} (Kafka error code {code}{})",
+            coordinator.node_id.0,
+            described.error_message.as_ref().map(|m| format!(": {}", m.as_str())).unwrap_or_default()
+        ))),
+    }
 }
 
 /// A connection to one broker.

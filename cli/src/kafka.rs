@@ -25,11 +25,21 @@ fn observer(config: &ClientConfig, group: &str, isolation: &str) -> Result<BaseC
         .context(|| "cannot create a Kafka client".to_owned())
 }
 
-/// The state of `group` (`Stable`, `Empty`, `Dead` when unknown, ...) and its live members.
+/// The state of `group` (`Stable`, `Empty`, `Dead` when unknown, ...) and its live members,
+/// under either group protocol. `DescribeGroups`, which librdkafka's group list sends, knows
+/// only classic groups and says `Dead` of a group of the consumer protocol (KIP-848), live
+/// members or not: such a group is asked about with `ConsumerGroupDescribe` (whenever the
+/// tool can log in itself: not with SASL GSSAPI or OAUTHBEARER, where it stays `Dead`).
 pub(crate) fn group_state(config: &ClientConfig, group: &str) -> Result<(String, usize), Error> {
     let client = observer(config, "exactly-cli", "read_committed")?;
     let list = client.fetch_group_list(Some(group), TIMEOUT).context(|| format!("cannot describe group {group}"))?;
-    Ok(list.groups().first().map_or_else(|| ("Dead".to_owned(), 0), |g| (g.state().to_owned(), g.members().len())))
+    let classic =
+        list.groups().first().map_or_else(|| ("Dead".to_owned(), 0), |g| (g.state().to_owned(), g.members().len()));
+    let unknown = classic.1 == 0 && matches!(classic.0.as_str(), "Dead" | "");
+    if !unknown || !crate::admin::usable(config) {
+        return Ok(classic);
+    }
+    Ok(crate::admin::consumer_group(config, group)?.unwrap_or(classic))
 }
 
 /// The partitions of `topic`, in order.

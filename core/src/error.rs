@@ -100,6 +100,25 @@ pub enum Error {
         /// librdkafka's account of it.
         reason: String,
     },
+    /// librdkafka gave up on a group's consumer (a fatal consumer error): it fetches nothing
+    /// and takes no part in its group any more, so the runtime stops on it, rather than go
+    /// on with a group that gets no partitions. Nothing committed is lost, and what was not
+    /// committed is done again by whoever takes the partitions over.
+    ///
+    /// The usual cause is static membership (`group.instance.id`): under the consumer group
+    /// protocol ([`GroupProtocol::Consumer`](crate::GroupProtocol::Consumer)) an instance
+    /// restarted after a crash is refused while its predecessor, with the same id, is still
+    /// a member (until the broker's session timeout removes it); under the classic protocol
+    /// the older of two members with the same id is the one fenced.
+    #[error("the consumer of group {group} cannot go on: {reason}; {remedy}")]
+    KafkaConsumerFailed {
+        /// The consumer group.
+        group: String,
+        /// librdkafka's account of it.
+        reason: String,
+        /// What to do about it.
+        remedy: &'static str,
+    },
     /// The Kafka client failed. A refused client setting keeps its name, never its value
     /// (it may be a secret).
     #[error("kafka: {0}")]
@@ -289,6 +308,7 @@ impl Error {
             | Error::KafkaAuthentication { .. }
             | Error::KafkaTls { .. }
             | Error::KafkaAuthorization { .. }
+            | Error::KafkaConsumerFailed { .. }
             | Error::PositionMoved { .. }
             | Error::InvalidArgument(_)
             | Error::Panicked { .. }

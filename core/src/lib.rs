@@ -71,7 +71,7 @@ pub use api::handler::{Consumes, Handler, HandlerError};
 pub use api::message::Message;
 pub use api::mode;
 pub use api::output::{Output, OutputBytes};
-pub use api::settings::{Batch, RetryPolicy, StartFrom};
+pub use api::settings::{Batch, GroupProtocol, RetryPolicy, StartFrom};
 pub use api::subscription::{Delivery, Subscription};
 pub use async_trait::async_trait;
 /// The [`bytes`](https://docs.rs/bytes) crate, for payloads and keys shared without a copy.

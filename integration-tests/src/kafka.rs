@@ -196,6 +196,14 @@ impl Kafka {
                 ("KAFKA_DEFAULT_REPLICATION_FACTOR", replication.clone()),
                 ("KAFKA_MIN_INSYNC_REPLICAS", min_isr.clone()),
                 ("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0".into()),
+                // Groups of the consumer protocol (KIP-848) take their session timeout and
+                // heartbeat interval from the broker (45 s and 5 s, and no less, by default):
+                // the tests' classic 6 s and 1 s, with minimums low enough for a group's own
+                // (`consumer.session.timeout.ms`, `consumer.heartbeat.interval.ms`) to go lower.
+                ("KAFKA_GROUP_CONSUMER_MIN_SESSION_TIMEOUT_MS", "1000".into()),
+                ("KAFKA_GROUP_CONSUMER_SESSION_TIMEOUT_MS", "6000".into()),
+                ("KAFKA_GROUP_CONSUMER_MIN_HEARTBEAT_INTERVAL_MS", "250".into()),
+                ("KAFKA_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS", "1000".into()),
                 ("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false".into()),
                 // A killed broker's successor registers in seconds, not after the default 9 s.
                 ("KAFKA_BROKER_SESSION_TIMEOUT_MS", "2000".into()),
@@ -369,6 +377,12 @@ impl Kafka {
     /// The broker with node id `id` (1-based), to stop, kill or pause.
     pub fn broker(&self, id: usize) -> &Node {
         &self.nodes[id - 1]
+    }
+
+    /// The address clients on this host reach broker `id` (1-based) at.
+    pub fn broker_address(&self, id: usize) -> anyhow::Result<String> {
+        let port = id.checked_sub(1).and_then(|i| self.host_ports.get(i)).with_context(|| format!("no broker {id}"))?;
+        Ok(format!("127.0.0.1:{port}"))
     }
 
     /// How many brokers this Kafka has.

@@ -24,6 +24,7 @@ pub mod copier;
 pub mod copy_check;
 pub mod engine;
 pub mod faults;
+pub mod group_describe;
 pub mod images;
 pub mod in_flight;
 pub mod kafka;

@@ -162,16 +162,32 @@ where
 }
 
 /// The state of consumer group `group` (`Stable`, `Empty`, `PreparingRebalance`, ...; `Dead`
-/// when it does not exist) and how many members it has, as the group coordinator reports.
+/// when it does not exist) and how many members it has, as the group coordinator reports,
+/// under either group protocol. `DescribeGroups` (librdkafka's group list) knows only classic
+/// groups and says `Dead` of a group of the consumer protocol, so that one is asked about
+/// with `ConsumerGroupDescribe` ([`consumer_group_state`](crate::group_describe::consumer_group_state);
+/// its states are `Empty`, `Assigning`, `Reconciling` and `Stable`).
 pub fn group_state(kafka: &Kafka, group: &str) -> anyhow::Result<(String, usize)> {
     let client: BaseConsumer = kafka.client_config().set("group.id", crate::unique("observer")).create()?;
     let list = client.fetch_group_list(Some(group), Duration::from_secs(10))?;
-    Ok(list.groups().first().map_or_else(|| ("Dead".to_owned(), 0), |g| (g.state().to_owned(), g.members().len())))
+    let classic =
+        list.groups().first().map_or_else(|| ("Dead".to_owned(), 0), |g| (g.state().to_owned(), g.members().len()));
+    if classic.1 > 0 || !matches!(classic.0.as_str(), "Dead" | "") {
+        return Ok(classic);
+    }
+    // A look that failed (no coordinator elected yet, say) saw nothing: the waits look again.
+    match crate::group_describe::consumer_group_state(kafka, group) {
+        Ok(described) => Ok(described.unwrap_or(classic)),
+        Err(e) => {
+            tracing::debug!(group = %group, "cannot describe the group with ConsumerGroupDescribe: {e:#}");
+            Ok(classic)
+        }
+    }
 }
 
 /// Waits until consumer group `group` is `Stable` with exactly `members` members (`Empty`
-/// when `members` is 0): a rebalance after a member joined or left (or was fenced) has
-/// completed.
+/// when `members` is 0), under either group protocol: a rebalance after a member joined or
+/// left (or was fenced) has completed.
 pub async fn wait_group_settled(kafka: &Kafka, group: &str, members: usize, timeout: Duration) -> anyhow::Result<()> {
     let settled = if members == 0 { "Empty" } else { "Stable" };
     let started = Instant::now();

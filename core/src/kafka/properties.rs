@@ -1,11 +1,21 @@
 //! The librdkafka properties a user gives, checked against the guarantee before any client
 //! is made, and the consumer and producer configurations made from them.
+//!
+//! The consumer group protocol is one of those properties (`group.protocol`, which
+//! [`RuntimeBuilder::group_protocol`](crate::RuntimeBuilder::group_protocol) sets): under the
+//! consumer protocol the settings librdkafka refuses with it are refused here first, with
+//! what to use instead, and consumers are made without them. The clients made from the same
+//! properties that never subscribe (the start check, the lag client, the relay's position
+//! reader, which assigns its partitions itself) speak the same protocol: without a
+//! subscription librdkafka sends no group heartbeat under either, so it makes no difference
+//! to them.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
+use crate::api::settings::GroupProtocol;
 use crate::error::{Error, Result};
 use crate::redact;
 
@@ -40,6 +50,31 @@ const CONSUMER_FIXED: &[(&str, &str)] = &[
 /// 470 000 with 20 ms. Checking a full queue 50 times a second costs next to nothing.
 const FETCH_QUEUE_BACKOFF: (&str, &str) = ("fetch.queue.backoff.ms", "20");
 
+/// The consumer properties librdkafka refuses under the consumer group protocol (KIP-848
+/// moved them to the broker), each with why and what to use instead.
+const MOVED_TO_THE_BROKER: &[(&str, &str)] = &[
+    (
+        "session.timeout.ms",
+        "the broker gives every member its session timeout; set the broker's \
+         `group.consumer.session.timeout.ms` (or the group's `consumer.session.timeout.ms`) instead",
+    ),
+    (
+        "heartbeat.interval.ms",
+        "the broker tells every member how often to heartbeat; set the broker's \
+         `group.consumer.heartbeat.interval.ms` (or the group's `consumer.heartbeat.interval.ms`) instead",
+    ),
+    (
+        "partition.assignment.strategy",
+        "the broker assigns the partitions; choose its assignor with `group.remote.assignor` \
+         (`uniform` or `range`) instead",
+    ),
+    (
+        "group.protocol.type",
+        "it names the embedded protocol of a classic group, which a group of the consumer protocol \
+         does not have; leave it out",
+    ),
+];
+
 /// Client properties that only consumers read; not copied to the producer.
 fn consumer_only(key: &str) -> bool {
     key.starts_with("fetch.")
@@ -59,6 +94,7 @@ fn consumer_only(key: &str) -> bool {
                 | "queued.min.messages"
                 | "queued.max.messages.kbytes"
                 | "group.protocol"
+                | "group.protocol.type"
                 | "group.remote.assignor"
         )
 }
@@ -70,6 +106,13 @@ impl KafkaProperties {
 
     pub(crate) fn set_producer(&mut self, key: impl Into<String>, value: impl Into<String>) {
         self.producer.insert(key.into(), value.into());
+    }
+
+    /// The consumer group protocol the group consumers speak: `group.protocol` as given,
+    /// classic when it is not (a value [`check`](Self::check) refuses counts as classic).
+    pub(crate) fn group_protocol(&self) -> GroupProtocol {
+        let given = self.properties.get("group.protocol").map(String::as_str);
+        given.and_then(GroupProtocol::from_setting).unwrap_or_default()
     }
 
     /// Refuses producer properties that would break exactly-once output, with the reason.
@@ -155,14 +198,37 @@ impl KafkaProperties {
                 "group.id" => {
                     return refuse("each handler's group comes from its subscription (`#[exactly(group = ...)]`)");
                 }
+                "group.protocol" if GroupProtocol::from_setting(value).is_none() => {
+                    return Err(Error::Config(format!(
+                        "`group.protocol` = `{value}` is not a consumer group protocol: use \
+                         `group_protocol(GroupProtocol::Classic)` or `group_protocol(GroupProtocol::Consumer)` \
+                         (`classic` or `consumer`)"
+                    )));
+                }
                 "enable.partition.eof" | "group.instance.id" => {}
                 _ => {}
             }
+        }
+        if self.group_protocol() == GroupProtocol::Consumer {
+            self.check_consumer_protocol()?;
         }
         if !self.properties.contains_key("bootstrap.servers") {
             return Err(Error::Config("no Kafka brokers: call `brokers(\"host:port,...\")`".into()));
         }
         Ok(())
+    }
+
+    /// Refuses the properties librdkafka refuses under the consumer group protocol: it would
+    /// refuse to make the consumer only when the runtime runs, and without saying what to use
+    /// instead.
+    fn check_consumer_protocol(&self) -> Result<()> {
+        match MOVED_TO_THE_BROKER.iter().find(|(key, _)| self.properties.contains_key(*key)) {
+            Some((key, instead)) => Err(Error::Config(format!(
+                "`{key}` is refused with the consumer group protocol (`GroupProtocol::Consumer`), as \
+                 librdkafka refuses it there: {instead} (or keep the classic protocol)"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The configuration of a consumer for `group`: the user's properties, then the fixed ones.
@@ -179,16 +245,27 @@ impl KafkaProperties {
         self.consumer_with(group, &[("queued.max.messages.kbytes", "4096"), FETCH_QUEUE_BACKOFF])
     }
 
-    /// A consumer of `group` with `defaults` under the user's properties.
+    /// A consumer of `group` with `defaults` under the user's properties and the fixed ones
+    /// over them, speaking the group protocol they name.
     fn consumer_with(&self, group: &str, defaults: &[(&str, &str)]) -> ClientConfig {
+        let protocol = self.group_protocol();
         let mut config = ClientConfig::new();
-        config.set("partition.assignment.strategy", "cooperative-sticky");
+        match protocol {
+            // Incremental rebalances: only the partitions that change owner stop.
+            GroupProtocol::Classic => {
+                config.set("partition.assignment.strategy", "cooperative-sticky");
+            }
+            // The broker assigns, always incrementally; librdkafka refuses the strategy.
+            GroupProtocol::Consumer => {}
+        }
         for (key, value) in defaults {
             config.set(*key, *value);
         }
         for (key, value) in &self.properties {
             config.set(key, value);
         }
+        // Named even when it is librdkafka's default, so a later default cannot change it.
+        config.set("group.protocol", protocol.as_setting());
         for (key, value) in CONSUMER_FIXED {
             config.set(*key, *value);
         }
@@ -261,5 +338,88 @@ mod tests {
         assert!(with("isolation.level", "read_committed").check().is_ok());
         assert!(with("client.id", "me").check().is_ok());
         assert!(KafkaProperties::default().check().is_err(), "no brokers must be an error");
+    }
+
+    #[test]
+    fn consumers_name_their_group_protocol_and_speak_classic_unless_told_otherwise() {
+        let classic = with("client.id", "me");
+        assert_eq!(classic.group_protocol(), GroupProtocol::Classic);
+        for config in [classic.consumer("g"), classic.database_consumer("g")] {
+            assert_eq!(config.get("group.protocol"), Some("classic"), "named, not left to librdkafka's default");
+            assert_eq!(config.get("partition.assignment.strategy"), Some("cooperative-sticky"));
+        }
+        let range = with("partition.assignment.strategy", "range").consumer("g");
+        assert_eq!(range.get("partition.assignment.strategy"), Some("range"), "the user's strategy wins");
+
+        let consumer = with("group.protocol", " Consumer ");
+        assert_eq!(consumer.group_protocol(), GroupProtocol::Consumer);
+        assert!(consumer.check().is_ok());
+        for config in [consumer.consumer("g"), consumer.database_consumer("g")] {
+            assert_eq!(config.get("group.protocol"), Some("consumer"));
+            for (key, _) in MOVED_TO_THE_BROKER {
+                assert_eq!(config.get(key), None, "librdkafka refuses {key} under the consumer protocol");
+            }
+            assert_eq!(config.get("isolation.level"), Some("read_committed"), "the fixed ones stay");
+            assert_eq!(config.get("group.id"), Some("g"));
+        }
+        assert_eq!(consumer.producer("tx").get("group.protocol"), None, "a consumer setting");
+
+        let mut assignor = with("group.protocol", "consumer");
+        assignor.set("group.remote.assignor", "range");
+        assert!(assignor.check().is_ok(), "the broker's assignor is chosen this way");
+        assert_eq!(assignor.consumer("g").get("group.remote.assignor"), Some("range"));
+    }
+
+    #[test]
+    fn the_consumer_protocol_refuses_the_settings_it_moved_to_the_broker_saying_what_to_use() {
+        for (key, value, instead) in [
+            ("session.timeout.ms", "6000", "`group.consumer.session.timeout.ms`"),
+            ("heartbeat.interval.ms", "1000", "`group.consumer.heartbeat.interval.ms`"),
+            ("partition.assignment.strategy", "cooperative-sticky", "`group.remote.assignor`"),
+            ("group.protocol.type", "consumer", "leave it out"),
+        ] {
+            let mut properties = with("group.protocol", "consumer");
+            properties.set(key, value);
+            let error = properties.check().err();
+            assert!(matches!(error, Some(Error::Config(_))), "{key} accepted, or refused otherwise: {error:?}");
+            let error = error.map(|e| e.to_string()).unwrap_or_default();
+            let refused = format!("`{key}` is refused with the consumer group protocol");
+            assert!(error.contains(&refused) && error.contains(instead), "{error}");
+            let mut classic = with("group.protocol", "classic");
+            classic.set(key, value);
+            assert!(classic.check().is_ok(), "{key} refused under the classic protocol");
+        }
+        let unknown = with("group.protocol", "streams").check().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(unknown.contains("`streams` is not a consumer group protocol"), "{unknown}");
+    }
+
+    /// librdkafka makes the consumers made under either protocol, and refuses, under the
+    /// consumer protocol, each setting `check` refuses: the list is librdkafka's.
+    #[test]
+    fn librdkafka_takes_the_consumers_made_and_refuses_what_check_refuses() {
+        use rdkafka::consumer::BaseConsumer;
+        use rdkafka::error::KafkaResult;
+
+        // Without a group the client leaves none when dropped: nothing waits on a broker.
+        let create = |mut config: ClientConfig| -> KafkaResult<BaseConsumer> { config.remove("group.id").create() };
+        for protocol in ["classic", "consumer"] {
+            let properties = with("group.protocol", protocol);
+            for config in [properties.consumer("g"), properties.database_consumer("g")] {
+                let created = create(config);
+                assert!(created.is_ok(), "{protocol}: {:?}", created.err());
+            }
+        }
+        for (key, value) in [
+            ("session.timeout.ms", "45000"),
+            ("heartbeat.interval.ms", "3000"),
+            ("partition.assignment.strategy", "range"),
+            ("group.protocol.type", "consumer"),
+        ] {
+            assert!(MOVED_TO_THE_BROKER.iter().any(|(moved, _)| *moved == key), "{key} is not refused by check");
+            let mut config = with("group.protocol", "consumer").consumer("g");
+            config.set(key, value);
+            let refused = create(config).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains(key), "librdkafka took {key} under the consumer protocol: {refused}");
+        }
     }
 }

@@ -1,10 +1,23 @@
 //! What makes a Kafka client give up at once: a refused login (SASL), a failed TLS
-//! handshake, or a missing ACL.
+//! handshake, a missing ACL, or a consumer librdkafka gave up on.
 //!
 //! librdkafka retries every connection failure for ever, a refused password included, so a
 //! service with wrong credentials would sit there looking alive. Its error events carry a
 //! code and a reason; [`fatal`] picks those that retrying cannot fix, and the runtime stops
 //! on them with [`Error::KafkaAuthentication`] or [`Error::KafkaTls`].
+//!
+//! A consumer's fatal error comes out of its `poll` instead, and only says "fatal": the
+//! client keeps the cause. Such a consumer never fetches or heartbeats again, and a poll loop
+//! that only logged it would leave its group's partitions with no one, looking alive. So
+//! [`consumer_refusal`] turns it into [`Error::KafkaConsumerFailed`], with the cause and what
+//! to do, and the runtime stops on it. The case this is for is static membership under the
+//! consumer group protocol: an instance restarted after a crash, with the `group.instance.id`
+//! of its predecessor, is refused (UNRELEASED_INSTANCE_ID) until the broker's session timeout
+//! removes the predecessor. exactly does not refuse `group.instance.id` with that protocol,
+//! since a clean restart, and a restart after the session timeout, work; nor does it rebuild
+//! the consumer and retry by itself, which would hide two running instances given one id. It
+//! stops, saying why: nothing committed is lost, and a supervisor's restart after the session
+//! timeout carries on.
 
 use std::time::Duration;
 
@@ -37,13 +50,17 @@ pub(crate) fn fatal(error: &KafkaError, reason: &str) -> Option<Error> {
 
 /// The refusal a consumer of `group` subscribed to `topics` got from `poll`, when `error`
 /// is one, naming the group or the topics it may not read (asked of the brokers: a
-/// consumer's error does not say which topic).
+/// consumer's error does not say which topic); or [`Error::KafkaConsumerFailed`] when
+/// librdkafka gave up on the consumer.
 pub(crate) fn consumer_refusal<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     error: &KafkaError,
     group: &str,
     topics: &[String],
 ) -> Option<Error> {
+    if let Some(failed) = consumer_failed(consumer, error, group) {
+        return Some(failed);
+    }
     KafkaResource::refused_by(error)?;
     let refusal = Error::from(error.clone()).naming(|refused| match refused {
         KafkaResource::Group(None) => Some(KafkaResource::Group(Some(group.to_owned()))),
@@ -51,6 +68,54 @@ pub(crate) fn consumer_refusal<C: ConsumerContext>(
         _ => None,
     });
     Some(refusal)
+}
+
+/// What a consumer of `group` stops on when `error`, from its `poll`, is librdkafka's fatal
+/// error: the cause is read from the client (the error itself only says "fatal"). A group
+/// the broker refuses to this client's principal is [`Error::KafkaAuthorization`], as it is
+/// under the classic protocol.
+fn consumer_failed<C: ConsumerContext>(consumer: &BaseConsumer<C>, error: &KafkaError, group: &str) -> Option<Error> {
+    let fatal = matches!(error, KafkaError::MessageConsumptionFatal(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal);
+    if !fatal {
+        return None;
+    }
+    let (code, reason) =
+        consumer.client().fatal_error().unwrap_or_else(|| (RDKafkaErrorCode::Fatal, error.to_string()));
+    if code == RDKafkaErrorCode::GroupAuthorizationFailed {
+        return Some(Error::KafkaAuthorization { resource: KafkaResource::Group(Some(group.to_owned())), reason });
+    }
+    Some(Error::KafkaConsumerFailed { group: group.to_owned(), reason, remedy: remedy(code) })
+}
+
+/// What to do about a consumer's fatal error with `code` (the ones librdkafka 2.12 raises
+/// for a group consumer, and a last resort).
+fn remedy(code: RDKafkaErrorCode) -> &'static str {
+    match code {
+        RDKafkaErrorCode::UnreleasedInstanceId => {
+            "a member with this consumer's `group.instance.id` is still in the group: under the consumer group \
+             protocol a crashed instance stays a member until the broker's session timeout \
+             (`group.consumer.session.timeout.ms`, 45 s by default) removes it, and an instance restarted with its \
+             id is refused until then; start it again after that, and give each running instance an id of its own"
+        }
+        RDKafkaErrorCode::FencedInstanceId => {
+            "another consumer joined the group with the same `group.instance.id` and took this one's place: give \
+             each running instance an id of its own"
+        }
+        RDKafkaErrorCode::UnsupportedAssignor => {
+            "the brokers do not offer the assignor `group.remote.assignor` names (they offer those in their \
+             `group.consumer.assignors`, `uniform` and `range` by default)"
+        }
+        RDKafkaErrorCode::UnsupportedVersion | RDKafkaErrorCode::UnsupportedFeature => {
+            "the brokers do not speak the consumer group protocol (it needs Apache Kafka 4.0 or later, with \
+             `consumer` in `group.coordinator.rebalance.protocols`): use `GroupProtocol::Classic`"
+        }
+        RDKafkaErrorCode::GroupMaxSizeReached => {
+            "the group has as many members as the brokers allow (`group.consumer.max.size`, or `group.max.size` \
+             under the classic protocol): run fewer instances, or raise the limit"
+        }
+        _ => "restart the instance: nothing committed is lost, and what was not committed is done again",
+    }
 }
 
 /// Which of `topics` the brokers refuse this client (a consumer's error does not say).
@@ -131,5 +196,31 @@ mod tests {
         let lost = Error::from(KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure));
         assert!(matches!(lost, Error::Kafka(_)), "{lost:?}");
         assert!(lost.refused_access().is_none());
+    }
+
+    #[test]
+    fn a_consumer_librdkafka_gave_up_on_stops_the_runtime_saying_what_to_do() -> Result<(), KafkaError> {
+        // Made without a group, it joins none: dropping it waits on no broker.
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", "localhost:1").create()?;
+        let fatal = KafkaError::MessageConsumption(RDKafkaErrorCode::Fatal);
+        let failed = consumer_refusal(&consumer, &fatal, "orders", &[]);
+        assert!(matches!(&failed, Some(Error::KafkaConsumerFailed { group, .. }) if group == "orders"), "{failed:?}");
+        assert_eq!(failed.map(|e| e.class()), Some(crate::ErrorClass::Fatal));
+        let also_fatal = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::Fatal);
+        assert!(consumer_refusal(&consumer, &also_fatal, "orders", &[]).is_some());
+        let transient = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(consumer_refusal(&consumer, &transient, "orders", &[]).is_none(), "only logged");
+
+        let restarted = Error::KafkaConsumerFailed {
+            group: "orders".into(),
+            reason: "ConsumerGroupHeartbeat fatal error: Broker: Unreleased instance id".into(),
+            remedy: remedy(RDKafkaErrorCode::UnreleasedInstanceId),
+        };
+        let said = restarted.to_string();
+        assert!(said.starts_with("the consumer of group orders cannot go on: ConsumerGroupHeartbeat"), "{said}");
+        assert!(said.contains("`group.consumer.session.timeout.ms`"), "{said}");
+        assert!(remedy(RDKafkaErrorCode::FencedInstanceId).contains("`group.instance.id`"));
+        assert!(remedy(RDKafkaErrorCode::UnsupportedVersion).contains("GroupProtocol::Classic"));
+        Ok(())
     }
 }

@@ -13,7 +13,7 @@ use super::{Runtime, ShutdownHandle};
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
 use crate::api::mode::{Database, Kafka, Mode, ModeKind, ModeVisitor};
-use crate::api::settings::{Batch, RetryPolicy, StartFrom};
+use crate::api::settings::{Batch, GroupProtocol, RetryPolicy, StartFrom};
 use crate::api::subscription::Subscription;
 use crate::database_mode::DatabaseGroup;
 use crate::engine::group::{GroupSpec, StartSettings};
@@ -166,6 +166,36 @@ impl RuntimeBuilder {
         for (key, value) in crate::kafka_settings_from_env() {
             self.kafka.set(key, value);
         }
+        self
+    }
+
+    /// The consumer group protocol every handler's consumer speaks (default
+    /// [`GroupProtocol::Classic`]; see [`GroupProtocol::Consumer`] for what changes with the
+    /// protocol of KIP-848). It is librdkafka's `group.protocol`, so
+    /// `kafka_setting("group.protocol", "consumer")` and `EXACTLY_RDKAFKA_GROUP_PROTOCOL=consumer`
+    /// (with [`kafka_settings_from_env`](Self::kafka_settings_from_env)) choose it too; the
+    /// one given last wins.
+    ///
+    /// With [`GroupProtocol::Consumer`], [`build`](Self::build) refuses the settings the
+    /// broker owns under it (`session.timeout.ms`, `heartbeat.interval.ms`,
+    /// `partition.assignment.strategy`, `group.protocol.type`), saying what to use instead.
+    ///
+    /// ```no_run
+    /// # async fn run(handler: impl exactly::Handler) -> exactly::Result<()> {
+    /// use exactly::GroupProtocol;
+    ///
+    /// let runtime = exactly::Runtime::builder()
+    ///     .brokers("localhost:9092")
+    ///     .group_protocol(GroupProtocol::Consumer)
+    ///     .kafka_setting("group.remote.assignor", "uniform") // not partition.assignment.strategy
+    ///     .database_url("postgres://app@localhost/app")
+    ///     .handler(handler)
+    ///     .build()
+    ///     .await?;
+    /// # runtime.run().await }
+    /// ```
+    pub fn group_protocol(mut self, protocol: GroupProtocol) -> Self {
+        self.kafka.set("group.protocol", protocol.as_setting());
         self
     }
 
@@ -562,4 +592,30 @@ fn check_key_concurrency(kind: ModeKind, batches: bool, subscription: &Subscript
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `build` refuses before it connects to anything.
+    fn refusal(builder: RuntimeBuilder) -> String {
+        builder.check().err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn build_refuses_what_the_consumer_protocol_moved_to_the_broker() {
+        let consumer = || RuntimeBuilder::new().brokers("localhost:9092").group_protocol(GroupProtocol::Consumer);
+        let session = refusal(consumer().kafka_setting("session.timeout.ms", "6000"));
+        assert!(session.contains("`group.consumer.session.timeout.ms`"), "{session}");
+        let strategy = refusal(consumer().kafka_setting("partition.assignment.strategy", "range"));
+        assert!(strategy.contains("`group.remote.assignor`"), "{strategy}");
+        // The same settings under the classic protocol, or the protocol set again later, pass
+        // this check and stop at the next one.
+        let classic = RuntimeBuilder::new().brokers("localhost:9092").kafka_setting("session.timeout.ms", "6000");
+        assert!(refusal(classic).contains("no handlers"));
+        let switched_back =
+            consumer().kafka_setting("session.timeout.ms", "6000").group_protocol(GroupProtocol::Classic);
+        assert!(refusal(switched_back).contains("no handlers"));
+    }
 }

@@ -76,8 +76,10 @@ impl Runtime {
     ///
     /// # Errors
     /// When a consumer cannot be created or stops on a fatal error, such as
-    /// [`Error::KafkaAuthentication`] (the brokers refused the credentials) or
-    /// [`Error::KafkaTls`] (the TLS handshake failed): those stop the runtime at once.
+    /// [`Error::KafkaAuthentication`] (the brokers refused the credentials),
+    /// [`Error::KafkaTls`] (the TLS handshake failed) or [`Error::KafkaConsumerFailed`]
+    /// (librdkafka gave up on a consumer, e.g. a restarted static member the broker refuses):
+    /// those stop the runtime at once.
     pub async fn run(self) -> Result<()> {
         self.run_until(shutdown_signal()).await
     }
