@@ -135,9 +135,10 @@ pub(crate) fn consumer_group(config: &ClientConfig, group: &str) -> Result<Optio
     // Version 4 (Kafka 3.0 and later, so every broker with ConsumerGroupDescribe) takes a list of keys.
     let request = FindCoordinatorRequest::default().with_key_type(GROUP_KEY).with_coordinator_keys(vec![key.clone()]);
     let found = connection.call(request, 4)?;
-    let coordinator = found.coordinators.into_iter().find(|c| c.key == key).ok_or_else(|| {
-        Error::Unfinished(format!("broker {} named no coordinator of group {group}", broker.id()))
-    })?;
+    let coordinator =
+        found.coordinators.into_iter().find(|c| c.key == key).ok_or_else(|| {
+            Error::Unfinished(format!("broker {} named no coordinator of group {group}", broker.id()))
+        })?;
     if coordinator.error_code != 0 {
         return Err(Error::Unfinished(format!(
             "cannot find the coordinator of group {group} (Kafka error code {}); try again",
@@ -148,9 +149,10 @@ pub(crate) fn consumer_group(config: &ClientConfig, group: &str) -> Result<Optio
     let mut connection = Connection::open(&address, &security)?;
     let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(key.clone())]);
     let described = connection.call(request, 0)?;
-    let described = described.groups.into_iter().find(|g| g.group_id.0 == key).ok_or_else(|| {
-        Error::Unfinished(format!("broker {} did not describe group {group}", coordinator.node_id.0))
-    })?;
+    let described =
+        described.groups.into_iter().find(|g| g.group_id.0 == key).ok_or_else(|| {
+            Error::Unfinished(format!("broker {} did not describe group {group}", coordinator.node_id.0))
+        })?;
     match described.error_code {
         0 => Ok(Some((described.group_state.as_str().to_owned(), described.members.len()))),
         GROUP_ID_NOT_FOUND => Ok(None),

@@ -11,23 +11,42 @@
 
 use std::time::Duration;
 
+use exactly::{GroupProtocol, RuntimeBuilder};
 use exactly_integration_tests::both_modes::BothModes;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::faults::Profile;
+use exactly_integration_tests::group_describe::consumer_group_state;
 use exactly_integration_tests::recorder::Recorder;
 use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
 use exactly_integration_tests::unique;
 
-/// Fault 3: instances go 1, 2, 3, 2, 1, `rounds` times, with `strategy` assignment. Every
-/// instance runs both modes; leaving is graceful (a rebalance, not a crash: crashes are
-/// fault 1).
-async fn churn(strategy: &str, label: &str) -> anyhow::Result<()> {
+/// How the group's partitions are assigned: by a client-side strategy under the classic
+/// protocol, or by the broker under the consumer group protocol (KIP-848).
+#[derive(Debug, Clone, Copy)]
+enum Assignment {
+    Classic(&'static str),
+    Broker,
+}
+
+impl Assignment {
+    fn apply(self, builder: RuntimeBuilder) -> RuntimeBuilder {
+        match self {
+            Assignment::Classic(strategy) => builder.kafka_setting("partition.assignment.strategy", strategy),
+            Assignment::Broker => builder.group_protocol(GroupProtocol::Consumer),
+        }
+    }
+}
+
+/// Fault 3: instances go 1, 2, 3, 2, 1, `rounds` times, assigned as `assignment` says.
+/// Every instance runs both modes; leaving is graceful (a rebalance, not a crash: crashes
+/// are fault 1).
+async fn churn(assignment: Assignment, label: &str) -> anyhow::Result<()> {
     let rounds = Profile::current().pick(1, 5);
     let run = BothModes::new().await?;
     let transactional_id = unique("group-tx");
     let start = |instance: String| {
-        let runtime = builder(&run.url)
-            .kafka_setting("partition.assignment.strategy", strategy)
+        let runtime = assignment
+            .apply(builder(&run.url))
             .transactional_id(format!("{transactional_id}-{instance}"))
             .handler(Copier::new(&run.input, &run.output, &run.copy_group))
             .handler(Recorder::new(&run.input, &run.record_group, &instance));
@@ -36,6 +55,16 @@ async fn churn(strategy: &str, label: &str) -> anyhow::Result<()> {
     let (inputs, feed) = run.feed();
     let first = start("a".to_owned()).await?;
     run.settled(1).await?;
+    if let Assignment::Broker = assignment {
+        // Both groups speak the consumer protocol: only such a group answers ConsumerGroupDescribe.
+        for group in [&run.copy_group, &run.record_group] {
+            let described = consumer_group_state(run.kafka, group)?;
+            anyhow::ensure!(
+                described.as_ref().is_some_and(|(_, members)| *members == 1),
+                "group {group} is not a group of the consumer protocol with one member: {described:?}"
+            );
+        }
+    }
     run.wait_both_moved("the first instance starting", &(vec![0; 6], vec![0; 6])).await?;
     let (changes, recovery) = run.churn(rounds, &start).await?;
     let produced = feed.finish().await?;
@@ -47,12 +76,17 @@ async fn churn(strategy: &str, label: &str) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_churn_with_eager_assignment() -> anyhow::Result<()> {
-    churn("range", "eager (range)").await
+    churn(Assignment::Classic("range"), "eager (range)").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_churn_with_cooperative_assignment() -> anyhow::Result<()> {
-    churn("cooperative-sticky", "cooperative").await
+    churn(Assignment::Classic("cooperative-sticky"), "cooperative").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_churn_under_the_consumer_group_protocol() -> anyhow::Result<()> {
+    churn(Assignment::Broker, "consumer group protocol (KIP-848), broker-side").await
 }
 
 /// Fault 4: two processes per mode; one of each is frozen with SIGSTOP for twice its 6 s
