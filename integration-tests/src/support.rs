@@ -72,6 +72,21 @@ impl Running {
     }
 }
 
+/// The environment variable that makes a worker process speak the consumer group protocol.
+pub const GROUP_PROTOCOL_ENV: (&str, &str) = ("EXACTLY_TEST_GROUP_PROTOCOL", "consumer");
+
+/// The group settings of a worker process (`recorder-worker`, `copier`): a 6 s session and
+/// heartbeats every second, so a killed or frozen worker's partitions move on soon. Under
+/// the classic protocol they are the client's settings; with [`GROUP_PROTOCOL_ENV`] set, the
+/// worker speaks the consumer group protocol (KIP-848), whose timings the test brokers set
+/// to the same values (see `Kafka`'s broker environment).
+pub fn worker_group_settings(builder: RuntimeBuilder) -> RuntimeBuilder {
+    match std::env::var(GROUP_PROTOCOL_ENV.0) {
+        Ok(protocol) if protocol == GROUP_PROTOCOL_ENV.1 => builder.group_protocol(exactly::GroupProtocol::Consumer),
+        _ => builder.kafka_setting("session.timeout.ms", "6000").kafka_setting("heartbeat.interval.ms", "1000"),
+    }
+}
+
 /// A builder with the test defaults: `database_url`, quick revocation.
 pub fn builder(database_url: &str) -> RuntimeBuilder {
     Runtime::builder().database_url(database_url).revoke_grace(std::time::Duration::from_secs(5))

@@ -4,16 +4,20 @@
 //! the output) and prints a row of the fault table. `EXACTLY_FAULT_PROFILE=full` (see
 //! `scripts/faults`) runs many more iterations.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use exactly_integration_tests::copy_check::keyed_inputs;
 use exactly_integration_tests::faults::{
-    Effects, FaultRun, Kill, Positions, Profile, check_and_report, high_watermarks, kill_loop, kill_plan,
-    wait_for_stable_end,
+    Effects, FaultRun, Kill, Positions, Profile, check_and_report, feed_by_lives, high_watermarks, kill_loop,
+    kill_plan, wait_for_stable_end,
 };
 use exactly_integration_tests::progress::CommittedOffsets;
 use exactly_integration_tests::recorder::{BATCH_LOCK, Recorder, batches_waiting_for_the_lock, create_effects_table};
-use exactly_integration_tests::support::{Running, builder, signal, spawn_logged, topic_and_database};
+use exactly_integration_tests::support::{
+    GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged, topic_and_database,
+};
 use exactly_integration_tests::{Input, Kafka, Postgres, feed, produce, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
@@ -57,6 +61,21 @@ async fn database_mode_killed_at_random_points_and_failpoints() -> anyhow::Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<()> {
+    // Static membership: each copier takes its killed predecessor's place at once.
+    kafka_mode_kill_loop(&[], Some("copier-1"), "").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_killed_at_random_points_and_failpoints_under_the_consumer_group_protocol() -> anyhow::Result<()> {
+    // Dynamic membership: under this protocol a static member restarted before the broker
+    // expired its predecessor is refused (see `GroupProtocol::Consumer`), so each copier
+    // joins anew and gets the partitions once the killed one's 6 s session expires.
+    kafka_mode_kill_loop(&[GROUP_PROTOCOL_ENV], None, ", consumer group protocol (KIP-848)").await
+}
+
+/// Copier processes with `env`, as static member `instance` if given, killed at random
+/// points and at the Kafka-mode failpoints; `label` ends the fault's name.
+async fn kafka_mode_kill_loop(env: &[(&str, &str)], instance: Option<&str>, label: &str) -> anyhow::Result<()> {
     let profile = Profile::current();
     let kafka = Kafka::shared().await?;
     let partitions = 4;
@@ -64,21 +83,24 @@ async fn kafka_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<(
     let output = kafka.unique_topic("faults-out", partitions).await?;
     let count = profile.pick(4_000, 40_000);
     let inputs = keyed_inputs(count, 40);
-    let feeder = feed(kafka.client_config(), input.clone(), inputs.clone(), Duration::from_millis(400));
+    let failpoints = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
+    let plan = kill_plan(profile.pick(5, 50), &failpoints, profile.pick(1, 10));
+    // Input comes as the lives go by: a life that waits for its predecessor's session to
+    // expire (dynamic membership) must still find work to be killed in.
+    let lives = Arc::new(AtomicUsize::new(0));
+    let pace = Duration::from_millis(400);
+    let feeder =
+        feed_by_lives(kafka.client_config(), input.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), pace);
 
     let group = unique("faults-kafka");
     let transactional_id = unique("faults-tx");
     let log = std::env::temp_dir().join(format!("{group}.log"));
-    let failpoints = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
-    let plan = kill_plan(profile.pick(5, 50), &failpoints, profile.pick(1, 10));
     let brokers = kafka.bootstrap_servers();
-    let spawn = |env: &[(&str, &str)]| {
-        spawn_logged(
-            env!("CARGO_BIN_EXE_copier"),
-            &[&brokers, &input, &output, &group, &transactional_id, "copier-1"],
-            env,
-            &log,
-        )
+    let mut args = vec![brokers.as_str(), &input, &output, &group, &transactional_id];
+    args.extend(instance);
+    let spawn = |kill_env: &[(&str, &str)]| {
+        lives.fetch_add(1, Ordering::SeqCst);
+        spawn_logged(env!("CARGO_BIN_EXE_copier"), &args, &[kill_env, env].concat(), &log)
     };
     let committed = CommittedOffsets::new(kafka, &group, &input, partitions)?;
     let progress = || async { committed.sum() };
@@ -87,7 +109,7 @@ async fn kafka_mode_killed_at_random_points_and_failpoints() -> anyhow::Result<(
         .map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
     feeder.await??;
 
-    let fault = format!("SIGKILL at random points and failpoints ({})", outcome.fired_text());
+    let fault = format!("SIGKILL at random points and failpoints ({}){label}", outcome.fired_text());
     let run = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &group);
     check_and_report(fault, "Kafka", outcome.kills, outcome.recovery.clone(), &run).await?;
     outcome.ensure_enough_landed(&plan)

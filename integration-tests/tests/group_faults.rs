@@ -17,7 +17,7 @@ use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::faults::Profile;
 use exactly_integration_tests::group_describe::consumer_group_state;
 use exactly_integration_tests::recorder::Recorder;
-use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
+use exactly_integration_tests::support::{GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged};
 use exactly_integration_tests::unique;
 
 /// How the group's partitions are assigned: by a client-side strategy under the classic
@@ -89,11 +89,27 @@ async fn group_churn_under_the_consumer_group_protocol() -> anyhow::Result<()> {
     churn(Assignment::Broker, "consumer group protocol (KIP-848), broker-side").await
 }
 
-/// Fault 4: two processes per mode; one of each is frozen with SIGSTOP for twice its 6 s
-/// session timeout, then resumed, `rounds` times. The group moves its partitions to the
-/// other process; the resumed zombie must not commit anything for them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_frozen_past_its_session_timeout_comes_back_as_a_zombie() -> anyhow::Result<()> {
+    zombies(&[], "SIGSTOP past the session timeout, then SIGCONT", "session timed out").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_frozen_past_its_session_timeout_comes_back_as_a_zombie_under_the_consumer_group_protocol()
+-> anyhow::Result<()> {
+    let fault = "SIGSTOP past the session timeout, then SIGCONT, consumer group protocol (KIP-848)";
+    zombies(&[GROUP_PROTOCOL_ENV], fault, ZOMBIE_SIGN_CONSUMER_PROTOCOL).await
+}
+
+/// What a copier put out of its group logs under the consumer group protocol: the broker
+/// fenced its member epoch, and librdkafka reported its partitions lost.
+const ZOMBIE_SIGN_CONSUMER_PROTOCOL: &str = "lost its partitions";
+
+/// Fault 4: two processes per mode, with `env`; one of each is frozen with SIGSTOP for
+/// twice its 6 s session timeout, then resumed, `rounds` times. The group moves its
+/// partitions to the other process; the resumed zombie must not commit anything for them.
+/// A copier's log must show `fenced_sign` at least once: it really was put out of the group.
+async fn zombies(env: &[(&str, &str)], fault: &str, fenced_sign: &str) -> anyhow::Result<()> {
     let rounds = Profile::current().pick(2, 8);
     let run = BothModes::new().await?;
     let brokers = run.kafka.bootstrap_servers();
@@ -102,7 +118,7 @@ async fn a_process_frozen_past_its_session_timeout_comes_back_as_a_zombie() -> a
         spawn_logged(
             env!("CARGO_BIN_EXE_recorder-worker"),
             &[&brokers, &run.url, &run.input, &run.record_group],
-            &[("EXACTLY_TEST_INSTANCE", instance)],
+            &[&[("EXACTLY_TEST_INSTANCE", instance)], env].concat(),
             &log(instance),
         )
     };
@@ -110,7 +126,7 @@ async fn a_process_frozen_past_its_session_timeout_comes_back_as_a_zombie() -> a
         spawn_logged(
             env!("CARGO_BIN_EXE_copier"),
             &[&brokers, &run.input, &run.output, &run.copy_group, &format!("{}-{instance}", run.copy_group), instance],
-            &[("COPIER_DELAY_MS", "2")],
+            &[&[("COPIER_DELAY_MS", "2")], env].concat(),
             &log(instance),
         )
     };
@@ -142,7 +158,7 @@ async fn a_process_frozen_past_its_session_timeout_comes_back_as_a_zombie() -> a
             .await?;
         }
         let produced = feed.finish().await?;
-        run.check("SIGSTOP past the session timeout, then SIGCONT", rounds, &inputs[..produced], recovery).await
+        run.check(fault, rounds, &inputs[..produced], recovery).await
     }
     .await;
     for process in &mut processes {
@@ -153,6 +169,6 @@ async fn a_process_frozen_past_its_session_timeout_comes_back_as_a_zombie() -> a
     outcome.map_err(|e| anyhow::anyhow!("{e:#}\nprocess logs: {}", log("*").display()))?;
     // They really were zombies: a frozen copier's session expired while it was stopped.
     let copier_logs = std::fs::read_to_string(log("copier-a"))? + &std::fs::read_to_string(log("copier-b"))?;
-    assert!(copier_logs.contains("session timed out"), "no copier was ever fenced out of the group");
+    assert!(copier_logs.contains(fenced_sign), "no copier was ever fenced out of the group");
     Ok(())
 }

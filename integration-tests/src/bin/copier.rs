@@ -6,10 +6,12 @@
 //! given the messages it has fetched a partition's run at a time; it says so on stderr once
 //! a call holds more than one message. `EXACTLY_TEST_KEY_CONCURRENCY=N` handles up to N
 //! messages of a partition at once, never two of a key; it says so on stderr once two calls
-//! ran at once.
+//! ran at once. `EXACTLY_TEST_GROUP_PROTOCOL=consumer` speaks the consumer group protocol
+//! (`support::worker_group_settings`).
 
 use exactly::Runtime;
 use exactly_integration_tests::copier::Copier;
+use exactly_integration_tests::support::worker_group_settings;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -33,11 +35,9 @@ async fn main() -> std::process::ExitCode {
             }
         }
     }
-    let mut builder = Runtime::builder()
+    let mut builder = worker_group_settings(Runtime::builder())
         .brokers(brokers)
         .transactional_id(transactional_id)
-        .kafka_setting("session.timeout.ms", "6000")
-        .kafka_setting("heartbeat.interval.ms", "1000")
         .on_error(|e| eprintln!("copier error: {e}"));
     builder = match std::env::var("EXACTLY_TEST_BATCH") {
         Ok(batch) if !batch.is_empty() => builder.batch_handler(copier),

@@ -9,13 +9,15 @@
 //! messages of a partition at once, never two of a key (`Subscription::with_key_concurrency`;
 //! 1, the default, is one at a time); `EXACTLY_TEST_LOCK_ON=P1,P2,...` makes the handler wait,
 //! inside its transaction, for the advisory lock `recorder::BATCH_LOCK` on those payloads, so
-//! a test holding the lock keeps their transactions open.
+//! a test holding the lock keeps their transactions open. `EXACTLY_TEST_GROUP_PROTOCOL=consumer`
+//! speaks the consumer group protocol (`support::worker_group_settings`).
 
 use std::time::Duration;
 
 use exactly::{RetryPolicy, Runtime, RuntimeBuilder};
 use exactly_integration_tests::batch_recorder::{BatchRecorder, Statement};
 use exactly_integration_tests::recorder::Recorder;
+use exactly_integration_tests::support::worker_group_settings;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -42,11 +44,10 @@ async fn main() -> std::process::ExitCode {
         .filter(|payload| !payload.is_empty())
         .map(str::to_owned)
         .collect();
-    let builder = Runtime::builder()
+    let builder = worker_group_settings(Runtime::builder())
         .brokers(brokers)
         .database_url(database_url)
         .kafka_setting("group.instance.id", &instance)
-        .kafka_setting("session.timeout.ms", "6000")
         .retry(RetryPolicy::default().max_attempts(3).initial_backoff(Duration::from_millis(10)))
         .on_error(|e| eprintln!("worker error: {e}"));
     let builder = match std::env::var("EXACTLY_TEST_BATCH").ok().filter(|v| !v.is_empty()) {
