@@ -17,11 +17,12 @@ use exactly_integration_tests::batch_recorder::{BatchCall, BatchLog, BatchRecord
 use exactly_integration_tests::both_modes::{BothModes, PARTITIONS};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::keyed_inputs;
-use exactly_integration_tests::faults::{FaultRun, Profile, check_and_report, feed_by_lives, kill_loop, kill_plan};
-use exactly_integration_tests::progress::CommittedOffsets;
+use exactly_integration_tests::faults::{
+    CopierKillLoop, FaultRun, KAFKA_FAILPOINTS, Profile, check_and_report, feed_by_lives, kill_loop, kill_plan,
+};
 use exactly_integration_tests::recorder::{Recorder, effect_counts, effect_rows};
 use exactly_integration_tests::support::{Reported, Running, builder, signal, spawn_logged, topic_and_database};
-use exactly_integration_tests::{Input, Kafka, feed, produce, unique, wait_until};
+use exactly_integration_tests::{Input, Kafka, produce, unique, wait_until};
 use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -100,43 +101,19 @@ async fn a_copy_batch_handler_killed_at_twenty_random_points_and_failpoints() ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_copier_killed_at_random_points_and_failpoints() -> anyhow::Result<()> {
     let profile = Profile::current();
-    let kafka = Kafka::shared().await?;
-    let partitions = 4;
-    let input = kafka.unique_topic("batch-faults-in", partitions).await?;
-    let output = kafka.unique_topic("batch-faults-out", partitions).await?;
-    let count = profile.pick(4_000, 40_000);
-    let inputs = keyed_inputs(count, 40);
-    let feeder = feed(kafka.client_config(), input.clone(), inputs.clone(), Duration::from_millis(400));
-
-    let group = unique("batch-faults-kafka");
-    let transactional_id = unique("batch-faults-tx");
-    let log = std::env::temp_dir().join(format!("{group}.log"));
-    let failpoints = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
-    let plan = kill_plan(profile.pick(5, 50), &failpoints, profile.pick(1, 10));
-    let brokers = kafka.bootstrap_servers();
-    let spawn = |env: &[(&str, &str)]| {
-        let mut env = env.to_vec();
-        env.push(("EXACTLY_TEST_BATCH", "1"));
-        spawn_logged(
-            env!("CARGO_BIN_EXE_copier"),
-            &[&brokers, &input, &output, &group, &transactional_id, "copier-1"],
-            &env,
-            &log,
-        )
+    let inputs = keyed_inputs(profile.pick(4_000, 40_000), 40);
+    let run = CopierKillLoop {
+        copier: env!("CARGO_BIN_EXE_copier"),
+        inputs: &inputs,
+        partitions: 4,
+        plan: kill_plan(profile.pick(5, 50), &KAFKA_FAILPOINTS, profile.pick(1, 10)),
+        env: &[("EXACTLY_TEST_BATCH", "1")],
+        instance: Some("copier-1"),
     };
-    let committed = CommittedOffsets::new(kafka, &group, &input, partitions)?;
-    let progress = || async { committed.sum() };
-    let outcome = kill_loop(&plan, &log, spawn, progress, count as u64, WAIT)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
-    feeder.await??;
-
-    let fault = format!("batch handler, SIGKILL at random points and failpoints ({})", outcome.fired_text());
-    let run = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &group);
-    check_and_report(fault, "Kafka", outcome.kills, outcome.recovery.clone(), &run).await?;
-    outcome.ensure_enough_landed(&plan)?;
-    let copier_output = std::fs::read_to_string(&log)?;
-    assert!(copier_output.contains("batch copier:"), "the copiers never handed a batch of more than one over");
+    let finished = run
+        .run(|outcome| format!("batch handler, SIGKILL at random points and failpoints ({})", outcome.fired_text()))
+        .await?;
+    assert!(finished.log.contains("batch copier:"), "the copiers never handed a batch of more than one over");
     Ok(())
 }
 

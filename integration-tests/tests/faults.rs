@@ -4,14 +4,12 @@
 //! the output) and prints a row of the fault table. `EXACTLY_FAULT_PROFILE=full` (see
 //! `scripts/faults`) runs many more iterations.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use exactly_integration_tests::copy_check::keyed_inputs;
 use exactly_integration_tests::faults::{
-    Effects, FaultRun, Kill, Positions, Profile, check_and_report, feed_by_lives, high_watermarks, kill_loop,
-    kill_plan, wait_for_stable_end,
+    CopierKillLoop, Effects, FaultRun, KAFKA_FAILPOINTS, Kill, Positions, Profile, check_and_report, high_watermarks,
+    kill_loop, kill_plan, wait_for_stable_end,
 };
 use exactly_integration_tests::progress::CommittedOffsets;
 use exactly_integration_tests::recorder::{BATCH_LOCK, Recorder, batches_waiting_for_the_lock, create_effects_table};
@@ -77,42 +75,17 @@ async fn kafka_mode_killed_at_random_points_and_failpoints_under_the_consumer_gr
 /// points and at the Kafka-mode failpoints; `label` ends the fault's name.
 async fn kafka_mode_kill_loop(env: &[(&str, &str)], instance: Option<&str>, label: &str) -> anyhow::Result<()> {
     let profile = Profile::current();
-    let kafka = Kafka::shared().await?;
-    let partitions = 4;
-    let input = kafka.unique_topic("faults-in", partitions).await?;
-    let output = kafka.unique_topic("faults-out", partitions).await?;
-    let count = profile.pick(4_000, 40_000);
-    let inputs = keyed_inputs(count, 40);
-    let failpoints = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
-    let plan = kill_plan(profile.pick(5, 50), &failpoints, profile.pick(1, 10));
-    // Input comes as the lives go by: a life that waits for its predecessor's session to
-    // expire (dynamic membership) must still find work to be killed in.
-    let lives = Arc::new(AtomicUsize::new(0));
-    let pace = Duration::from_millis(400);
-    let feeder =
-        feed_by_lives(kafka.client_config(), input.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), pace);
-
-    let group = unique("faults-kafka");
-    let transactional_id = unique("faults-tx");
-    let log = std::env::temp_dir().join(format!("{group}.log"));
-    let brokers = kafka.bootstrap_servers();
-    let mut args = vec![brokers.as_str(), &input, &output, &group, &transactional_id];
-    args.extend(instance);
-    let spawn = |kill_env: &[(&str, &str)]| {
-        lives.fetch_add(1, Ordering::SeqCst);
-        spawn_logged(env!("CARGO_BIN_EXE_copier"), &args, &[kill_env, env].concat(), &log)
+    let inputs = keyed_inputs(profile.pick(4_000, 40_000), 40);
+    let run = CopierKillLoop {
+        copier: env!("CARGO_BIN_EXE_copier"),
+        inputs: &inputs,
+        partitions: 4,
+        plan: kill_plan(profile.pick(5, 50), &KAFKA_FAILPOINTS, profile.pick(1, 10)),
+        env,
+        instance,
     };
-    let committed = CommittedOffsets::new(kafka, &group, &input, partitions)?;
-    let progress = || async { committed.sum() };
-    let outcome = kill_loop(&plan, &log, spawn, progress, count as u64, WAIT)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
-    feeder.await??;
-
-    let fault = format!("SIGKILL at random points and failpoints ({}){label}", outcome.fired_text());
-    let run = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &group);
-    check_and_report(fault, "Kafka", outcome.kills, outcome.recovery.clone(), &run).await?;
-    outcome.ensure_enough_landed(&plan)
+    run.run(|outcome| format!("SIGKILL at random points and failpoints ({}){label}", outcome.fired_text())).await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,7 +27,8 @@ use exactly_integration_tests::both_modes::{BothModes, PARTITIONS};
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::keyed_inputs;
 use exactly_integration_tests::faults::{
-    FaultRun, Profile, check_and_report, feed_by_lives, high_watermarks, kill_loop, kill_plan,
+    CopierKillLoop, FaultRun, KAFKA_FAILPOINTS, Profile, check_and_report, feed_by_lives, high_watermarks, kill_loop,
+    kill_plan,
 };
 use exactly_integration_tests::progress::{
     CommittedOffsets, SteadyFeed, parked_messages, stored_positions, wait_group_settled,
@@ -680,60 +681,32 @@ async fn the_key_order_check_passes_interleaved_keys_and_fails_a_key_out_of_orde
     Ok(())
 }
 
-/// The Kafka-mode kill loop's failpoints: after a message's records joined the transaction,
-/// after its offsets did, and inside the commit.
-const KAFKA_FAILPOINTS: [&str; 3] = ["kafka.after_produce", "kafka.after_send_offsets", "kafka.during_commit"];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_mode_key_concurrent_copiers_killed_at_twenty_random_points_and_failpoints() -> anyhow::Result<()> {
     let profile = Profile::current();
-    let kafka = Kafka::shared().await?;
     let partitions = 4;
-    let input = kafka.unique_topic("keys-copy-in", partitions).await?;
-    let output = kafka.unique_topic("keys-copy-out", partitions).await?;
-    let plan = kill_plan(profile.pick(20, 60), &KAFKA_FAILPOINTS, profile.pick(1, 5));
-    let count = profile.pick(10_000, 40_000);
-    let inputs = skewed_inputs(count, KEYS, partitions);
-    let lives = Arc::new(AtomicUsize::new(0));
-    let pace = Duration::from_millis(400);
-    let feeder =
-        feed_by_lives(kafka.client_config(), input.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), pace);
-
-    let group = unique("keys-copy-faults");
-    let transactional_id = unique("keys-copy-tx");
-    let log = std::env::temp_dir().join(format!("{group}.log"));
-    let brokers = kafka.bootstrap_servers();
-    let spawn = |env: &[(&str, &str)]| {
-        lives.fetch_add(1, Ordering::SeqCst);
-        let mut env = env.to_vec();
-        env.push(KEY_CONCURRENCY_ENV);
+    let inputs = skewed_inputs(profile.pick(10_000, 40_000), KEYS, partitions);
+    let run = CopierKillLoop {
+        copier: env!("CARGO_BIN_EXE_copier"),
+        inputs: &inputs,
+        partitions,
+        // At least 20 random kills in either profile (the issue asks for 20 or more).
+        plan: kill_plan(profile.pick(20, 60), &KAFKA_FAILPOINTS, profile.pick(1, 5)),
         // A handler that waits, as one worth running concurrently does.
-        env.push(("COPIER_DELAY_MS", "1"));
-        spawn_logged(
-            env!("CARGO_BIN_EXE_copier"),
-            &[&brokers, &input, &output, &group, &transactional_id, "copier-1"],
-            &env,
-            &log,
-        )
+        env: &[KEY_CONCURRENCY_ENV, ("COPIER_DELAY_MS", "1")],
+        instance: Some("copier-1"),
     };
-    let committed = CommittedOffsets::new(kafka, &group, &input, partitions)?;
-    let progress = || async { committed.sum() };
-    let outcome = kill_loop(&plan, &log, spawn, progress, count as u64, WAIT)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e:#}\ncopier output in {}", log.display()))?;
-    feeder.await??;
-
-    let fault = format!(
-        "key concurrency {KEY_CONCURRENCY}, skewed keys, SIGKILL at random points and failpoints ({})",
-        outcome.fired_text()
-    );
-    let run = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &group);
-    check_and_report(fault, "Kafka", outcome.kills, outcome.recovery.clone(), &run).await?;
-    outcome.ensure_enough_landed(&plan)?;
-    let random_landed = outcome.kills - outcome.fired;
+    let finished = run
+        .run(|outcome| {
+            format!(
+                "key concurrency {KEY_CONCURRENCY}, skewed keys, SIGKILL at random points and failpoints ({})",
+                outcome.fired_text()
+            )
+        })
+        .await?;
+    let random_landed = finished.outcome.kills - finished.outcome.fired;
     anyhow::ensure!(random_landed >= 20, "only {random_landed} random SIGKILLs landed; the issue asks for 20 or more");
-    let copier_output = std::fs::read_to_string(&log)?;
-    anyhow::ensure!(copier_output.contains("calls at once"), "the copiers never ran two calls at once");
+    anyhow::ensure!(finished.log.contains("calls at once"), "the copiers never ran two calls at once");
     Ok(())
 }
 

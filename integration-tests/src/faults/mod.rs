@@ -9,12 +9,14 @@
 //! as a markdown table row.
 
 pub mod check;
+pub mod copier_kill_loop;
 pub mod feed;
 pub mod kill_loop;
 pub mod row;
 pub mod watermarks;
 
 pub use check::{Effects, FaultRun, Positions, Verdict, check_and_report};
+pub use copier_kill_loop::{CopierKillLoop, CopierKillRun, KAFKA_FAILPOINTS};
 pub use feed::feed_by_lives;
 pub use kill_loop::{Kill, KillOutcome, kill_loop, kill_plan};
 pub use row::{Row, TABLE_HEADER, percentile};
