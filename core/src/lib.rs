@@ -71,7 +71,7 @@ pub use api::handler::{Consumes, Handler, HandlerError};
 pub use api::message::Message;
 pub use api::mode;
 pub use api::output::{Output, OutputBytes};
-pub use api::settings::{Batch, GroupProtocol, RetryPolicy, StartFrom};
+pub use api::settings::{Batch, RetryPolicy, StartFrom};
 pub use api::subscription::{Delivery, Subscription};
 pub use async_trait::async_trait;
 /// The [`bytes`](https://docs.rs/bytes) crate, for payloads and keys shared without a copy.
@@ -80,6 +80,7 @@ pub use error::{Error, ErrorClass, KafkaResource, Location, Result};
 #[doc(hidden)]
 pub use kafka::check::check_kafka;
 pub use kafka::environment::{KAFKA_ENV_PREFIX, kafka_settings_from_env};
+pub use kafka::group_protocol::GroupProtocol;
 pub use offsets::migrate;
 pub use ops::health::{Health, HealthStatus};
 pub use ops::metrics;

@@ -52,6 +52,7 @@ const ROOT_NAMES: &[(&str, &str)] = &[
     ("offsets", "admin"),
     ("migrate", "admin"),
     ("kafka_settings_from_env", "kafka"),
+    ("GroupProtocol", "kafka"),
     ("Runtime", "runtime"),
     ("RuntimeBuilder", "runtime"),
 ];

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use crate::api::settings::GroupProtocol;
+use super::group_protocol::GroupProtocol;
 use crate::error::{Error, Result};
 use crate::redact;
 
