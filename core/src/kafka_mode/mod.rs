@@ -12,11 +12,10 @@
 //! of their own while the loop goes on with the next messages on the other producer. The
 //! next commit waits until the previous one ended, so transactions commit in order, and a
 //! failed commit aborts the transaction after it too. Errors are classified from
-//! librdkafka's flags: abortable ones abort (the producer is then rebuilt, with a new
-//! epoch, so nothing of the aborted transaction can land in the next) and rewind every
-//! partition to its last committed offset; fatal ones (a fenced producer) rebuild the
-//! producer, then rewind; an indefinite commit outcome rebuilds the producer and re-reads
-//! the committed offsets from Kafka before going on. A zombie (its group generation gone) fails at
+//! librdkafka's flags: abortable ones abort and rewind every partition to its last
+//! committed offset; fatal ones (a fenced producer) rebuild the producer, then rewind; an
+//! indefinite commit outcome rebuilds the producer and re-reads the committed offsets from
+//! Kafka before going on. A zombie (its group generation gone) fails at
 //! `send_offsets_to_transaction`, so its output is aborted. A record the producer refuses
 //! outright (over `message.max.bytes`) fails the message that emitted it, which is
 //! dead-lettered like any permanent failure.

@@ -62,17 +62,14 @@ impl Producers {
         self.slots[slot].as_ref().ok_or_else(|| Error::Internal("a transactional producer vanished".into()))
     }
 
-    /// Aborts the transaction of `slot`'s producer, then drops the producer, to be rebuilt
-    /// when next used. librdkafka keeps one producer epoch from transaction to transaction
-    /// (it does not implement KIP-890's second part), so a produce request of the aborted
-    /// transaction still on its way to a broker could land in the next one; the new
-    /// producer's initialisation bumps the epoch, and the broker refuses the late request.
-    /// A producer that cannot abort (fenced, broken) is dropped the same way.
+    /// Aborts the transaction of `slot`'s producer; a producer that cannot abort (fenced,
+    /// broken) is dropped, to be rebuilt.
     pub(super) fn abort(&mut self, slot: usize, group: &str) {
-        if let Some(producer) = self.slots[slot].take()
+        if let Some(producer) = &self.slots[slot]
             && let Err(e) = producer.abort_transaction(CALL_TIMEOUT)
         {
             tracing::warn!(%group, "abort failed ({e}); the producer is rebuilt");
+            self.slots[slot] = None;
         }
     }
 }
