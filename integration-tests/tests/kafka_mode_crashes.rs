@@ -135,8 +135,14 @@ async fn zombie(env: &[(&str, &str)]) -> anyhow::Result<()> {
     let verdict = verify_copy(&copy.kafka, &copy.output, &inputs).await?;
     assert_eq!(verdict.records, inputs.len(), "{verdict:?}");
     assert_eq!((verdict.duplicates, verdict.missing, verdict.out_of_order), (0, 0, 0), "{verdict:?}");
-    // It really was a zombie: its session expired while frozen and it had to rejoin.
+    // It really was a zombie: its session expired while frozen and it had to rejoin. Which
+    // side says so first depends on timing: librdkafka's own session timer ("session timed
+    // out"), or the coordinator refusing its heartbeat, after which exactly reports its
+    // partitions lost.
     let zombie = std::fs::read_to_string(&log_a)?;
-    assert!(zombie.contains("session timed out"), "A was never fenced out of the group:\n{zombie}");
+    assert!(
+        zombie.contains("session timed out") || zombie.contains("lost its partitions"),
+        "A was never fenced out of the group:\n{zombie}"
+    );
     Ok(())
 }
