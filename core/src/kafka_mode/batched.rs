@@ -48,6 +48,20 @@ pub(super) struct Gathered<'c> {
     pub(super) error: Option<KafkaError>,
 }
 
+/// The gathered messages split per partition, each partition's in the order polled (its
+/// offset order), the partitions in the order their first message came.
+pub(super) fn by_partition<'h, 'c>(held: &'h [Held<'c>]) -> Vec<(Partition, Vec<&'h Held<'c>>)> {
+    let mut runs: Vec<(Partition, Vec<&Held<'_>>)> = Vec::new();
+    for one in held {
+        let (topic, partition) = (one.message.topic(), one.message.partition());
+        match runs.iter_mut().find(|(key, _)| key.1 == partition && key.0 == topic) {
+            Some((_, run)) => run.push(one),
+            None => runs.push(((topic.to_owned(), partition), vec![one])),
+        }
+    }
+    runs
+}
+
 /// Takes `first` and what the consumer has fetched already, up to `limit` messages.
 pub(super) fn gather<'c>(
     consumer: &'c BaseConsumer<KafkaModeContext>,
@@ -96,15 +110,7 @@ impl GroupState {
         shared: &Shared,
         outputs: &mut Vec<Output>,
     ) {
-        let mut runs: Vec<(Partition, Vec<&Held<'_>>)> = Vec::new();
-        for one in held {
-            let (topic, partition) = (one.message.topic(), one.message.partition());
-            match runs.iter_mut().find(|(key, _)| key.1 == partition && key.0 == topic) {
-                Some((_, run)) => run.push(one),
-                None => runs.push(((topic.to_owned(), partition), vec![one])),
-            }
-        }
-        for (key, run) in runs {
+        for (key, run) in by_partition(held) {
             self.handle_run(consumer, handler, &key, &run, shared, outputs);
         }
     }

@@ -26,7 +26,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message as _;
 
 use super::Partition;
-use super::batched::Held;
+use super::batched::{Held, by_partition};
 use super::handle::{Failure, Sent, pause};
 use super::poll::complete;
 use super::rebalance::KafkaModeContext;
@@ -38,6 +38,7 @@ use crate::api::output::Output;
 use crate::engine::shared::Shared;
 use crate::error::Error;
 use crate::kafka::trace_context::TraceContext;
+use crate::ops::metrics::handles::KeyedMetrics;
 use crate::pipeline::decode::{Decoded, decode};
 use crate::pipeline::invoke::{Call, FailureKind};
 use crate::pipeline::keys::key_hash;
@@ -86,7 +87,7 @@ impl GroupState {
         }
         let parent = self.txn.span(&self.handling.group).clone();
         for window in &windows {
-            if let Some(keyed) = self.partitions.states.get(&window.key).and_then(|state| state.keyed.as_ref()) {
+            if let Some(keyed) = self.keyed_metrics(&window.key) {
                 keyed.in_flight(window.slots.len());
             }
         }
@@ -94,7 +95,7 @@ impl GroupState {
         let runs = windows.iter_mut().map(|window| run_partition(handler, calls, window));
         let waits = complete(&shared.handle, futures::future::join_all(runs));
         for (window, waited) in windows.iter().zip(waits) {
-            if let Some(keyed) = self.partitions.states.get(&window.key).and_then(|state| state.keyed.as_ref()) {
+            if let Some(keyed) = self.keyed_metrics(&window.key) {
                 keyed.key_waits.increment(waited);
             }
         }
@@ -111,23 +112,18 @@ impl GroupState {
         held: &'h [Held<'c>],
         shared: &Shared,
     ) -> Vec<PartitionWindow<'h, 'c, H::Key, H::Payload>> {
-        let mut windows: Vec<PartitionWindow<'h, 'c, H::Key, H::Payload>> = Vec::new();
-        for one in held {
-            let (topic, partition) = (one.message.topic(), one.message.partition());
-            let index = match windows.iter().position(|w| w.key.1 == partition && w.key.0 == topic) {
-                Some(index) => index,
-                None => {
-                    windows.push(PartitionWindow { key: (topic.to_owned(), partition), slots: Vec::new() });
-                    windows.len() - 1
+        let mut windows = Vec::new();
+        for (key, run) in by_partition(held) {
+            let mut slots = Vec::new();
+            for one in run {
+                if self.current(one, &key) {
+                    slots.push(self.slot::<H>(one, &key, shared));
                 }
-            };
-            let key = &windows[index].key;
-            if self.current(one, key) {
-                let slot = self.slot::<H>(one, key, shared);
-                windows[index].slots.push(slot);
+            }
+            if !slots.is_empty() {
+                windows.push(PartitionWindow { key, slots });
             }
         }
-        windows.retain(|window| !window.slots.is_empty());
         windows
     }
 
@@ -163,9 +159,7 @@ impl GroupState {
         window: PartitionWindow<'_, '_, K, P>,
     ) -> bool {
         let key = window.key;
-        if let Some(state) = self.partitions.states.get(&key)
-            && let Some(keyed) = &state.keyed
-        {
+        if let Some(keyed) = self.keyed_metrics(&key) {
             keyed.in_flight(0);
         }
         for mut slot in window.slots {
@@ -202,6 +196,11 @@ impl GroupState {
             return true;
         }
         true
+    }
+
+    /// The key-concurrency metrics of partition `key`, while it is assigned.
+    fn keyed_metrics(&self, key: &Partition) -> Option<&KeyedMetrics> {
+        self.partitions.states.get(key).and_then(|state| state.keyed.as_ref())
     }
 
     /// Pauses partition `key` and has it sought back to `offset` at once (by
