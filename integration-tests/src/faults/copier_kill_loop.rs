@@ -4,7 +4,7 @@
 //! Kafka-mode failpoints, then the shared check applies and the run prints its row.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::{FaultRun, Kill, KillOutcome, check_and_report, feed_by_lives, kill_loop};
@@ -50,8 +50,9 @@ pub struct CopierKillRun {
 impl CopierKillLoop<'_> {
     /// Runs the loop; then checks the output (each input once, in order per key, offsets
     /// at the end, no transaction left open) and prints the row of the fault `fault`, given
-    /// how the lives ended. Input is fed as the lives go by, so every planned kill finds
-    /// work, even when a life waits for its killed predecessor's session to expire.
+    /// how the lives ended. Input is fed as the lives go by, a slice at a time once the
+    /// last is copied, so every planned kill finds work and every failpoint life sees several
+    /// transactions, even when it waits for its killed predecessor's session to expire.
     pub async fn run(&self, fault: impl FnOnce(&KillOutcome) -> String) -> anyhow::Result<CopierKillRun> {
         let kafka = Kafka::shared().await?;
         let input = kafka.unique_topic("faults-in", self.partitions).await?;
@@ -59,8 +60,16 @@ impl CopierKillLoop<'_> {
         let lives = Arc::new(AtomicUsize::new(0));
         let pace = Duration::from_millis(400);
         let inputs = self.inputs.to_vec();
-        let feeder =
-            feed_by_lives(kafka.client_config(), input.clone(), inputs, self.plan.len() + 1, Arc::clone(&lives), pace);
+        let handled = Arc::new(AtomicU64::new(0));
+        let feeder = feed_by_lives(
+            kafka.client_config(),
+            input.clone(),
+            inputs,
+            self.plan.len() + 1,
+            Arc::clone(&lives),
+            pace,
+            Some(Arc::clone(&handled)),
+        );
 
         let group = unique("faults-kafka");
         let transactional_id = unique("faults-tx");
@@ -73,7 +82,11 @@ impl CopierKillLoop<'_> {
             spawn_logged(self.copier, &args, &[kill_env, self.env].concat(), &log)
         };
         let committed = CommittedOffsets::new(kafka, &group, &input, self.partitions)?;
-        let progress = || async { committed.sum() };
+        let progress = || async {
+            let sum = committed.sum()?;
+            handled.store(sum, Ordering::SeqCst);
+            Ok(sum)
+        };
         let target = self.inputs.len() as u64;
         let outcome = kill_loop(&self.plan, &log, spawn, progress, target, WAIT)
             .await

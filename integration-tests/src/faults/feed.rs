@@ -2,7 +2,7 @@
 //! finds work to interrupt.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -19,6 +19,13 @@ const SLICE: usize = 100;
 /// up), each portion in slices of 100, one every `pace`. Give it the kill plan's length
 /// plus one: the last portion comes only with the loop's final life, so the input cannot
 /// run out before the last planned kill (a loop whose input is done stops killing).
+///
+/// With `handled` (how many inputs the workers have finished, kept up to date by the
+/// loop's progress), a slice is sent only once every earlier one is handled, so each slice
+/// is a transaction of its own. A life that gets its partitions only after its portion has
+/// arrived (a dynamic member waiting for its killed predecessor's session to expire) would
+/// otherwise take the whole portion in one or two transactions and never reach a failpoint
+/// armed for a later pass (a CI run fired 1 of 3 that way).
 pub fn feed_by_lives(
     config: ClientConfig,
     topic: String,
@@ -26,16 +33,22 @@ pub fn feed_by_lives(
     lives: usize,
     started: Arc<AtomicUsize>,
     pace: Duration,
+    handled: Option<Arc<AtomicU64>>,
 ) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
         let producer = producer(&config)?;
         let portion = inputs.len().div_ceil(lives.max(1)).max(1);
+        let mut sent = 0;
         for (index, part) in inputs.chunks(portion).enumerate() {
             while started.load(Ordering::SeqCst) <= index {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             for slice in part.chunks(SLICE) {
+                while handled.as_ref().is_some_and(|handled| handled.load(Ordering::SeqCst) < sent) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 send_all(&producer, &topic, slice.to_vec()).await?;
+                sent += slice.len() as u64;
                 tokio::time::sleep(pace).await;
             }
         }
