@@ -46,6 +46,26 @@ pub fn consumer_group_state(kafka: &Kafka, group: &str) -> anyhow::Result<Option
     }
 }
 
+/// Fails unless `group` speaks `protocol`: a group of the consumer protocol, with `members`
+/// members, answers `ConsumerGroupDescribe`; a classic group does not. A test of the
+/// consumer protocol checks this, so that it cannot pass by running the classic one.
+pub fn ensure_group_protocol(
+    kafka: &Kafka,
+    group: &str,
+    protocol: exactly::GroupProtocol,
+    members: usize,
+) -> anyhow::Result<()> {
+    let described = consumer_group_state(kafka, group)?;
+    match protocol {
+        exactly::GroupProtocol::Consumer => anyhow::ensure!(
+            described.as_ref().is_some_and(|(_, n)| *n == members),
+            "group {group} is not a group of the consumer protocol with {members} members: {described:?}"
+        ),
+        _ => anyhow::ensure!(described.is_none(), "group {group} speaks the consumer protocol: {described:?}"),
+    }
+    Ok(())
+}
+
 /// Sends `request` at `version` to the broker at `address`, on a connection of its own, and
 /// reads the answer.
 fn call<R: Request>(address: &str, request: &R, version: i16) -> anyhow::Result<R::Response> {

@@ -72,6 +72,35 @@ impl Running {
     }
 }
 
+/// How a test group's partitions are assigned: by a client-side strategy under the classic
+/// protocol, or by the broker under the consumer group protocol (KIP-848).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// The classic protocol with this `partition.assignment.strategy` (`range`: eager;
+    /// `cooperative-sticky`: incremental, exactly's default).
+    Classic(&'static str),
+    /// The consumer group protocol: the broker assigns, incrementally.
+    Broker,
+}
+
+impl Assignment {
+    /// The group protocol this assignment belongs to.
+    pub fn protocol(self) -> exactly::GroupProtocol {
+        match self {
+            Assignment::Classic(_) => exactly::GroupProtocol::Classic,
+            Assignment::Broker => exactly::GroupProtocol::Consumer,
+        }
+    }
+
+    /// `builder` set up to be assigned this way.
+    pub fn apply(self, builder: RuntimeBuilder) -> RuntimeBuilder {
+        match self {
+            Assignment::Classic(strategy) => builder.kafka_setting("partition.assignment.strategy", strategy),
+            Assignment::Broker => builder.group_protocol(self.protocol()),
+        }
+    }
+}
+
 /// The environment variable that makes a worker process speak the consumer group protocol.
 pub const GROUP_PROTOCOL_ENV: (&str, &str) = ("EXACTLY_TEST_GROUP_PROTOCOL", "consumer");
 

@@ -1,12 +1,13 @@
 //! Zombie fencing: an instance that lost a partition while inside a batch (its handler stalled
 //! past the rebalance) cannot commit that batch when it wakes up; the new owner's work is the
-//! only one applied.
+//! only one applied. Under both consumer group protocols.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use exactly::Batch;
+use exactly::{Batch, GroupProtocol};
+use exactly_integration_tests::group_describe::ensure_group_protocol;
 use exactly_integration_tests::recorder::{Hold, Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder};
 use exactly_integration_tests::{Input, Kafka, Postgres, produce, unique, wait_until};
@@ -16,6 +17,15 @@ const WAIT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zombie_cannot_commit_after_its_partition_moved() -> anyhow::Result<()> {
+    zombie_is_fenced(GroupProtocol::Classic).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_cannot_commit_after_its_partition_moved_under_the_consumer_group_protocol() -> anyhow::Result<()> {
+    zombie_is_fenced(GroupProtocol::Consumer).await
+}
+
+async fn zombie_is_fenced(protocol: GroupProtocol) -> anyhow::Result<()> {
     let kafka = Kafka::shared().await?;
     let topic = kafka.unique_topic("fence", 2).await?;
     let database = Postgres::shared().await?.database().await?;
@@ -37,7 +47,8 @@ async fn a_zombie_cannot_commit_after_its_partition_moved() -> anyhow::Result<()
     });
     let mut zombie = Recorder::new(&topic, &group, "a");
     zombie.hold = Some(Arc::clone(&hold));
-    let quick = |url: &str| builder(url).batch(Batch::single()).revoke_grace(Duration::from_secs(1));
+    let quick =
+        |url: &str| builder(url).group_protocol(protocol).batch(Batch::single()).revoke_grace(Duration::from_secs(1));
     let a = Running::start(kafka, quick(&database.url).handler(zombie)).await?;
     wait_until(WAIT, "A to stall on both partitions", || async {
         Ok((hold.waiting.load(Ordering::SeqCst) == 2).then_some(()))
@@ -51,6 +62,8 @@ async fn a_zombie_cannot_commit_after_its_partition_moved() -> anyhow::Result<()
         Ok((n == 6).then_some(()))
     })
     .await?;
+
+    ensure_group_protocol(kafka, &group, protocol, 2)?;
 
     // A wakes up: its batch on the moved partition must fail the position check and roll back.
     hold.gate.add_permits(2);

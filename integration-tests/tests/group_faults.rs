@@ -11,31 +11,13 @@
 
 use std::time::Duration;
 
-use exactly::{GroupProtocol, RuntimeBuilder};
 use exactly_integration_tests::both_modes::BothModes;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::faults::Profile;
-use exactly_integration_tests::group_describe::consumer_group_state;
+use exactly_integration_tests::group_describe::ensure_group_protocol;
 use exactly_integration_tests::recorder::Recorder;
-use exactly_integration_tests::support::{GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged};
+use exactly_integration_tests::support::{Assignment, GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged};
 use exactly_integration_tests::unique;
-
-/// How the group's partitions are assigned: by a client-side strategy under the classic
-/// protocol, or by the broker under the consumer group protocol (KIP-848).
-#[derive(Debug, Clone, Copy)]
-enum Assignment {
-    Classic(&'static str),
-    Broker,
-}
-
-impl Assignment {
-    fn apply(self, builder: RuntimeBuilder) -> RuntimeBuilder {
-        match self {
-            Assignment::Classic(strategy) => builder.kafka_setting("partition.assignment.strategy", strategy),
-            Assignment::Broker => builder.group_protocol(GroupProtocol::Consumer),
-        }
-    }
-}
 
 /// Fault 3: instances go 1, 2, 3, 2, 1, `rounds` times, assigned as `assignment` says.
 /// Every instance runs both modes; leaving is graceful (a rebalance, not a crash: crashes
@@ -55,15 +37,8 @@ async fn churn(assignment: Assignment, label: &str) -> anyhow::Result<()> {
     let (inputs, feed) = run.feed();
     let first = start("a".to_owned()).await?;
     run.settled(1).await?;
-    if let Assignment::Broker = assignment {
-        // Both groups speak the consumer protocol: only such a group answers ConsumerGroupDescribe.
-        for group in [&run.copy_group, &run.record_group] {
-            let described = consumer_group_state(run.kafka, group)?;
-            anyhow::ensure!(
-                described.as_ref().is_some_and(|(_, members)| *members == 1),
-                "group {group} is not a group of the consumer protocol with one member: {described:?}"
-            );
-        }
+    for group in [&run.copy_group, &run.record_group] {
+        ensure_group_protocol(run.kafka, group, assignment.protocol(), 1)?;
     }
     run.wait_both_moved("the first instance starting", &(vec![0; 6], vec![0; 6])).await?;
     let (changes, recovery) = run.churn(rounds, &start).await?;
