@@ -9,15 +9,22 @@
 //! has moved again in that mode: the time the group needs to work as a whole again (see
 //! `BothModes`).
 
+use std::process::ExitStatus;
 use std::time::Duration;
+
+use exactly::GroupProtocol;
 
 use exactly_integration_tests::both_modes::BothModes;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::faults::Profile;
-use exactly_integration_tests::group_describe::ensure_group_protocol;
-use exactly_integration_tests::recorder::Recorder;
-use exactly_integration_tests::support::{Assignment, GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged};
-use exactly_integration_tests::unique;
+use exactly_integration_tests::group_describe::{consumer_group_state, ensure_group_protocol};
+use exactly_integration_tests::recorder::{Recorder, effect_counts};
+use exactly_integration_tests::support::{
+    Assignment, GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged, topic_and_database,
+};
+use exactly_integration_tests::{Input, produce, unique, wait_until};
+
+const WAIT: Duration = Duration::from_secs(120);
 
 /// Fault 3: instances go 1, 2, 3, 2, 1, `rounds` times, assigned as `assignment` says.
 /// Every instance runs both modes; leaving is graceful (a rebalance, not a crash: crashes
@@ -146,4 +153,78 @@ async fn zombies(env: &[(&str, &str)], fault: &str, fenced_sign: &str) -> anyhow
     let copier_logs = std::fs::read_to_string(log("copier-a"))? + &std::fs::read_to_string(log("copier-b"))?;
     assert!(copier_logs.contains(fenced_sign), "no copier was ever fenced out of the group");
     Ok(())
+}
+
+/// Static membership under the consumer group protocol: an instance restarted at once after
+/// a SIGKILL, with its predecessor's `group.instance.id`, is refused while the broker still
+/// counts the predecessor a member, and stops saying so (`KafkaConsumerFailed`); once the
+/// session timeout removed the predecessor, a restart carries on; a restart after a clean
+/// shutdown is not refused. Every message is recorded once across all four lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_member_restarted_under_the_consumer_group_protocol() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = topic_and_database(2).await?;
+    exactly::migrate(&pool).await?;
+    let group = unique("static");
+    let log = std::env::temp_dir().join(format!("{group}.log"));
+    let brokers = kafka.bootstrap_servers();
+    let env = [("EXACTLY_TEST_INSTANCE", "static-a"), GROUP_PROTOCOL_ENV];
+    let spawn = || spawn_logged(env!("CARGO_BIN_EXE_recorder-worker"), &[&brokers, &url, &topic, &group], &env, &log);
+    let mut produced = 0;
+    let mut feed_and_wait = async |what: &str| -> anyhow::Result<()> {
+        let round = produced / 100;
+        let records = (0..100).map(|i| Input::to(i % 2, format!("k{i}"), format!("r{round}-{i}")));
+        produce(&kafka.client_config(), &topic, records).await?;
+        produced += 100;
+        wait_until(WAIT, what, || async {
+            Ok((effect_counts(&pool, &group).await?.0 == i64::from(produced)).then_some(()))
+        })
+        .await
+    };
+
+    let mut first = spawn()?;
+    feed_and_wait("the first life to record the first 100").await?;
+    first.kill()?;
+    first.wait()?;
+    // At once: the broker still counts the killed member in for its 6 s session.
+    let mut refused = spawn()?;
+    let status = wait_for_exit(&mut refused, Duration::from_secs(60)).await?;
+    let text = std::fs::read_to_string(&log)?;
+    anyhow::ensure!(
+        !status.success() && text.contains("is still in the group"),
+        "the restart with a live member's id was not refused with the reason ({status}); see {}",
+        log.display()
+    );
+    wait_until(WAIT, "the killed member's session to expire", || async {
+        Ok(consumer_group_state(kafka, &group)?.is_none_or(|(_, members)| members == 0).then_some(()))
+    })
+    .await?;
+
+    let mut third = spawn()?;
+    feed_and_wait("the life after the session timeout to carry on").await?;
+    ensure_group_protocol(kafka, &group, GroupProtocol::Consumer, 1)?;
+    signal(&third, "TERM")?;
+    anyhow::ensure!(third.wait()?.success(), "a clean shutdown failed; see {}", log.display());
+    let mut fourth = spawn()?;
+    feed_and_wait("the life after a clean shutdown to carry on").await?;
+    anyhow::ensure!(fourth.try_wait()?.is_none(), "the restart after a clean shutdown stopped; see {}", log.display());
+    signal(&fourth, "TERM")?;
+    fourth.wait()?;
+    let expected = i64::from(produced);
+    assert_eq!(effect_counts(&pool, &group).await?, (expected, expected), "a message was recorded twice or lost");
+    Ok(())
+}
+
+/// Waits up to `timeout` for `child` to exit.
+async fn wait_for_exit(child: &mut std::process::Child, timeout: Duration) -> anyhow::Result<ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            anyhow::bail!("the process was still running after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
