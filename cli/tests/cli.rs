@@ -4,6 +4,7 @@
 use std::process::Output;
 use std::time::Duration;
 
+use exactly::GroupProtocol;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::produce::hanging_transaction;
 use exactly_integration_tests::recorder::{Recorder, effect_rows};
@@ -192,6 +193,33 @@ async fn offsets_set_and_reset_refuse_a_live_group_and_fence_when_forced() -> an
         assert!(stderr(&bad).contains("expected earliest, latest, an offset, or a time"), "{}", stderr(&bad));
     }
     assert_eq!(stored(&pool, &group, &topic).await?, before, "a refused reset changes nothing");
+    Ok(())
+}
+
+/// A group of the consumer group protocol, which `DescribeGroups` reports as `Dead` with no
+/// members: the tool asks its coordinator with `ConsumerGroupDescribe`, so a live group is
+/// still refused, and once its members have left the change goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_set_refuses_a_live_group_of_the_consumer_group_protocol() -> anyhow::Result<()> {
+    let (kafka, topic, url, pool) = topic_and_database(2).await?;
+    let group = unique("cli-848");
+    let runtime = builder(&url).group_protocol(GroupProtocol::Consumer).handler(Recorder::new(&topic, &group, "a"));
+    let running = Running::start(kafka, runtime).await?;
+    produce(&kafka.client_config(), &topic, inputs(2, 20, "a")).await?;
+    wait_until(WAIT, "20 effects", || async { Ok((effect_rows(&pool, &group).await? == 20).then_some(())) }).await?;
+
+    let set = ["offsets", "set", "--group", &group, "--topic", &topic, "-p", "0", "--offset", "3"];
+    let refused = exactly(kafka, &url, &set)?;
+    assert_eq!(refused.status.code(), Some(3), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("1 live member(s) (state Stable)"), "{}", stderr(&refused));
+    assert_eq!(stored(&pool, &group, &topic).await?.iter().map(|r| r.1).collect::<Vec<_>>(), [10, 10]);
+
+    running.stop().await?;
+    let changed = json(kafka, &url, &set)?;
+    assert_eq!(
+        (changed["changes"][0]["before"].as_i64(), changed["changes"][0]["after"].as_i64()),
+        (Some(10), Some(3))
+    );
     Ok(())
 }
 
