@@ -17,7 +17,7 @@ use crate::progress::Progress;
 use crate::report::{Report, Section, Target, count, mib};
 use crate::streams::{self, StreamsCopy};
 use crate::variant::{COMMIT_MS, DEFAULT_CONCURRENCY, Subject, Variant};
-use crate::worker::{Statement, System, WorkerSpec};
+use crate::worker::{GroupProtocol, Statement, System, WorkerSpec};
 
 const SESSION_TIMEOUT_MS: u32 = 10_000;
 const PARTITIONS: i32 = 8;
@@ -769,6 +769,8 @@ impl<'a> Suite<'a> {
             instance: None,
             session_timeout_ms: SESSION_TIMEOUT_MS,
             rows: 0,
+            heartbeat_interval_ms: None,
+            group_protocol: GroupProtocol::Classic,
             row_bytes: 0,
             handler_delay_us: variant.handler_delay_us,
         }
