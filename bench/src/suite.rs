@@ -1,7 +1,8 @@
-//! The scenarios S1–S8, run in order on one test bed, each system against its baselines.
+//! The scenarios S1–S9, run in order on one test bed, each system against its baselines.
 
 mod batch_handlers;
 mod key_concurrency;
+mod rebalance;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -768,9 +769,9 @@ impl<'a> Suite<'a> {
             key_concurrency: variant.key_concurrency,
             instance: None,
             session_timeout_ms: SESSION_TIMEOUT_MS,
-            rows: 0,
             heartbeat_interval_ms: None,
             group_protocol: GroupProtocol::Classic,
+            rows: 0,
             row_bytes: 0,
             handler_delay_us: variant.handler_delay_us,
         }
