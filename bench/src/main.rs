@@ -8,12 +8,15 @@
 
 mod bed;
 mod chart;
+mod group_watch;
+mod instances;
 mod keys;
 mod measure;
 mod process;
 mod profile;
 mod progress;
 mod report;
+mod stalls;
 mod streams;
 mod suite;
 mod variant;
@@ -47,14 +50,14 @@ enum Command {
         #[arg(long, default_value = "docs/benchmarks.md")]
         out: PathBuf,
         /// Only these scenarios (S4 and S6 need S1 and S3; S7 is batch handlers; S8 is key-level
-        /// concurrency inside a partition).
-        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"])]
+        /// concurrency inside a partition; S9 is rebalance time under both group protocols).
+        #[arg(long, value_delimiter = ',', default_values = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9"])]
         only: Vec<Scenario>,
         /// Multiplies every message count (for a quick look; the report says so).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// How often each S1–S3 measurement, each system of S7's comparison, and each run
-        /// S8's targets judge, runs (default: the profile's).
+        /// How often each S1–S3 measurement, each system of S7's comparison, each run S8's
+        /// targets judge, and each S9 event, runs (default: the profile's).
         #[arg(long)]
         repeats: Option<usize>,
         /// Where the processes' logs go.
@@ -85,6 +88,7 @@ enum Scenario {
     S6,
     S7,
     S8,
+    S9,
 }
 
 #[tokio::main]
@@ -152,6 +156,7 @@ async fn run(
             Scenario::S6 => suite.s6().await,
             Scenario::S7 => suite.s7().await,
             Scenario::S8 => suite.s8().await,
+            Scenario::S9 => suite.s9().await,
         };
         if let Err(error) = outcome {
             let name = format!("{scenario:?}");
@@ -167,8 +172,8 @@ async fn run(
 }
 
 /// Writes the report to `out`, and its charts beside it, into a directory named after it
-/// (`docs/benchmarks.md` links `benchmarks/s7-batch-size.svg`, in `docs/benchmarks/`, and
-/// S8's `benchmarks/s8-key-concurrency-*.svg`).
+/// (`docs/benchmarks.md` links `benchmarks/s7-batch-size.svg`, in `docs/benchmarks/`,
+/// S8's `benchmarks/s8-key-concurrency-*.svg` and S9's `benchmarks/s9-rebalance-*.svg`).
 fn write_report(report: &report::Report, out: &std::path::Path) -> anyhow::Result<()> {
     if let Some(dir) = out.parent().filter(|dir| !dir.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -283,7 +288,8 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
             "client defaults except: exactly's safe defaults (acks=all, idempotence, read_committed), baselines \
              acks=all + idempotence where they produce; every librdkafka consumer with fetch.queue.backoff.ms=20 \
              (exactly's default; librdkafka's 1000 ms starves a fast consumer); batches ≤ 500 messages / 50 ms; \
-             commit interval 100 ms; session timeout 10 s; exactly's Kafka-mode copy declines the headers \
+             commit interval 100 ms; session timeout 10 s (S9: 6 s with a 1 s heartbeat, under both group \
+             protocols); exactly's Kafka-mode copy declines the headers \
              (Subscription::without_headers; neither copy reads them); the task-per-partition baselines and \
              exactly up to 8 batches in flight on 8 connections; Kafka Streams with -Xmx1g, producer batch.size \
              128 KB and linger.ms 10, one and two stream threads"

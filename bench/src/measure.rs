@@ -179,7 +179,7 @@ pub(crate) async fn latency(
         Sightings { first, latencies: std::collections::HashMap::new(), seen: std::sync::Arc::clone(&seen) };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let watcher = watch(bed, visible, sightings, std::sync::Arc::clone(&stop)).await?;
-    let sent = send_at_rate(bed, input, rate, message_size, warm_up + measured).await;
+    let sent = send_while(bed, input, rate, message_size, |elapsed| elapsed < warm_up + measured).await;
     let total = *sent.as_ref().unwrap_or(&0);
     let deadline = Instant::now() + DRAIN;
     while seen.load(std::sync::atomic::Ordering::Relaxed) < total.saturating_sub(first) && Instant::now() < deadline {
@@ -423,15 +423,17 @@ fn consumer_topic(consumer: &BaseConsumer) -> String {
     consumer.assignment().ok().and_then(|a| a.elements().first().map(|e| e.topic().to_owned())).unwrap_or_default()
 }
 
-/// Sends `rate` messages a second of `size` bytes to `topic` for `duration`, spread over its
-/// partitions, message `seq` when `seq / rate` seconds have passed, each stamped with its
-/// send time and `seq`; waits until all are acknowledged and returns how many were sent.
-async fn send_at_rate(
+/// Sends `rate` messages a second of `size` bytes to `topic`, spread over its partitions
+/// (message `seq` to partition `seq % partitions`, keyed `k{seq}`), message `seq` when
+/// `seq / rate` seconds have passed, each stamped with its send time and `seq`, for as long
+/// as `go_on(time since the start)` holds; waits until all are acknowledged and returns how
+/// many were sent. S4 sends for a fixed time; S9 until its measurement is done.
+pub(crate) async fn send_while(
     bed: &Bed,
     (topic, partitions): (&str, i32),
     rate: f64,
     size: usize,
-    duration: Duration,
+    go_on: impl Fn(Duration) -> bool,
 ) -> anyhow::Result<u64> {
     let producer: ThreadedProducer<DefaultProducerContext> = bed
         .kafka
@@ -446,7 +448,7 @@ async fn send_at_rate(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut sent = 0_u64;
-    while started.elapsed() < duration {
+    while go_on(started.elapsed()) {
         interval.tick().await;
         let due = (started.elapsed().as_secs_f64() * rate) as u64;
         while sent < due {

@@ -1,8 +1,8 @@
-//! The processes measured: started, watched, sized (peak RSS) and killed.
+//! The processes measured: started, watched, sized (peak RSS), stopped and killed.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,34 @@ impl Measured {
         }
         let status = self.child.wait().await?;
         bail!("{} exited ({status}) without printing {prefix}; its log ends with:\n{}", self.name, self.log_tail())
+    }
+
+    /// Sends it SIGTERM, a graceful stop: exactly commits or rolls back what is in flight and
+    /// leaves its group. [`Self::stopped`] waits for the end.
+    pub(crate) async fn terminate(&self) -> anyhow::Result<()> {
+        let pid = self.child.id().with_context(|| format!("{} has already exited", self.name))?;
+        // `kill(1)`: the workspace forbids the `unsafe` a direct `kill(2)` would need.
+        let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await?;
+        anyhow::ensure!(status.success(), "cannot send SIGTERM to {}", self.name);
+        Ok(())
+    }
+
+    /// Waits up to `grace` for it to end after [`Self::terminate`]. Fails, with the end of
+    /// its log, when it ends with a failure, or when it is still running then (it is killed).
+    pub(crate) async fn stopped(mut self, grace: Duration) -> anyhow::Result<()> {
+        let Ok(status) = tokio::time::timeout(grace, self.child.wait()).await else {
+            self.child.start_kill().ok();
+            self.child.wait().await?;
+            bail!("{} still ran {grace:?} after SIGTERM (killed); its log ends with:\n{}", self.name, self.log_tail());
+        };
+        let status = status?;
+        anyhow::ensure!(
+            status.success(),
+            "{} ended with {status} after SIGTERM; its log ends with:\n{}",
+            self.name,
+            self.log_tail()
+        );
+        Ok(())
     }
 
     /// Kills it with SIGKILL and waits until it is gone.

@@ -43,6 +43,12 @@ pub(crate) struct Profile {
     pub(crate) s8_repeats: usize,
     /// S8: the in-flight bounds N swept (messages of a partition in flight at once), ascending.
     pub(crate) s8_in_flight: &'static [usize],
+    /// S9: the group sizes measured, as instances in the group after each event (joined,
+    /// left or killed), ascending.
+    pub(crate) s9_group_sizes: &'static [usize],
+    /// S9: how often each event is measured for each group size and protocol (the median
+    /// is reported).
+    pub(crate) s9_repeats: usize,
     /// S4: warm-up, then measured.
     pub(crate) latency: (Duration, Duration),
     /// S6: how long the process runs before it is killed.
@@ -87,6 +93,10 @@ impl Profile {
             s8_hot_key_messages: 6_000,
             s8_repeats: 3,
             s8_in_flight: &[1, 4, 16, 64, 256],
+            // 18 cells (3 events, 3 sizes, 2 protocols) of 6 to 16 s each per round (a kill
+            // waits out a 6 s session timeout): three rounds, about 10 minutes.
+            s9_group_sizes: &[1, 2, 3],
+            s9_repeats: 3,
             latency: (Duration::from_secs(5), Duration::from_secs(20)),
             steady: Duration::from_secs(6),
             recovery_cap: 8_000_000,
@@ -134,12 +144,13 @@ impl Profile {
         if self.changes.is_empty() { String::new() } else { format!(", changed: {}", self.changes.join(", ")) }
     }
 
-    /// Each S1–S3 measurement, each system of S7's comparison, and each run S8's targets
-    /// judge, `repeats` times.
+    /// Each S1–S3 measurement, each system of S7's comparison, each run S8's targets
+    /// judge, and each S9 event, `repeats` times.
     pub(crate) fn repeated(mut self, repeats: usize) -> Self {
         self.repeats = repeats.max(1);
         self.s7_repeats = self.repeats;
         self.s8_repeats = self.repeats;
+        self.s9_repeats = self.repeats;
         self.changes.push(format!("{} repeats", self.repeats));
         self
     }
@@ -164,6 +175,9 @@ impl Profile {
             s8_hot_key_messages: 100,
             s8_repeats: 1,
             s8_in_flight: &[1, 64],
+            // Every event under both protocols, in a group of one: six runs, about a minute.
+            s9_group_sizes: &[1],
+            s9_repeats: 1,
             latency: (Duration::from_secs(3), Duration::from_secs(2)),
             steady: Duration::from_secs(1),
             recovery_cap: 60_000,

@@ -1,7 +1,8 @@
-//! The scenarios S1–S8, run in order on one test bed, each system against its baselines.
+//! The scenarios S1–S9, run in order on one test bed, each system against its baselines.
 
 mod batch_handlers;
 mod key_concurrency;
+mod rebalance;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use crate::progress::Progress;
 use crate::report::{Report, Section, Target, count, mib};
 use crate::streams::{self, StreamsCopy};
 use crate::variant::{COMMIT_MS, DEFAULT_CONCURRENCY, Subject, Variant};
-use crate::worker::{Statement, System, WorkerSpec};
+use crate::worker::{GroupProtocol, Statement, System, WorkerSpec};
 
 const SESSION_TIMEOUT_MS: u32 = 10_000;
 const PARTITIONS: i32 = 8;
@@ -768,6 +769,8 @@ impl<'a> Suite<'a> {
             key_concurrency: variant.key_concurrency,
             instance: None,
             session_timeout_ms: SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms: None,
+            group_protocol: GroupProtocol::Classic,
             rows: 0,
             row_bytes: 0,
             handler_delay_us: variant.handler_delay_us,

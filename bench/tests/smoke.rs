@@ -1,9 +1,10 @@
-//! The benchmark's smoke run: every scenario (S1–S8), every system and every baseline
+//! The benchmark's smoke run: every scenario (S1–S9), every system and every baseline
 //! (the task-per-partition ones with each statement shape, PostgreSQL alone at 1 and 8
 //! connections, Kafka Streams with one and two threads, exactly's batch handler with
 //! `UNNEST` and `COPY`, exactly sequential and with key concurrency beside the key-parallel
-//! consumer, on each key distribution), on a tiny backlog, so the benchmark keeps working,
-//! and S7's and S8's charts are written beside the report and linked from it. The figures
+//! consumer, on each key distribution; S9's join, leave and kill under both group
+//! protocols, in a group of one), on a tiny backlog, so the benchmark keeps working, and
+//! S7's, S8's and S9's charts are written beside the report and linked from it. The figures
 //! of such a run mean nothing and nothing here times anything; what is checked is that
 //! each scenario ran, every system made its output exactly once (the bench compares the
 //! distinct rows or output records with the input after each run, checks that no dead
@@ -39,6 +40,7 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
         "## S7: throughput against the batch limit",
         "## S8: key-level concurrency inside a partition",
         "## S8: throughput against the in-flight bound",
+        "## S9: rebalance time, classic and consumer group protocols",
     ] {
         assert!(report.contains(title), "the report has no section {title:?}:\n{report}");
     }
@@ -95,8 +97,9 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
     };
     let data_rows: Vec<&&str> = rows.iter().filter(|row| !figures(row).is_empty()).collect();
     // S8 adds 2 targets, 9 comparison rows (3 systems × 3 key distributions) and 6 sweep
-    // rows (the smoke profile's 2 bounds × 3 key distributions).
-    assert!(data_rows.len() >= 84, "expected at least 84 rows of figures, found {}:\n{report}", data_rows.len());
+    // rows (the smoke profile's 2 bounds × 3 key distributions); S9 a row per event (the
+    // smoke profile's one group size).
+    assert!(data_rows.len() >= 87, "expected at least 87 rows of figures, found {}:\n{report}", data_rows.len());
     for row in &data_rows {
         assert!(!row.contains("|  |"), "an empty cell in {row}");
         assert!(!row.contains("NaN") && !row.contains("inf"), "a figure that is not a number in {row}");
@@ -113,6 +116,18 @@ fn every_scenario_runs_and_reports_a_figure_for_every_system() {
         let chart = std::fs::read_to_string(dir.join("benchmarks").join(&file)).expect("no S8 chart");
         assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"), "not an SVG document:\n{chart}");
         assert_eq!(chart.matches("<polyline").count(), 2, "a line per system swept:\n{chart}");
+    }
+    // S9: a row per event, and its charts, a line per event and protocol.
+    for event in ["| join (k − 1 → k) | 1 |", "| leave, SIGTERM (k + 1 → k) | 1 |", "| kill, SIGKILL (k + 1 → k) | 1 |"]
+    {
+        assert!(report.contains(event), "S9 has no row {event:?}:\n{report}");
+    }
+    for figure in ["settled-after", "longest-stall"] {
+        let file = format!("s9-rebalance-{figure}.svg");
+        assert!(report.contains(&format!("](benchmarks/{file})")), "S9's {figure} chart is not linked:\n{report}");
+        let chart = std::fs::read_to_string(dir.join("benchmarks").join(&file)).expect("no S9 chart");
+        assert!(chart.starts_with("<svg ") && chart.trim_end().ends_with("</svg>"), "not an SVG document:\n{chart}");
+        assert_eq!(chart.matches("<polyline").count(), 6, "a line per event and protocol:\n{chart}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

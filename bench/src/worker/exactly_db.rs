@@ -80,7 +80,8 @@ impl BatchHandler for TableWriter {
 /// `None`, otherwise with a batch handler writing each batch with that statement. Either
 /// way up to `spec.batch` messages per transaction and `spec.concurrency` transactions at
 /// once (`max_concurrent_batches`, as many as the baselines' connections), and
-/// `spec.key_concurrency` messages of a partition in flight.
+/// `spec.key_concurrency` messages of a partition in flight; in `spec.group_protocol`'s
+/// consumer group.
 pub(super) async fn run(spec: &WorkerSpec, batch_statement: Option<Statement>) -> anyhow::Result<()> {
     let writer = TableWriter {
         input: spec.input.clone(),
@@ -96,14 +97,14 @@ pub(super) async fn run(spec: &WorkerSpec, batch_statement: Option<Statement>) -
         .database_url(&spec.database_url)
         .batch(batch)
         .max_concurrent_batches(spec.concurrency)
-        .kafka_setting("session.timeout.ms", spec.session_timeout_ms.to_string())
+        .group_protocol(spec.group_protocol.into())
         .on_error(|e| eprintln!("exactly-bench worker: {e}"));
     let mut builder = match batch_statement {
         Some(_) => builder.batch_handler(writer),
         None => builder.handler(writer),
     };
-    if let Some(instance) = &spec.instance {
-        builder = builder.kafka_setting("group.instance.id", instance);
+    for (key, value) in spec.membership_settings() {
+        builder = builder.kafka_setting(key, value);
     }
     builder.build().await?.run().await?;
     Ok(())

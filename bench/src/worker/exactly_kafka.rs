@@ -61,11 +61,11 @@ pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
         .brokers(&spec.brokers)
         .transactional_id(format!("{}-tx", spec.group))
         .commit_interval(Duration::from_millis(spec.commit_interval_ms))
-        .kafka_setting("session.timeout.ms", spec.session_timeout_ms.to_string())
+        .group_protocol(spec.group_protocol.into())
         .on_error(|e| eprintln!("exactly-bench worker: {e}"))
         .handler(handler);
-    if let Some(instance) = &spec.instance {
-        builder = builder.kafka_setting("group.instance.id", instance);
+    for (key, value) in spec.membership_settings() {
+        builder = builder.kafka_setting(key, value);
     }
     builder.build().await?.run().await?;
     Ok(())

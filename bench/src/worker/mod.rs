@@ -110,6 +110,40 @@ impl System {
     }
 }
 
+/// The consumer group protocol a worker's group speaks: classic (exactly's default) in
+/// every scenario but S9, which measures both. exactly's own [`exactly::GroupProtocol`] is
+/// not serialisable, so the spec carries this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub(crate) enum GroupProtocol {
+    /// JoinGroup and SyncGroup; exactly assigns with `cooperative-sticky`.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns, always incrementally, and owns the session timeout.
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// Both protocols, in the order S9 first runs them.
+    pub(crate) const BOTH: [Self; 2] = [Self::Classic, Self::Consumer];
+
+    /// How the report names it.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Classic => "classic",
+            Self::Consumer => "consumer",
+        }
+    }
+}
+
+impl From<GroupProtocol> for exactly::GroupProtocol {
+    fn from(protocol: GroupProtocol) -> Self {
+        match protocol {
+            GroupProtocol::Classic => Self::Classic,
+            GroupProtocol::Consumer => Self::Consumer,
+        }
+    }
+}
+
 /// Everything a worker needs, passed as one JSON argument. Its `Debug` hides the database
 /// URL's password.
 #[derive(Clone, Serialize, Deserialize)]
@@ -136,7 +170,16 @@ pub(crate) struct WorkerSpec {
     pub(crate) key_concurrency: usize,
     /// `group.instance.id` (static membership), if any.
     pub(crate) instance: Option<String>,
+    /// `session.timeout.ms`, under the classic protocol only (under the consumer protocol the
+    /// broker owns it, and exactly refuses it).
     pub(crate) session_timeout_ms: u32,
+    /// `heartbeat.interval.ms` under the classic protocol, if set (S9 gives classic members
+    /// the broker's consumer-protocol heartbeat; librdkafka's default elsewhere).
+    #[serde(default)]
+    pub(crate) heartbeat_interval_ms: Option<u32>,
+    /// The group protocol of exactly's workers (the hand-written baselines speak classic).
+    #[serde(default)]
+    pub(crate) group_protocol: GroupProtocol,
     /// The handlers wait this long per message (0: not at all): S8's 1 ms of I/O, in exactly
     /// and the key-parallel baseline; the smoke profile slows recovery runs with it so that
     /// a small backlog lasts.
@@ -163,10 +206,31 @@ impl std::fmt::Debug for WorkerSpec {
             .field("key_concurrency", &self.key_concurrency)
             .field("instance", &self.instance)
             .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("group_protocol", &self.group_protocol)
             .field("handler_delay_us", &self.handler_delay_us)
             .field("rows", &self.rows)
             .field("row_bytes", &self.row_bytes)
             .finish()
+    }
+}
+
+impl WorkerSpec {
+    /// exactly's consumer settings of group membership: the session timeout and heartbeat
+    /// interval under the classic protocol only (exactly refuses them under the consumer
+    /// protocol, whose broker owns them), and `group.instance.id` when static.
+    pub(crate) fn membership_settings(&self) -> Vec<(&'static str, String)> {
+        let mut settings = Vec::new();
+        if self.group_protocol == GroupProtocol::Classic {
+            settings.push(("session.timeout.ms", self.session_timeout_ms.to_string()));
+            if let Some(heartbeat) = self.heartbeat_interval_ms {
+                settings.push(("heartbeat.interval.ms", heartbeat.to_string()));
+            }
+        }
+        if let Some(instance) = &self.instance {
+            settings.push(("group.instance.id", instance.clone()));
+        }
+        settings
     }
 }
 
@@ -199,11 +263,11 @@ pub(crate) fn insert_sql(table: &str) -> anyhow::Result<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{System, WorkerSpec};
+    use super::{GroupProtocol, System, WorkerSpec};
 
-    #[test]
-    fn debug_hides_the_database_password() {
-        let spec = WorkerSpec {
+    /// A Database-mode spec with the bench's usual settings.
+    fn spec() -> WorkerSpec {
+        WorkerSpec {
             system: System::ExactlyDatabase,
             brokers: "127.0.0.1:9092".into(),
             database_url: "postgres://bench:s3cret-pw@127.0.0.1:5432/bench".into(),
@@ -218,12 +282,30 @@ mod tests {
             key_concurrency: 1,
             instance: None,
             session_timeout_ms: 10_000,
+            heartbeat_interval_ms: None,
+            group_protocol: GroupProtocol::Classic,
             handler_delay_us: 0,
             rows: 0,
             row_bytes: 0,
-        };
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_database_password() {
+        let spec = spec();
         let shown = format!("{spec:?} {spec:#?}");
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("postgres://bench:[redacted]@127.0.0.1:5432/bench"), "{shown}");
+    }
+
+    #[test]
+    fn the_consumer_protocol_leaves_the_session_settings_to_the_broker() {
+        let classic = WorkerSpec { heartbeat_interval_ms: Some(1_000), ..spec() };
+        let names = |spec: &WorkerSpec| spec.membership_settings().into_iter().map(|(key, _)| key).collect::<Vec<_>>();
+        assert_eq!(names(&classic), ["session.timeout.ms", "heartbeat.interval.ms"]);
+        let consumer = WorkerSpec { group_protocol: GroupProtocol::Consumer, ..classic };
+        assert!(names(&consumer).is_empty(), "{:?}", names(&consumer));
+        let fixed = WorkerSpec { instance: Some("i".into()), ..consumer };
+        assert_eq!(names(&fixed), ["group.instance.id"]);
     }
 }
