@@ -64,16 +64,8 @@ async fn a_copy_batch_handler_killed_at_twenty_random_points_and_failpoints() ->
     let count = (plan.len() + 1) * SLICES_PER_LIFE * SLICE;
     let inputs = values(count, partitions);
     let lives = Arc::new(AtomicUsize::new(0));
-    let pace = Duration::from_millis(400);
-    let feeder = feed_by_lives(
-        kafka.client_config(),
-        topic.clone(),
-        inputs.clone(),
-        plan.len() + 1,
-        Arc::clone(&lives),
-        pace,
-        None,
-    );
+    let feeder =
+        feed_by_lives(kafka.client_config(), topic.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), None);
 
     let group = unique("batch-faults-db");
     let log = std::env::temp_dir().join(format!("{group}.log"));

@@ -125,16 +125,8 @@ async fn key_concurrent_workers_killed_at_twenty_random_points_and_failpoints() 
     let count = profile.pick(10_000, 40_000);
     let inputs = skewed_inputs(count, KEYS, partitions);
     let lives = Arc::new(AtomicUsize::new(0));
-    let pace = Duration::from_millis(400);
-    let feeder = feed_by_lives(
-        kafka.client_config(),
-        topic.clone(),
-        inputs.clone(),
-        plan.len() + 1,
-        Arc::clone(&lives),
-        pace,
-        None,
-    );
+    let feeder =
+        feed_by_lives(kafka.client_config(), topic.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), None);
 
     let group = unique("keys-faults");
     let log = std::env::temp_dir().join(format!("{group}.log"));

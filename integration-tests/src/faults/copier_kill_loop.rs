@@ -58,7 +58,6 @@ impl CopierKillLoop<'_> {
         let input = kafka.unique_topic("faults-in", self.partitions).await?;
         let output = kafka.unique_topic("faults-out", self.partitions).await?;
         let lives = Arc::new(AtomicUsize::new(0));
-        let pace = Duration::from_millis(400);
         let inputs = self.inputs.to_vec();
         let handled = Arc::new(AtomicU64::new(0));
         let feeder = feed_by_lives(
@@ -67,7 +66,6 @@ impl CopierKillLoop<'_> {
             inputs,
             self.plan.len() + 1,
             Arc::clone(&lives),
-            pace,
             Some(Arc::clone(&handled)),
         );
 

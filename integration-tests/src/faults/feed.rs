@@ -14,9 +14,12 @@ use crate::produce::{producer, send_all};
 /// Records per slice of input.
 const SLICE: usize = 100;
 
+/// The time between two slices.
+const PACE: Duration = Duration::from_millis(400);
+
 /// Produces `inputs` to `topic` in `lives` portions of equal size (at most `lives`): the
 /// `p`-th once `p + 1` worker lives have started (`started`, which the loop's spawn counts
-/// up), each portion in slices of 100, one every `pace`. Give it the kill plan's length
+/// up), each portion in slices of 100, one every 400 ms. Give it the kill plan's length
 /// plus one: the last portion comes only with the loop's final life, so the input cannot
 /// run out before the last planned kill (a loop whose input is done stops killing).
 ///
@@ -32,7 +35,6 @@ pub fn feed_by_lives(
     inputs: Vec<Input>,
     lives: usize,
     started: Arc<AtomicUsize>,
-    pace: Duration,
     handled: Option<Arc<AtomicU64>>,
 ) -> JoinHandle<anyhow::Result<()>> {
     tokio::spawn(async move {
@@ -49,7 +51,7 @@ pub fn feed_by_lives(
                 }
                 send_all(&producer, &topic, slice.to_vec()).await?;
                 sent += slice.len() as u64;
-                tokio::time::sleep(pace).await;
+                tokio::time::sleep(PACE).await;
             }
         }
         Ok(())
