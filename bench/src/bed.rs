@@ -141,7 +141,7 @@ impl Bed {
             let end = (next + 20_000).min(range.end);
             let slice = (next..end).map(|i| {
                 let partition = i32::try_from(i % u64::try_from(partitions).unwrap_or(1)).unwrap_or(0);
-                Input { partition: Some(partition), key: Some(format!("k{i}").into_bytes()), payload: payload(size) }
+                Input::bytes(payload(size)).key(format!("k{i}")).partition(partition)
             });
             send_all(&producer, topic, slice).await.with_context(|| format!("cannot fill {topic}"))?;
             next = end;
@@ -161,10 +161,10 @@ impl Bed {
         let topic = self.kafka.unique_topic("bench_keyed", partitions).await?;
         let producer = producer(&self.kafka.client_config())?;
         for slice in keys.chunks(20_000) {
-            let inputs = slice.iter().map(|&key| Input {
-                partition: Some(crate::keys::partition_of(key, partitions)),
-                key: Some(crate::keys::name(key)),
-                payload: payload(size),
+            let inputs = slice.iter().map(|&key| {
+                Input::bytes(payload(size))
+                    .key(crate::keys::name(key))
+                    .partition(crate::keys::partition_of(key, partitions))
             });
             send_all(&producer, &topic, inputs).await.with_context(|| format!("cannot fill {topic}"))?;
         }

@@ -1,7 +1,7 @@
 //! Where the examples find Kafka and PostgreSQL: `EXACTLY_BROKERS` and `DATABASE_URL` if set,
 //! otherwise containers started for the run (removed when it ends).
 
-use exactly_integration_tests::{Kafka, Postgres};
+use exactly_testkit::{Kafka, Postgres};
 
 /// Kafka and PostgreSQL for one run of an example.
 #[derive(Debug)]

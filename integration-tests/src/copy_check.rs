@@ -12,11 +12,8 @@ pub fn keyed_inputs(count: usize, keys: usize) -> Vec<Input> {
     (0..count)
         .map(|i| {
             let key = format!("k{}", i % keys);
-            Input {
-                partition: None,
-                key: Some(key.clone().into_bytes()),
-                payload: format!("{key}:{}", i / keys).into_bytes(),
-            }
+            let payload = format!("{key}:{}", i / keys);
+            Input::bytes(payload).key(key)
         })
         .collect()
 }

@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::produce::{producer, send_all};
 use crate::{Input, Kafka};
+
+pub use exactly_testkit::positions::{CommittedOffsets, stored_positions};
 
 /// Produces inputs in chunks at a steady pace until [`SteadyFeed::finish`] (or until they
 /// run out), so that every partition keeps receiving input while faults are injected.
@@ -54,61 +55,6 @@ impl SteadyFeed {
         self.stop.store(true, Ordering::SeqCst);
         self.task.await?
     }
-}
-
-/// Reads the offsets a group committed to Kafka for a topic, without joining the group.
-pub struct CommittedOffsets {
-    consumer: BaseConsumer,
-    partitions: TopicPartitionList,
-}
-
-impl std::fmt::Debug for CommittedOffsets {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CommittedOffsets").field("partitions", &self.partitions).finish_non_exhaustive()
-    }
-}
-
-impl CommittedOffsets {
-    /// For `group` on partitions `0..partitions` of `topic`.
-    pub fn new(kafka: &Kafka, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Self> {
-        let mut list = TopicPartitionList::new();
-        for partition in 0..partitions {
-            list.add_partition(topic, partition);
-        }
-        // read_uncommitted: do not wait for offsets inside a transaction a killed copier left
-        // open (require_stable would, until the next copier aborts it).
-        let consumer =
-            kafka.client_config().set("group.id", group).set("isolation.level", "read_uncommitted").create()?;
-        Ok(Self { consumer, partitions: list })
-    }
-
-    /// The committed offset of each partition, in partition order (0 where none).
-    pub fn per_partition(&self) -> anyhow::Result<Vec<i64>> {
-        let committed = self.consumer.committed_offsets(self.partitions.clone(), Duration::from_secs(10))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(next) => next,
-                _ => 0,
-            })
-            .collect())
-    }
-
-    /// Their sum: how many input offsets the group committed.
-    pub fn sum(&self) -> anyhow::Result<u64> {
-        Ok(self.per_partition()?.iter().map(|o| *o as u64).sum())
-    }
-}
-
-/// The positions `group` stored in PostgreSQL for partitions `0..partitions` of `topic`
-/// (0 where none).
-pub async fn stored_positions(pool: &PgPool, group: &str, topic: &str, partitions: i32) -> anyhow::Result<Vec<i64>> {
-    let mut positions = Vec::new();
-    for partition in 0..partitions {
-        positions.push(exactly::offsets::position(pool, group, topic, partition).await?.unwrap_or(0));
-    }
-    Ok(positions)
 }
 
 /// How many completed offsets `group` keeps above its stored positions in `topic`

@@ -88,7 +88,7 @@ async fn the_check_fails_a_kafka_mode_run_that_doubled_invented_reordered_stoppe
 
     // k0:0 copied again after k0:1..k0:9, and a record of no input; the input grows past
     // the committed offsets; a transaction on the output is never ended.
-    let invented = Input { partition: None, key: Some(b"k9".to_vec()), payload: b"k9:0".to_vec() };
+    let invented = Input::bytes("k9:0").key("k9");
     produce(&kafka.client_config(), &output, [inputs[0].clone(), invented]).await?;
     produce(&kafka.client_config(), &input, [Input::to(0, "k", "k:100"), Input::to(1, "k", "k:101")]).await?;
     let hanging = hanging_transaction(&kafka.client_config(), &unique("hanging"), &output, 0)?;

@@ -186,7 +186,7 @@ fn transactional_input(
             let value = format!("{key}:{t}");
             producer.send(BaseRecord::to(topic).key(&key).payload(&value)).map_err(|(e, _)| e)?;
             if t % 2 == 0 {
-                committed.push(Input { partition: None, key: Some(key.into_bytes()), payload: value.into_bytes() });
+                committed.push(Input::bytes(value).key(key));
             }
         }
         producer.flush(Duration::from_secs(30))?;

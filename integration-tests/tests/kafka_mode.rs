@@ -107,11 +107,7 @@ async fn every_message_names_the_topic_it_was_read_from() -> anyhow::Result<()> 
     let output = kafka.unique_topic("echo", 1).await?;
     let per_topic = 300;
     for topic in [&first, &second] {
-        let records = (0..per_topic).map(|i| Input {
-            partition: Some(i % 2),
-            key: None,
-            payload: format!("{topic}/{i}").into_bytes(),
-        });
+        let records = (0..per_topic).map(|i| Input::bytes(format!("{topic}/{i}")).partition(i % 2));
         produce(&kafka.client_config(), topic, records).await?;
     }
 

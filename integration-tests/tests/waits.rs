@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use exactly_integration_tests::support::wait_for_committed;
-use exactly_integration_tests::{Input, Kafka, WaitError, produce};
+use exactly_integration_tests::{Input, Kafka, produce};
+use exactly_testkit::Error;
 
 /// Longer than any test may run: a wait that returns at all did not wait it out.
 const TEN_MINUTES: Duration = Duration::from_secs(600);
@@ -22,8 +23,8 @@ async fn waiting_for_committed_records_fails_at_once_when_there_are_more() -> an
         .map_err(|_| anyhow::anyhow!("3 records for 2 expected did not end the wait"))?;
 
     let error = outcome.expect_err("3 records for 2 expected");
-    let fatal = matches!(error.downcast_ref::<WaitError>(), Some(WaitError::Fatal { .. }));
-    assert!(fatal, "expected WaitError::Fatal, got {error:#}");
+    let fatal = matches!(error.downcast_ref::<Error>(), Some(Error::Fatal { .. }));
+    assert!(fatal, "expected Error::Fatal, got {error:#}");
     assert!(format!("{error:#}").contains("3 records for 2 inputs"), "{error:#}");
     Ok(())
 }
@@ -38,8 +39,8 @@ async fn waiting_for_a_login_fails_at_once_when_the_broker_refuses_it() -> anyho
         .map_err(|_| anyhow::anyhow!("a refused login did not end the wait"))?;
 
     let error = outcome.expect_err("the password is wrong");
-    let refused = match error.downcast_ref::<WaitError>() {
-        Some(WaitError::Fatal { source, .. }) => source.downcast_ref::<exactly::Error>(),
+    let refused = match error.downcast_ref::<Error>() {
+        Some(Error::Fatal { source, .. }) => source.downcast_ref::<exactly::Error>(),
         _ => None,
     };
     assert!(

@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 
 use exactly::bulk::BinaryCopy;
 use exactly::{Batch, BatchError, BatchHandler, Consumes as _, Context, HandlerError, Message, Runtime};
-use exactly_examples::crashes::{Feed, Worker, kill_while_working};
 use exactly_examples::environment::Environment;
 use exactly_examples::failures::FailureLog;
+use exactly_testkit::Input;
+use exactly_testkit::kill_loop::{Feed, Worker, kill_while_working};
 use sqlx::PgPool;
 
 /// One sensor reading.
@@ -101,7 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let log = std::env::temp_dir().join("exactly-batch-worker.log");
     std::fs::File::create(&log)?;
     let failure_log = failures.path().display().to_string();
-    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &log);
+    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &[], &log);
     let stored = || async { Ok(sqlx::query_scalar::<_, i64>("SELECT count(*) FROM readings").fetch_one(&pool).await?) };
     kill_while_working(CRASHES, READINGS - 1, "readings stored", &spawn, stored, &feed).await?;
     feed.finish().await?;
@@ -118,12 +119,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The readings, keyed by sensor; one has a sensor id the handler rejects.
-fn readings() -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+fn readings() -> anyhow::Result<Vec<Input>> {
     (0..READINGS)
         .map(|seq| {
             let sensor = if seq == REJECTED { -1 } else { seq % 50 };
             let reading = Reading { seq, sensor, value: (seq % 100) as f64 / 10.0 };
-            Ok((sensor.to_string(), serde_json::to_vec(&reading)?))
+            Ok(Input::json(&reading)?.key(sensor.to_string()))
         })
         .collect()
 }

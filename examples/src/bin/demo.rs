@@ -24,11 +24,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use exactly::{Consumes as _, Runtime};
-use exactly_examples::crashes::{Feed, Worker, kill_while_working};
 use exactly_examples::environment::{Environment, high_watermarks};
 use exactly_examples::failures::FailureLog;
 use exactly_examples::fault::Fault;
 use exactly_examples::orders::{self, RecordOrders};
+use exactly_testkit::Input;
+use exactly_testkit::kill_loop::{Feed, Worker, kill_while_working};
 use sqlx::PgPool;
 
 struct Options {
@@ -100,15 +101,14 @@ async fn demo() -> anyhow::Result<bool> {
     let failures = FailureLog::fresh(std::env::temp_dir().join("exactly-demo-handler-failures.log"))?;
 
     let all = orders::make_orders(options.orders, 97);
-    let records =
-        all.iter().map(|o| Ok((o.customer.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
+    let records = all.iter().map(|o| Ok(Input::json(o)?.key(o.customer.as_str()))).collect::<anyhow::Result<_>>()?;
     let feed = Feed::start(&environment.brokers, orders::TOPIC, records, options.crashes)?;
 
     let log = std::env::temp_dir().join("exactly-demo-worker.log");
     std::fs::File::create(&log)?;
     println!("worker output goes to {}", log.display());
     let failure_log = failures.path().display().to_string();
-    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &log);
+    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &[], &log);
 
     let started = Instant::now();
     let recorded = || orders::recorded(&pool);

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use exactly::mode::Kafka;
 use exactly::{Consumes as _, Context, Handler, HandlerError, Message, Output, Runtime};
-use exactly_examples::crashes::{Feed, Worker, kill_while_working};
 use exactly_examples::environment::{CommittedOffsets, Environment, read_committed_ids};
 use exactly_examples::failures::FailureLog;
 use exactly_examples::orders::{Order, make_orders};
+use exactly_testkit::Input;
+use exactly_testkit::kill_loop::{Feed, Worker, kill_while_working};
 
 /// Turns each order into an invoice, written to Kafka in the transaction that consumes it.
 #[derive(Debug, Clone, Copy, exactly::Handler)]
@@ -59,13 +60,12 @@ async fn main() -> anyhow::Result<()> {
     let failures = FailureLog::fresh(std::env::temp_dir().join("exactly-kafka-mode-handler-failures.log"))?;
 
     let orders = make_orders(ORDERS, 25);
-    let records =
-        orders.iter().map(|o| Ok((o.customer.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
+    let records = orders.iter().map(|o| Ok(Input::json(o)?.key(o.customer.as_str()))).collect::<anyhow::Result<_>>()?;
     let feed = Feed::start(&environment.brokers, "orders-in", records, CRASHES)?;
     let log = std::env::temp_dir().join("exactly-kafka-mode-worker.log");
     std::fs::File::create(&log)?;
     let failure_log = failures.path().display().to_string();
-    let spawn = || Worker::spawn(&["worker", &environment.brokers, &failure_log], &log);
+    let spawn = || Worker::spawn(&["worker", &environment.brokers, &failure_log], &[], &log);
     // The offsets commit in the transaction of the invoices: they count orders invoiced.
     let offsets =
         CommittedOffsets::new(&environment.brokers, Invoicer.subscription().group(), "orders-in", PARTITIONS)?;

@@ -20,10 +20,11 @@
 //! ```
 
 use exactly::{Consumes as _, Context, Handler, HandlerError, Message, Output, Runtime};
-use exactly_examples::crashes::{Feed, Worker, kill_while_working};
 use exactly_examples::environment::{Environment, read_committed_ids};
 use exactly_examples::failures::FailureLog;
 use exactly_examples::orders::{self, Order};
+use exactly_testkit::Input;
+use exactly_testkit::kill_loop::{Feed, Worker, kill_while_working};
 
 /// Records the order, and announces it through the outbox in the same transaction.
 #[derive(Debug, Clone, Copy, exactly::Handler)]
@@ -59,13 +60,12 @@ async fn main() -> anyhow::Result<()> {
     let failures = FailureLog::fresh(std::env::temp_dir().join("exactly-outbox-handler-failures.log"))?;
 
     let placed = orders::make_orders(ORDERS, 20);
-    let records =
-        placed.iter().map(|o| Ok((o.customer.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
+    let records = placed.iter().map(|o| Ok(Input::json(o)?.key(o.customer.as_str()))).collect::<anyhow::Result<_>>()?;
     let feed = Feed::start(&environment.brokers, "orders-placed", records, CRASHES)?;
     let log = std::env::temp_dir().join("exactly-outbox-worker.log");
     std::fs::File::create(&log)?;
     let failure_log = failures.path().display().to_string();
-    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &log);
+    let spawn = || Worker::spawn(&["worker", &environment.brokers, &environment.database_url, &failure_log], &[], &log);
     let recorded = || orders::recorded(&pool);
     kill_while_working(CRASHES, ORDERS, "orders recorded", &spawn, recorded, &feed).await?;
     feed.finish().await?;

@@ -4,24 +4,8 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::unique;
-
-/// The end of every partition of `topic`, as a reader with `isolation` sees it: the high
-/// watermark for `read_uncommitted`, the last stable offset for `read_committed`.
-pub fn high_watermarks(config: ClientConfig, topic: &str, isolation: &str) -> anyhow::Result<Vec<(i32, i64)>> {
-    let consumer: BaseConsumer =
-        config.clone().set("group.id", unique("watermarks")).set("isolation.level", isolation).create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let mut ends = Vec::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (_, high) = consumer.fetch_watermarks(topic, partition.id(), Duration::from_secs(10))?;
-        ends.push((partition.id(), high));
-    }
-    ends.sort_unstable();
-    Ok(ends)
-}
+pub use exactly_testkit::positions::high_watermarks;
 
 /// Waits until no transaction is left open on `topic`: its last stable offset equals its
 /// high watermark on every partition (read_committed readers are not stuck).

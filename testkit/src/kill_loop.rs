@@ -1,12 +1,11 @@
-//! Killing a worker process with SIGKILL again and again while it works, as the demo and
-//! the outbox and Kafka-mode examples do, to show that a crash neither loses nor doubles
-//! anything.
+//! Killing a worker process with SIGKILL again and again while it works, to show that a
+//! crash neither loses nor doubles anything: what [`CrashTest`](crate::CrashTest) does to a
+//! handler, and what exactly's demo and examples do to theirs.
 //!
 //! Input is published at a steady pace ([`Feed`]) while [`kill_while_working`] kills each
 //! worker once it has done more than its predecessor and while published input waits; the
 //! last slice of input is published only after the last kill, so every kill falls before
-//! the work is done. Each kill prints a line `crash k/K: ...; done/total <what>`, which the
-//! examples' test reads.
+//! the work is done. Each kill prints a line `crash k/K: ...; done/total <what>`.
 
 use std::future::Future;
 use std::path::Path;
@@ -16,9 +15,12 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+use crate::Input;
+use crate::produce::{Sent, producer, send_and_locate};
 
 /// Records sent to Kafka at once, one slice every pace.
 const SLICE: usize = 10;
@@ -36,14 +38,16 @@ const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Worker(Child);
 
 impl Worker {
-    /// Starts this program with `args`, its output appended to `log`.
+    /// Starts this program with `args` and the environment variables `env` added, its
+    /// output appended to `log`.
     ///
     /// # Errors
     /// When the process cannot be started.
-    pub fn spawn(args: &[&str], log: &Path) -> anyhow::Result<Worker> {
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Worker> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
         let child = Command::new(std::env::current_exe()?)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -87,27 +91,33 @@ impl Drop for Worker {
 pub struct Feed {
     published: Arc<AtomicI64>,
     release: oneshot::Sender<()>,
-    task: JoinHandle<anyhow::Result<()>>,
+    task: JoinHandle<anyhow::Result<Vec<Sent>>>,
 }
 
 impl Feed {
-    /// Starts publishing `records` (key, payload) to `topic`, paced so that all but the last
-    /// slice would take `LIFE_BUDGET` per crash.
+    /// Starts publishing `records` to `topic`, paced so that all but the last slice would
+    /// take `LIFE_BUDGET` per crash: for workers that take over at once when restarted
+    /// (static members).
     ///
     /// # Errors
     /// When there is less than two slices of input, or the producer cannot be created.
-    pub fn start(brokers: &str, topic: &str, records: Vec<(String, Vec<u8>)>, crashes: usize) -> anyhow::Result<Feed> {
+    pub fn start(brokers: &str, topic: &str, records: Vec<Input>, crashes: usize) -> anyhow::Result<Feed> {
+        Self::spread(brokers, topic, records, LIFE_BUDGET * u32::try_from(crashes)?)
+    }
+
+    /// Starts publishing `records` to `topic`, all but the last slice spread over `span`.
+    ///
+    /// # Errors
+    /// When there is less than two slices of input, or the producer cannot be created.
+    pub fn spread(brokers: &str, topic: &str, records: Vec<Input>, span: Duration) -> anyhow::Result<Feed> {
         anyhow::ensure!(records.len() > 2 * SLICE, "more than {} records are needed", 2 * SLICE);
-        let producer: FutureProducer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .create()?;
+        let producer = producer(rdkafka::ClientConfig::new().set("bootstrap.servers", brokers))?;
         let slices = u32::try_from((records.len() - SLICE).div_ceil(SLICE))?;
-        let pace = LIFE_BUDGET * u32::try_from(crashes)? / slices;
+        let pace = span / slices;
         let published = Arc::new(AtomicI64::new(0));
         let (release, released) = oneshot::channel();
-        let sending = Sending { producer, topic: topic.to_owned(), published: Arc::clone(&published) };
+        let sending =
+            Sending { producer, topic: topic.to_owned(), published: Arc::clone(&published), sent: Vec::new() };
         let task = tokio::spawn(sending.run(records, pace, released));
         Ok(Feed { published, release, task })
     }
@@ -117,12 +127,12 @@ impl Feed {
         self.published.load(Ordering::SeqCst)
     }
 
-    /// Publishes the rest at once, the last slice included, and waits until Kafka
-    /// acknowledged all of it.
+    /// Publishes the rest at once, the last slice included, waits until Kafka acknowledged
+    /// all of it, and says where each record landed, in the order given.
     ///
     /// # Errors
     /// When a record could not be published.
-    pub async fn finish(self) -> anyhow::Result<()> {
+    pub async fn finish(self) -> anyhow::Result<Vec<Sent>> {
         let _ = self.release.send(());
         self.task.await?
     }
@@ -133,17 +143,18 @@ struct Sending {
     producer: FutureProducer,
     topic: String,
     published: Arc<AtomicI64>,
+    sent: Vec<Sent>,
 }
 
 impl Sending {
     /// Publishes `records` one slice every `pace` until `released`, then the rest at once;
     /// the last slice waits for `released`.
     async fn run(
-        self,
-        mut records: Vec<(String, Vec<u8>)>,
+        mut self,
+        mut records: Vec<Input>,
         pace: Duration,
         mut released: oneshot::Receiver<()>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Vec<Sent>> {
         let last = records.split_off(records.len() - SLICE);
         let mut paced = true;
         for slice in records.chunks(SLICE) {
@@ -157,17 +168,14 @@ impl Sending {
             // An error means the run failed and dropped the feed: nothing to wait for then.
             let _ = released.await;
         }
-        self.send(&last).await
+        self.send(&last).await?;
+        Ok(self.sent)
     }
 
     /// Sends `slice` and waits until Kafka acknowledged all of it.
-    async fn send(&self, slice: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
-        let sends = slice.iter().map(|(key, payload)| async move {
-            let record = FutureRecord::to(&self.topic).key(key).payload(payload);
-            self.producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e)?;
-            anyhow::Ok(())
-        });
-        futures::future::try_join_all(sends).await?;
+    async fn send(&mut self, slice: &[Input]) -> anyhow::Result<()> {
+        let sent = send_and_locate(&self.producer, &self.topic, slice.to_vec()).await?;
+        self.sent.extend(sent);
         self.published.fetch_add(i64::try_from(slice.len())?, Ordering::SeqCst);
         Ok(())
     }
@@ -185,7 +193,7 @@ pub async fn kill_while_working<Done, Fut>(
     crashes: usize,
     total: i64,
     what: &str,
-    mut spawn: impl FnMut() -> anyhow::Result<Worker>,
+    spawn: impl FnMut() -> anyhow::Result<Worker>,
     done: Done,
     feed: &Feed,
 ) -> anyhow::Result<()>
@@ -193,13 +201,38 @@ where
     Done: Fn() -> Fut,
     Fut: Future<Output = anyhow::Result<i64>>,
 {
+    kill_while_busy(crashes, total, what, spawn, done, feed, || async { Ok(true) }).await
+}
+
+/// As [`kill_while_working`], and each kill also waits, as long as for input, until `busy`
+/// says the worker is in the middle of its work (a transaction of its open, say): input
+/// waiting alone does not mean the worker is at it, and a kill between two transactions
+/// tests less than one inside.
+///
+/// # Errors
+/// As [`kill_while_working`], and when `busy` fails.
+pub async fn kill_while_busy<Done, Fut, Busy, BusyFut>(
+    crashes: usize,
+    total: i64,
+    what: &str,
+    mut spawn: impl FnMut() -> anyhow::Result<Worker>,
+    done: Done,
+    feed: &Feed,
+    busy: Busy,
+) -> anyhow::Result<()>
+where
+    Done: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<i64>>,
+    Busy: Fn() -> BusyFut,
+    BusyFut: Future<Output = anyhow::Result<bool>>,
+{
     let mut done_before = 0;
     for crash in 1..=crashes {
         let mut worker = spawn()?;
         let born = Instant::now();
         wait_for_progress(&done, done_before).await?;
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(100..1500))).await;
-        let waiting = wait_for_backlog(&done, feed).await?;
+        let waiting = wait_for_backlog(&done, feed, &busy).await?;
         worker.kill()?;
         let done_at_kill = done().await?;
         println!(
@@ -226,19 +259,22 @@ where
     Ok(())
 }
 
-/// Waits until some published input is not done yet, so the kill falls while there is
-/// work; false if none was waiting within [`BACKLOG_TIMEOUT`] (the kill goes ahead).
-async fn wait_for_backlog<Done, Fut>(done: &Done, feed: &Feed) -> anyhow::Result<bool>
+/// Waits until some published input is not done yet and `busy` holds, so the kill falls
+/// while there is work; false if that did not happen within [`BACKLOG_TIMEOUT`] (the kill
+/// goes ahead).
+async fn wait_for_backlog<Done, Fut, Busy, BusyFut>(done: &Done, feed: &Feed, busy: &Busy) -> anyhow::Result<bool>
 where
     Done: Fn() -> Fut,
     Fut: Future<Output = anyhow::Result<i64>>,
+    Busy: Fn() -> BusyFut,
+    BusyFut: Future<Output = anyhow::Result<bool>>,
 {
     let deadline = Instant::now() + BACKLOG_TIMEOUT;
     while Instant::now() < deadline {
-        if done().await? < feed.published() {
+        if done().await? < feed.published() && busy().await? {
             return Ok(true);
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(false)
 }

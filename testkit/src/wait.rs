@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::Error;
+
 /// How often a condition is asked again.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -24,36 +26,13 @@ pub enum Check<T> {
     Fatal(anyhow::Error),
 }
 
-/// Why [`wait_for`] gave up.
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    /// The condition still did not hold at the deadline.
-    #[error("timed out after {after:?} waiting for {what}: {last}")]
-    TimedOut {
-        /// What was waited for.
-        what: String,
-        /// The timeout.
-        after: Duration,
-        /// The last observation.
-        last: String,
-    },
-    /// The condition reported that it can no longer hold.
-    #[error("gave up waiting for {what}: {source:#}")]
-    Fatal {
-        /// What was waited for.
-        what: String,
-        /// What the condition reported.
-        source: anyhow::Error,
-    },
-}
-
 /// Polls `condition` every 100 ms until it is [`Check::Done`], returns at once when it is
 /// [`Check::Fatal`], and gives up once `timeout` passes with it still [`Check::NotYet`].
 ///
 /// # Errors
-/// [`WaitError::Fatal`] with the condition's error; [`WaitError::TimedOut`] with `what`
+/// [`Error::Fatal`] with the condition's error; [`Error::TimedOut`] with `what`
 /// and the last observation.
-pub async fn wait_for<F, Fut, T>(timeout: Duration, what: &str, mut condition: F) -> Result<T, WaitError>
+pub async fn wait_for<F, Fut, T>(timeout: Duration, what: &str, mut condition: F) -> Result<T, Error>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Check<T>>,
@@ -63,10 +42,10 @@ where
         let last = match condition().await {
             Check::Done(value) => return Ok(value),
             Check::NotYet(seen) => seen,
-            Check::Fatal(source) => return Err(WaitError::Fatal { what: what.to_owned(), source }),
+            Check::Fatal(source) => return Err(Error::Fatal { what: what.to_owned(), source }),
         };
         if tokio::time::Instant::now() >= deadline {
-            return Err(WaitError::TimedOut { what: what.to_owned(), after: timeout, last });
+            return Err(Error::TimedOut { what: what.to_owned(), after: timeout, last });
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -124,11 +103,11 @@ mod tests {
         .await
         .expect("a fatal condition must end the wait, not its ten-minute timeout");
         match outcome {
-            Err(WaitError::Fatal { what, source }) => {
+            Err(Error::Fatal { what, source }) => {
                 assert_eq!(what, "a condition that cannot hold");
                 assert_eq!(source.to_string(), "three records for two inputs");
             }
-            other => panic!("expected WaitError::Fatal, got {other:?}"),
+            other => panic!("expected Error::Fatal, got {other:?}"),
         }
         assert_eq!(looks, 3, "asked until fatal, not after");
     }
@@ -151,7 +130,7 @@ mod tests {
         let outcome =
             wait_for(Duration::from_millis(250), "nothing", || async { Check::<()>::NotYet("still 0".into()) }).await;
         assert!(
-            matches!(&outcome, Err(WaitError::TimedOut { last, .. }) if last == "still 0"),
+            matches!(&outcome, Err(Error::TimedOut { last, .. }) if last == "still 0"),
             "expected a timeout, got {outcome:?}"
         );
     }

@@ -88,7 +88,7 @@ pub fn random_password() -> String {
 }
 
 /// The ACLs of the Security chapter, as the script a Kafka administrator runs.
-const KAFKA_ACLS_SH: &str = include_str!("../../docs/src/security/kafka-acls.sh");
+const KAFKA_ACLS_SH: &str = include_str!("../security/kafka-acls.sh");
 
 static SHARED: OnceCell<Kafka> = OnceCell::const_new();
 static SECURE_SHARED: OnceCell<Kafka> = OnceCell::const_new();
@@ -360,7 +360,7 @@ impl Kafka {
 
     /// Waits until `user` can fetch metadata. Fails at once when the client settings are
     /// refused or TLS fails, and once a refused login has lasted [`CREDENTIAL_PROPAGATION`],
-    /// with [`WaitError::Fatal`](crate::WaitError::Fatal) inside the error.
+    /// with [`Error::Fatal`](crate::Error::Fatal) inside the error.
     pub async fn wait_authenticated(&self, user: &Credentials, timeout: Duration) -> anyhow::Result<()> {
         let config = self.config_with(&self.client_settings(user)?);
         let started = Instant::now();

@@ -17,9 +17,9 @@ use crate::pki::TestCa;
 const PASSWORD: &str = "exactly";
 
 /// The security chapter's statements that create the two roles (run as a superuser).
-const ROLES_SQL: &str = include_str!("../../docs/src/security/roles.sql");
+const ROLES_SQL: &str = include_str!("../security/roles.sql");
 /// The security chapter's grants to the service role (run as the owner, after migrating).
-const GRANTS_SQL: &str = include_str!("../../docs/src/security/grants.sql");
+const GRANTS_SQL: &str = include_str!("../security/grants.sql");
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running PostgreSQL server.

@@ -1,0 +1,1 @@
+../../docs/src/security/grants.sql
