@@ -31,6 +31,9 @@ class Page(HTMLParser):
             self.ids.add(attrs["id"])
         if tag == "a" and attrs.get("name"):
             self.ids.add(attrs["name"])
+        # <base> sets where the 404 page's links resolve on a web server; it links nowhere.
+        if tag == "base":
+            return
         for attr in ("href", "src"):
             if attrs.get(attr):
                 self.links.append((tag, attrs[attr]))
