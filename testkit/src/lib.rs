@@ -8,7 +8,7 @@
 //!   [`Postgres::database`] give each test its own topics and a fresh database.
 //!   [`Kafka::single`] and [`Postgres::dedicated`] give a test containers of its own, to stop
 //!   and start ([`Node`]).
-//! - **Input**: [`Input`] (JSON or bytes, with a key and headers) and [`produce`].
+//! - **Input**: [`Input`] (JSON or bytes, with a key and headers) and [`produce()`].
 //! - **Your runtime in the test**: [`Running`] runs a runtime in the background and
 //!   collects what it reported.
 //! - **Waiting on the truth**: [`caught_up`] waits until the group's stored positions
