@@ -20,6 +20,11 @@
 //! ```
 //!
 //! The book's reliability chapter says what the models cover and what they do not.
+//!
+//! Why stateright: the models are Rust, beside the code they describe, and its checker
+//! explores them exhaustively and prints the shortest path to a broken invariant. `loom`
+//! and `shuttle` explore the interleavings of threads in one process, not of processes
+//! around a database and a broker that crash; TLA+ is not a Rust package.
 
 pub mod database;
 pub mod relay;
