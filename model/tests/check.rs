@@ -8,18 +8,43 @@ use std::time::Instant;
 
 use exactly_model::database::{self, DatabaseMode};
 use exactly_model::relay::{self, OutboxRelay};
-use stateright::{Checker, Model, Path};
+use stateright::{Checker, HasDiscoveries, Model, Path};
 
-/// Explores `model` breadth first until every state is seen (or every property has a
-/// discovery), and prints how many states and how long.
+/// Explores every state of `model` breadth first, and prints how many and how long.
 fn explore<M>(label: &str, model: M) -> impl Checker<M>
 where
     M: Model + Send + Sync + 'static,
     M::State: Debug + Hash + Send + Sync + Clone + PartialEq + 'static,
     M::Action: Debug + Clone + PartialEq,
 {
+    run(label, model.checker())
+}
+
+/// Explores `model` breadth first until a state breaks `property`, and prints that
+/// state's path: a short one, as breadth first finds it (the checker keeps the last it
+/// finds, and stops at the end of the block of states it found it in).
+fn counterexample<M>(label: &str, model: M, property: &'static str) -> Path<M::State, M::Action>
+where
+    M: Model + Send + Sync + 'static,
+    M::State: Debug + Hash + Send + Sync + Clone + PartialEq + 'static,
+    M::Action: Debug + Clone + PartialEq,
+{
+    let checker = run(label, model.checker().finish_when(HasDiscoveries::AnyOf([property].into())));
+    let Some(path) = checker.discovery(property) else {
+        panic!("the checker found no counterexample to \"{property}\"");
+    };
+    println!("counterexample to \"{property}\": {path}last state: {:#?}", path.last_state());
+    path
+}
+
+fn run<M>(label: &str, builder: stateright::CheckerBuilder<M>) -> impl Checker<M>
+where
+    M: Model + Send + Sync + 'static,
+    M::State: Debug + Hash + Send + Sync + Clone + PartialEq + 'static,
+    M::Action: Debug + Clone + PartialEq,
+{
     let started = Instant::now();
-    let checker = model.checker().spawn_bfs().join();
+    let checker = builder.spawn_bfs().join();
     println!(
         "{label}: {} states ({} unique), depth {}, in {:.2?}",
         checker.state_count(),
@@ -28,15 +53,6 @@ where
         started.elapsed()
     );
     checker
-}
-
-/// The counterexample `discovery` holds for `property`, printed.
-fn counterexample<S: Debug, A: Debug>(discovery: Option<Path<S, A>>, property: &str) -> Path<S, A> {
-    let Some(path) = discovery else {
-        panic!("the checker found no counterexample to \"{property}\"");
-    };
-    println!("counterexample to \"{property}\": {path}last state: {:#?}", path.last_state());
-    path
 }
 
 #[test]
@@ -73,8 +89,7 @@ fn a_sequential_partition_without_the_expected_position_is_still_kept_by_the_epo
 #[test]
 fn without_either_check_two_owners_apply_an_effect_twice() {
     let model = DatabaseMode::sequential().without_epoch_check().without_expected_check();
-    let checker = explore("sequential without either check", model);
-    let path = counterexample(checker.discovery(database::NO_EFFECT_TWICE), database::NO_EFFECT_TWICE);
+    let path = counterexample("sequential without either check", model, database::NO_EFFECT_TWICE);
     assert!(path.last_state().effects.contains(&2));
 }
 
@@ -82,8 +97,11 @@ fn without_either_check_two_owners_apply_an_effect_twice() {
 /// lane commits a message the new owner already committed and compacted away.
 #[test]
 fn without_the_epoch_check_a_zombie_lane_applies_an_effect_twice() {
-    let checker = explore("keyed without the epoch check", DatabaseMode::keyed().without_epoch_check());
-    let path = counterexample(checker.discovery(database::NO_EFFECT_TWICE), database::NO_EFFECT_TWICE);
+    let path = counterexample(
+        "keyed without the epoch check",
+        DatabaseMode::keyed().without_epoch_check(),
+        database::NO_EFFECT_TWICE,
+    );
     assert!(path.last_state().effects.contains(&2));
 }
 
@@ -103,8 +121,11 @@ fn the_relay_publishes_every_row_once() {
 /// the batch its successor publishes again.
 #[test]
 fn without_the_producer_fence_a_zombie_relay_publishes_a_row_twice() {
-    let checker = explore("relay without the producer fence", OutboxRelay::new().without_fencing());
-    let path = counterexample(checker.discovery(relay::NO_RECORD_TWICE), relay::NO_RECORD_TWICE);
+    let path = counterexample(
+        "relay without the producer fence",
+        OutboxRelay::new().without_fencing(),
+        relay::NO_RECORD_TWICE,
+    );
     assert!(path.last_state().published.contains(&2));
 }
 
@@ -112,8 +133,7 @@ fn without_the_producer_fence_a_zombie_relay_publishes_a_row_twice() {
 /// published lands behind the position, and is never published.
 #[test]
 fn without_the_xmin_check_the_relay_skips_a_row() {
-    let checker = explore("relay without the xmin check", OutboxRelay::new().without_xmin_check());
-    counterexample(checker.discovery(relay::NO_RECORD_SKIPPED), relay::NO_RECORD_SKIPPED);
+    counterexample("relay without the xmin check", OutboxRelay::new().without_xmin_check(), relay::NO_RECORD_SKIPPED);
 }
 
 /// The advisory lock is for progress, not safety: with every instance publishing at once,
@@ -122,5 +142,21 @@ fn without_the_xmin_check_the_relay_skips_a_row() {
 #[test]
 fn without_the_advisory_lock_the_producer_fence_still_keeps_every_row_once() {
     let checker = explore("relay without the advisory lock", OutboxRelay::new().without_advisory_lock());
+    checker.assert_properties();
+}
+
+/// Larger bounds than the suite's, by hand (about a minute each in a debug build):
+/// `cargo test -p exactly-model -- --ignored --nocapture`.
+#[test]
+#[ignore = "about a minute in a debug build"]
+fn a_key_concurrent_partition_with_three_claims_applies_every_message_once() {
+    let checker = explore("keyed, 3 claims", DatabaseMode { claims: 3, ..DatabaseMode::keyed() });
+    checker.assert_properties();
+}
+
+#[test]
+#[ignore = "about half a minute in a debug build"]
+fn the_relay_publishes_three_writers_rows_once() {
+    let checker = explore("relay, 3 writers", OutboxRelay { writers: 3, ..OutboxRelay::new() });
     checker.assert_properties();
 }
