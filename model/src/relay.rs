@@ -54,6 +54,9 @@ pub struct OutboxRelay {
     /// Whether instances elect one publisher with the advisory lock (without it, every
     /// instance publishes at once).
     pub advisory_lock: bool,
+    /// Whether `publish` runs `init_transactions` before `read_position`, as the code does
+    /// (the other way round, a predecessor's commit may land after the position was read).
+    pub fence_before_read: bool,
 }
 
 impl OutboxRelay {
@@ -70,6 +73,7 @@ impl OutboxRelay {
             shared_transactional_id: true,
             check_xmin: true,
             advisory_lock: true,
+            fence_before_read: true,
         }
     }
 
@@ -82,6 +86,11 @@ impl OutboxRelay {
     /// loses session state such as advisory locks.
     pub fn without_advisory_lock(self) -> Self {
         Self { advisory_lock: false, ..self }
+    }
+
+    /// The same model with the position read back before `init_transactions`.
+    pub fn reading_before_the_fence(self) -> Self {
+        Self { fence_before_read: false, ..self }
     }
 
     /// The same model with `fetch` reading rows of transactions still running behind
@@ -331,7 +340,8 @@ impl Model for OutboxRelay {
                     }
                 }
                 Relay::Leading { connected, producer, position, batch, deleting } => {
-                    if producer.is_none() {
+                    let read_first = !self.fence_before_read && position.is_none();
+                    if producer.is_none() && !read_first {
                         if state.epoch < self.producer_epochs {
                             actions.push(Action::InitProducer { relay: relay_index });
                         }

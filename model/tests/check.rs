@@ -129,6 +129,16 @@ fn without_the_producer_fence_a_zombie_relay_publishes_a_row_twice() {
     assert!(path.last_state().published.contains(&2));
 }
 
+/// `publish` runs `init_transactions` before `read_position`: the other way round, a
+/// predecessor that lost its lock commits after its successor read the position, and the
+/// successor publishes the same rows again.
+#[test]
+fn reading_the_position_before_the_fence_publishes_a_row_twice() {
+    let model = OutboxRelay::new().reading_before_the_fence();
+    let path = counterexample("relay reading the position before the fence", model, relay::NO_RECORD_TWICE);
+    assert!(path.last_state().published.contains(&2));
+}
+
 /// Without `txid < xmin`, a row of a transaction that commits after a later one's row was
 /// published lands behind the position, and is never published.
 #[test]
