@@ -6,6 +6,7 @@ use crate::recorder::create_effects_table;
 use crate::wait::Check;
 use crate::{Kafka, Postgres};
 
+pub use exactly_testkit::kill_loop::spawn_logged;
 pub use exactly_testkit::{Reported, Running};
 
 /// How a test group's partitions are assigned: by a client-side strategy under the classic
@@ -66,24 +67,6 @@ pub async fn topic_and_database(partitions: i32) -> anyhow::Result<(&'static Kaf
     let pool = database.pool().await?;
     create_effects_table(&pool).await?;
     Ok((kafka, topic, database.url, pool))
-}
-
-/// Starts `program` with `args` and `env`, its stdout and stderr appended to `log`, for
-/// tests that kill, stop and resume real processes.
-pub fn spawn_logged(
-    program: &str,
-    args: &[&str],
-    env: &[(&str, &str)],
-    log: &std::path::Path,
-) -> anyhow::Result<std::process::Child> {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-    Ok(std::process::Command::new(program)
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?)
 }
 
 /// Sends `signal` (`TERM`, `INT`, `STOP`, `CONT`) to `child` with kill(1); a child that

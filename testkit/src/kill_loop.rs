@@ -7,6 +7,7 @@
 //! last slice of input is published only after the last kill, so every kill falls before
 //! the work is done. Each kill prints a line `crash k/K: ...; done/total <what>`.
 
+use std::ffi::OsStr;
 use std::future::Future;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -32,6 +33,27 @@ const PROGRESS_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for published input to be waiting when the kill is due.
 const BACKLOG_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Starts `program` with `args` and the environment variables `env` added, its stdout and
+/// stderr appended to `log`, for tests that kill, stop and resume real processes.
+///
+/// # Errors
+/// When the log cannot be opened or the process cannot be started.
+pub fn spawn_logged(
+    program: impl AsRef<OsStr>,
+    args: &[&str],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> anyhow::Result<Child> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
+    Ok(Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?)
+}
+
 /// A worker process: this program run with other arguments. Killed when dropped, so that
 /// a run that fails on the way leaves no worker behind.
 #[derive(Debug)]
@@ -44,15 +66,7 @@ impl Worker {
     /// # Errors
     /// When the process cannot be started.
     pub fn spawn(args: &[&str], env: &[(&str, &str)], log: &Path) -> anyhow::Result<Worker> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(log)?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        Ok(Worker(child))
+        Ok(Worker(spawn_logged(std::env::current_exe()?, args, env, log)?))
     }
 
     /// SIGKILL: no shutdown, no flush, transactions cut mid-way.
