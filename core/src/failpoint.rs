@@ -1,8 +1,10 @@
 //! Named failpoints for crash tests: with the `failpoints` cargo feature, the process aborts
 //! (as abruptly as a SIGKILL: no destructor, no flush, no goodbye to Kafka or PostgreSQL)
 //! the `n`-th time it passes the failpoint named by `EXACTLY_FAILPOINT=name` (`n` from
-//! `EXACTLY_FAILPOINT_HIT`, default 1). Without the feature every failpoint compiles to
-//! nothing.
+//! `EXACTLY_FAILPOINT_HIT`, default 1). With `EXACTLY_FAILPOINT_ACTION=stop` it freezes
+//! instead, as a SIGSTOP would, at that exact point (it sends itself SIGSTOP through
+//! `kill(1)`, since the crate forbids `unsafe`); a test resumes it with SIGCONT. Without the
+//! feature every failpoint compiles to nothing.
 //!
 //! | failpoint | where |
 //! | --- | --- |
@@ -22,6 +24,7 @@ mod enabled {
     struct Armed {
         name: String,
         hit: u64,
+        stop: bool,
         passes: AtomicU64,
     }
 
@@ -31,7 +34,8 @@ mod enabled {
             .get_or_init(|| {
                 let name = std::env::var("EXACTLY_FAILPOINT").ok().filter(|n| !n.is_empty())?;
                 let hit = std::env::var("EXACTLY_FAILPOINT_HIT").ok().and_then(|h| h.parse().ok()).unwrap_or(1);
-                Some(Armed { name, hit, passes: AtomicU64::new(0) })
+                let stop = std::env::var("EXACTLY_FAILPOINT_ACTION").is_ok_and(|action| action == "stop");
+                Some(Armed { name, hit, stop, passes: AtomicU64::new(0) })
             })
             .as_ref()
     }
@@ -46,9 +50,24 @@ mod enabled {
         std::process::abort();
     }
 
+    /// Stops the whole process until it gets SIGCONT; aborts if it cannot.
+    fn freeze(name: &str) {
+        eprintln!("exactly: failpoint {name} reached: stopping the process");
+        let pid = std::process::id().to_string();
+        let stopped = std::process::Command::new("kill").args(["-STOP", &pid]).status();
+        if !stopped.is_ok_and(|status| status.success()) {
+            crash(name);
+        }
+        eprintln!("exactly: failpoint {name}: resumed");
+    }
+
     pub(crate) fn hit(name: &str) {
         if fires(name) {
-            crash(name);
+            if armed().is_some_and(|armed| armed.stop) {
+                freeze(name);
+            } else {
+                crash(name);
+            }
         }
     }
 
@@ -62,7 +81,7 @@ mod enabled {
     }
 }
 
-/// Passes failpoint `name`: aborts the process if it is armed for this pass.
+/// Passes failpoint `name`: aborts (or stops) the process if it is armed for this pass.
 #[cfg(feature = "failpoints")]
 pub(crate) fn hit(name: &str) {
     enabled::hit(name);

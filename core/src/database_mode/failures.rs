@@ -169,7 +169,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let offset = item.offset();
         let attempts = self.attempts.failures(offset).max(1);
         let location = self.key.location(offset);
-        let mut tx = self.shared.pool()?.begin().await?;
+        let mut tx = self.shared.begin().await?;
         let letter = Letter { at: &location, raw: &item.raw, error: &reason, attempts };
         dead_letter::write(&mut tx, &letter, self.dead_letter_topic.as_deref()).await?;
         self.commit_single(tx).await?;
@@ -185,7 +185,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let Some(item) = self.batch.first() else { return Ok(()) };
         let offset = item.offset();
         let delay = self.retry.delay(failures);
-        let mut tx = self.shared.pool()?.begin().await?;
+        let mut tx = self.shared.begin().await?;
         parking::park(&mut tx, &self.key, offset, &item.raw, failures, Some(&reason), delay).await?;
         let message_key = item.raw.key.clone();
         self.commit_single(tx).await?;

@@ -133,7 +133,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
                 .acquire()
                 .await
                 .map_err(|_| Error::Internal("the runtime's batch permits were closed".into()))?;
-            let mut tx = shared.pool()?.begin().await?;
+            let mut tx = shared.begin().await?;
             offsets::hold(&mut tx, key, epoch, self.next).await?;
             let Some(message) = parking::oldest(&mut tx, key, message_key).await? else {
                 tx.rollback().await?;
@@ -202,7 +202,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         (reason, permanent): (String, bool),
     ) -> Result<bool> {
         let key = &self.key;
-        let mut tx = self.shared.pool()?.begin().await?;
+        let mut tx = self.shared.begin().await?;
         offsets::hold(&mut tx, key, self.epoch, self.next).await?;
         if self.retry.spent(attempts, permanent) {
             let location = key.location(message.offset);

@@ -183,7 +183,7 @@ impl<H: Work<Mode = Database>> SequentialPartition<H> {
             return;
         }
         let outcome = async {
-            let mut tx = worker.shared.pool()?.begin().await?;
+            let mut tx = worker.shared.begin().await?;
             match offsets::advance(&mut tx, &worker.key, worker.epoch, worker.next, position).await? {
                 Advance::Advanced => tx.commit().await?,
                 Advance::AlreadyCommitted => tx.rollback().await?,

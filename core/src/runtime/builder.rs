@@ -28,6 +28,7 @@ use crate::ops::metrics::lag::LagRegistry;
 use crate::pipeline::dead_letter::DeadLettered;
 use crate::pipeline::panics;
 use crate::pipeline::work::{PerBatch, PerMessage};
+use crate::store::transaction::Begin;
 
 /// Most records in one Kafka-mode transaction (unless the batch size is larger). A commit
 /// costs a few broker round trips, so a transaction must be allowed to hold what arrives in
@@ -346,6 +347,13 @@ impl RuntimeBuilder {
     /// answer never came is looked up before the retry, so nothing is lost or applied
     /// twice. A handler that needs longer than this is abandoned the same way, again and
     /// again: raise the deadline for it.
+    ///
+    /// The server keeps a bound too: each transaction the runtime opens sets
+    /// `idle_in_transaction_session_timeout` to this deadline (`SET LOCAL`, so a pool you
+    /// pass in keeps its own settings). A client that stops inside a transaction (frozen,
+    /// paused, never scheduled) cannot keep its own deadline, and would hold the
+    /// partition's row in `exactly.offsets` against its next owner for as long as it stays
+    /// stopped; PostgreSQL ends such a session once it has sat idle this long.
     pub fn database_transaction_timeout(mut self, timeout: Duration) -> Self {
         self.database_transaction_timeout = timeout;
         self
@@ -451,6 +459,7 @@ impl RuntimeBuilder {
             shutdown: shutdown_rx,
             revoke_grace: self.revoke_grace,
             transaction_timeout: self.database_transaction_timeout,
+            begin: Begin::new(self.database_transaction_timeout),
             retry: self.retry,
             health,
             lag: LagRegistry::default(),

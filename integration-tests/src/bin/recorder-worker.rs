@@ -10,7 +10,8 @@
 //! 1, the default, is one at a time); `EXACTLY_TEST_LOCK_ON=P1,P2,...` makes the handler wait,
 //! inside its transaction, for the advisory lock `recorder::BATCH_LOCK` on those payloads, so
 //! a test holding the lock keeps their transactions open. `EXACTLY_TEST_GROUP_PROTOCOL=consumer`
-//! speaks the consumer group protocol (`support::worker_group_settings`).
+//! speaks the consumer group protocol (`support::worker_group_settings`);
+//! `EXACTLY_TEST_TRANSACTION_TIMEOUT_MS=N` sets `database_transaction_timeout` (60 s by default).
 
 use std::time::Duration;
 
@@ -44,7 +45,19 @@ async fn main() -> std::process::ExitCode {
         .filter(|payload| !payload.is_empty())
         .map(str::to_owned)
         .collect();
+    let transaction_timeout = match std::env::var("EXACTLY_TEST_TRANSACTION_TIMEOUT_MS").ok().filter(|v| !v.is_empty())
+    {
+        None => Duration::from_secs(60),
+        Some(value) => match value.parse::<u64>() {
+            Ok(millis) => Duration::from_millis(millis),
+            Err(_) => {
+                eprintln!("recorder-worker: EXACTLY_TEST_TRANSACTION_TIMEOUT_MS must be a number, not {value:?}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
     let builder = worker_group_settings(Runtime::builder())
+        .database_transaction_timeout(transaction_timeout)
         .brokers(brokers)
         .database_url(database_url)
         .kafka_setting("group.instance.id", &instance)
