@@ -62,6 +62,19 @@ pub enum Error {
     /// The configuration is incomplete or contradicts itself.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The database connections do not keep their server session from one transaction to
+    /// the next, as behind a pooler in transaction or statement mode (PgBouncer's
+    /// `pool_mode = transaction`); found when the runtime is built, which it refuses.
+    #[error(
+        "the database connections do not keep their session between transactions ({found}), as behind a pooler in \
+         transaction or statement mode: exactly's statements are prepared once per session and the outbox relay elects \
+         its leader with a session-level advisory lock, so another client's session would run them; connect to \
+         PostgreSQL directly or through a pooler in session mode (PgBouncer `pool_mode = session`)"
+    )]
+    SessionNotKept {
+        /// What the check saw.
+        found: String,
+    },
     /// A Kafka broker refused the client's credentials (SASL): the mechanism, user name or
     /// password is wrong, or the user does not exist. Retrying with the same ones cannot help,
     /// so the runtime stops on it.
@@ -300,6 +313,7 @@ impl Error {
         match self {
             Error::UnsafeSetting { .. }
             | Error::Config(_)
+            | Error::SessionNotKept { .. }
             | Error::Migrate(_)
             | Error::MigrateNotPermitted { .. }
             | Error::Fenced { .. }

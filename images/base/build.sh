@@ -6,10 +6,11 @@ set -euo pipefail
 dir=$1
 mirror=$2
 
-# openjdk-17 runs the Kafka broker and tools; postgresql-15 is the database server;
-# procps/iproute2 give ps/ss for debugging inside containers.
+# openjdk-17 runs the Kafka broker and tools; postgresql-15 is the database server and
+# pgbouncer the pooler some tests put in front of it; procps/iproute2 give ps/ss for
+# debugging inside containers.
 debootstrap --variant=minbase \
-  --include=postgresql-15,openjdk-17-jre-headless,procps,iproute2,ca-certificates \
+  --include=postgresql-15,pgbouncer,openjdk-17-jre-headless,procps,iproute2,ca-certificates \
   bookworm "$dir" "$mirror"
 
 # The package's postinst created a cluster "main"; the postgres image makes its own in $PGDATA.

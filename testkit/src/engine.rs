@@ -117,7 +117,7 @@ async fn reap_orphans(docker: &Docker) -> anyhow::Result<()> {
             let _ = docker.remove_container(&id, Some(options)).await;
         }
     }
-    // Networks of dead Kafka clusters; one still in use refuses removal, which is fine.
+    // Networks of dead Kafka clusters and poolers; one still in use refuses removal, which is fine.
     for network in docker.list_networks(None::<ListNetworksOptions>).await? {
         if let Some(name) = network.name
             && is_harness_network(&name)
@@ -128,9 +128,12 @@ async fn reap_orphans(docker: &Docker) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Names of the networks [`crate::Kafka`] creates: `kafka_<32 hex digits>_net`.
+/// Names of the networks [`crate::Kafka`] and [`crate::PgBouncer`] create:
+/// `kafka_<32 hex digits>_net`, `pgbouncer_<32 hex digits>_net`.
 pub(crate) fn is_harness_network(name: &str) -> bool {
-    name.strip_prefix("kafka_")
+    ["kafka_", "pgbouncer_"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))
         .and_then(|rest| rest.strip_suffix("_net"))
         .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }

@@ -19,6 +19,20 @@ pub const POSTGRES_OFFICIAL: &str = "postgres:15";
 /// The drop-in built by `scripts/setup` from Debian's PostgreSQL 15.
 pub const POSTGRES_LOCAL: &str = "exactly-local/postgres:15";
 
+/// Environment variable naming the PgBouncer image (`name:tag`).
+pub const PGBOUNCER_IMAGE_VAR: &str = "EXACTLY_PGBOUNCER_IMAGE";
+/// The PgBouncer image `scripts/setup` builds from Debian's package (there is no official
+/// one).
+pub const PGBOUNCER_LOCAL: &str = "exactly-local/pgbouncer:1.18";
+
+/// The PgBouncer image: the one `EXACTLY_PGBOUNCER_IMAGE` names, else the local one.
+pub fn pgbouncer() -> ImageRef {
+    match std::env::var(PGBOUNCER_IMAGE_VAR) {
+        Ok(named) if !named.trim().is_empty() => ImageRef::parse(named.trim()),
+        _ => ImageRef::parse(PGBOUNCER_LOCAL),
+    }
+}
+
 /// An image reference split into name and tag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {

@@ -7,7 +7,8 @@
 //!   container each per test binary, on first use; [`Kafka::unique_topic`] and
 //!   [`Postgres::database`] give each test its own topics and a fresh database.
 //!   [`Kafka::single`] and [`Postgres::dedicated`] give a test containers of its own, to stop
-//!   and start ([`Node`]).
+//!   and start ([`Node`]). [`PgBouncer`] puts Debian's pooler, in session or transaction
+//!   mode, in front of a server of its own.
 //! - **Input**: [`Input`] (JSON or bytes, with a key and headers) and [`produce()`].
 //! - **Your runtime in the test**: [`Running`] runs a runtime in the background and
 //!   collects what it reported.
@@ -44,6 +45,7 @@ pub mod kafka;
 pub mod kill_loop;
 pub mod names;
 pub mod node;
+pub mod pgbouncer;
 pub mod pki;
 pub mod positions;
 pub mod postgres;
@@ -57,6 +59,7 @@ pub use error::Error;
 pub use kafka::Kafka;
 pub use names::unique;
 pub use node::Node;
+pub use pgbouncer::{PgBouncer, PoolMode};
 pub use positions::{Store, caught_up};
 pub use postgres::{Postgres, TestDatabase};
 pub use produce::{Input, Sent, feed, produce};

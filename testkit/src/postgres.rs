@@ -14,7 +14,7 @@ use crate::names::unique;
 use crate::node::{Node, NodeSpec, free_port};
 use crate::pki::TestCa;
 
-const PASSWORD: &str = "exactly";
+pub(crate) const PASSWORD: &str = "exactly";
 
 /// The security chapter's statements that create the two roles (run as a superuser).
 const ROLES_SQL: &str = include_str!("../security/roles.sql");
@@ -81,7 +81,13 @@ impl Postgres {
 
     /// A server owned by the caller; removed when dropped.
     pub async fn dedicated() -> anyhow::Result<Postgres> {
-        Self::start(None).await
+        Self::start(None, None).await
+    }
+
+    /// A server owned by the caller on Docker network `network`, where other containers
+    /// reach it by its [`Node::name`] on port 5432.
+    pub(crate) async fn on_network(network: &str) -> anyhow::Result<Postgres> {
+        Self::start(None, Some(network.to_owned())).await
     }
 
     /// One TLS-only server ([`Postgres::tls`]) shared by the tests of this binary.
@@ -96,10 +102,10 @@ impl Postgres {
     pub async fn tls() -> anyhow::Result<Postgres> {
         let ca = TestCa::new()?;
         let ca_file = ca.write_pem_file()?;
-        Self::start(Some(Tls { ca, ca_file })).await
+        Self::start(Some(Tls { ca, ca_file }), None).await
     }
 
-    async fn start(tls: Option<Tls>) -> anyhow::Result<Postgres> {
+    async fn start(tls: Option<Tls>, network: Option<String>) -> anyhow::Result<Postgres> {
         crate::engine::ensure_engine().await?;
         let image = on_harness(async {
             let docker = crate::engine::docker().await?;
@@ -119,7 +125,7 @@ impl Postgres {
         let spec = NodeSpec {
             image,
             name: unique("postgres"),
-            network: None,
+            network,
             env: vec![("POSTGRES_PASSWORD".into(), PASSWORD.into())],
             ports: vec![(port, 5432)],
             cmd: ["postgres", "-c", "max_connections=300"].map(String::from).to_vec(),

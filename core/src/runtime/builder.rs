@@ -421,12 +421,16 @@ impl RuntimeBuilder {
         self
     }
 
-    /// Checks every setting, connects to PostgreSQL and creates exactly's tables.
+    /// Checks every setting, connects to PostgreSQL, checks that its connections keep their
+    /// session (three connections of their own, a few simple queries) and creates exactly's
+    /// tables.
     ///
     /// # Errors
     /// [`Error::UnsafeSetting`] for a setting that would break the guarantee,
     /// [`Error::Config`] for a missing or contradictory one, [`Error::Database`] when
-    /// PostgreSQL cannot be reached, [`Error::Listen`] when the HTTP address cannot be bound.
+    /// PostgreSQL cannot be reached, [`Error::SessionNotKept`] behind a pooler in
+    /// transaction or statement mode, [`Error::Listen`] when the HTTP address cannot be
+    /// bound.
     pub async fn build(self) -> Result<Runtime> {
         self.check()?;
         let pool = self.connect().await?;
@@ -552,6 +556,9 @@ impl RuntimeBuilder {
             }
             None => return Ok(None),
         };
+        if needs_database {
+            crate::store::session::check_kept(&pool).await?;
+        }
         if self.migrate && needs_database {
             crate::store::migrate::migrate(&pool).await?;
         }

@@ -12,4 +12,5 @@ pub(crate) mod offsets;
 pub(crate) mod outbox;
 pub(crate) mod parking;
 pub(crate) mod record;
+pub(crate) mod session;
 pub(crate) mod transaction;
