@@ -462,6 +462,13 @@ pub(crate) fn database_class(error: &sqlx::Error) -> ErrorClass {
             // serialization_failure, deadlock_detected, admin/crash shutdown, cannot_connect_now
             Some("40001" | "40P01" | "57P01" | "57P02" | "57P03") => ErrorClass::Retriable,
             Some(code) if code.starts_with("08") => ErrorClass::Retriable, // connection exceptions
+            // Insufficient resources (disk full, out of memory, too many connections): they
+            // pass once space or memory is back, and a message must not be dead-lettered
+            // because the database had no room for it.
+            Some(code) if code.starts_with("53") => ErrorClass::Retriable,
+            // The server ended a transaction that sat idle past the runtime's own deadline
+            // (`store::transaction`): its client was stopped, and tries again on a new session.
+            Some("25P03") => ErrorClass::Retriable,
             _ => ErrorClass::Abortable,
         },
         sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => ErrorClass::Retriable,

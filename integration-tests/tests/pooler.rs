@@ -36,8 +36,7 @@ async fn behind_pgbouncer_in_session_mode_workers_killed_at_random_points_apply_
     let topic = kafka.unique_topic("pooled", partitions).await?;
     let plan = kill_plan(profile.pick(8, 30), &["db.before_commit", "db.after_commit"], profile.pick(1, 5));
     let count = profile.pick(4_000, 20_000);
-    let inputs: Vec<Input> =
-        (0..count).map(|i| Input::to(i % partitions, format!("k{i}"), format!("m{i}"))).collect();
+    let inputs: Vec<Input> = (0..count).map(|i| Input::to(i % partitions, format!("k{i}"), format!("m{i}"))).collect();
     let lives = Arc::new(AtomicUsize::new(0));
     let feeder =
         feed_by_lives(kafka.client_config(), topic.clone(), inputs.clone(), plan.len() + 1, Arc::clone(&lives), None);

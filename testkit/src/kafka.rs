@@ -227,6 +227,7 @@ impl Kafka {
                 ports: vec![(*port, CLIENT_PORT)],
                 cmd: Vec::new(),
                 files,
+                tmpfs: Vec::new(),
             })
         });
         let specs = specs.collect::<anyhow::Result<Vec<_>>>()?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use testcontainers::bollard::query_parameters::KillContainerOptionsBuilder;
-use testcontainers::core::{ContainerPort, ExecCommand, WaitFor};
+use testcontainers::core::{ContainerPort, ExecCommand, Mount, WaitFor};
 use testcontainers::runners::AsyncRunner;
 use testcontainers::{ContainerAsync, CopyTargetOptions, GenericImage, ImageExt};
 
@@ -23,6 +23,8 @@ pub(crate) struct NodeSpec {
     pub(crate) cmd: Vec<String>,
     /// Files copied in before the container starts: (path, content, mode).
     pub(crate) files: Vec<(String, Vec<u8>, u32)>,
+    /// Memory-backed volumes of a fixed size: (path, bytes), writable by every user.
+    pub(crate) tmpfs: Vec<(String, i64)>,
 }
 
 /// A running (or stopped, killed, paused) container; removed when dropped.
@@ -54,6 +56,10 @@ impl Node {
             }
             if !spec.cmd.is_empty() {
                 request = request.with_cmd(spec.cmd.clone());
+            }
+            for (path, bytes) in &spec.tmpfs {
+                request =
+                    request.with_mount(Mount::tmpfs_mount(path.clone()).with_size_bytes(*bytes).with_mode(0o1777));
             }
             for (path, content, mode) in &spec.files {
                 request = request.with_copy_to(CopyTargetOptions::new(path.clone()).with_mode(*mode), content.clone());

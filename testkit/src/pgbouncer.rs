@@ -66,6 +66,7 @@ impl PgBouncer {
             ports: vec![(port, 6432)],
             cmd: Vec::new(),
             files: Vec::new(),
+            tmpfs: Vec::new(),
         };
         let node = Node::start(spec).await.context("cannot start PgBouncer (built by scripts/setup)")?;
         let pooler = PgBouncer { node, postgres, port, mode };

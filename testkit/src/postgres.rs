@@ -59,6 +59,17 @@ hostssl   all all all scram-sha-256
 EOF
 "#;
 
+/// Where [`Postgres::with_small_disk`] mounts its small volume.
+pub const SMALL_DISK: &str = "/mnt/small";
+
+/// How to start a server.
+#[derive(Default)]
+struct Start {
+    tls: Option<Tls>,
+    network: Option<String>,
+    small_disk: Option<i64>,
+}
+
 /// A database of its own for one test, on a [`Postgres`] server.
 #[derive(Debug, Clone)]
 pub struct TestDatabase {
@@ -81,13 +92,20 @@ impl Postgres {
 
     /// A server owned by the caller; removed when dropped.
     pub async fn dedicated() -> anyhow::Result<Postgres> {
-        Self::start(None, None).await
+        Self::start(Start::default()).await
+    }
+
+    /// A server owned by the caller with a volume of only `bytes` (memory-backed) at
+    /// [`SMALL_DISK`], for a tablespace to fill: what a full disk does to the tables in it,
+    /// while the server's own files and its write-ahead log stay on a disk with room.
+    pub async fn with_small_disk(bytes: i64) -> anyhow::Result<Postgres> {
+        Self::start(Start { small_disk: Some(bytes), ..Start::default() }).await
     }
 
     /// A server owned by the caller on Docker network `network`, where other containers
     /// reach it by its [`Node::name`] on port 5432.
     pub(crate) async fn on_network(network: &str) -> anyhow::Result<Postgres> {
-        Self::start(None, Some(network.to_owned())).await
+        Self::start(Start { network: Some(network.to_owned()), ..Start::default() }).await
     }
 
     /// One TLS-only server ([`Postgres::tls`]) shared by the tests of this binary.
@@ -102,10 +120,10 @@ impl Postgres {
     pub async fn tls() -> anyhow::Result<Postgres> {
         let ca = TestCa::new()?;
         let ca_file = ca.write_pem_file()?;
-        Self::start(Some(Tls { ca, ca_file }), None).await
+        Self::start(Start { tls: Some(Tls { ca, ca_file }), ..Start::default() }).await
     }
 
-    async fn start(tls: Option<Tls>, network: Option<String>) -> anyhow::Result<Postgres> {
+    async fn start(Start { tls, network, small_disk }: Start) -> anyhow::Result<Postgres> {
         crate::engine::ensure_engine().await?;
         let image = on_harness(async {
             let docker = crate::engine::docker().await?;
@@ -130,6 +148,7 @@ impl Postgres {
             ports: vec![(port, 5432)],
             cmd: ["postgres", "-c", "max_connections=300"].map(String::from).to_vec(),
             files,
+            tmpfs: small_disk.map(|bytes| (SMALL_DISK.to_owned(), bytes)).into_iter().collect(),
         };
         let server = Postgres { node: Node::start(spec).await?, port, tls };
         server.wait_ready(READY_TIMEOUT).await?;

@@ -101,7 +101,8 @@ impl HandlerError {
     }
 
     /// Whether it is a transient database error (serialization failure, deadlock, lost
-    /// connection): retried without counting against the message's attempts.
+    /// connection, a full disk or another want of resources): retried without counting
+    /// against the message's attempts.
     pub(crate) fn is_transient(&self) -> bool {
         self.source
             .downcast_ref::<sqlx::Error>()
