@@ -28,7 +28,7 @@ pub const PARTITIONS: i32 = 6;
 /// One input topic read by both modes: a Database-mode recorder and a Kafka-mode copier.
 #[derive(Debug)]
 pub struct BothModes {
-    /// The shared broker.
+    /// The broker (the shared one, unless the run was made [`BothModes::on`] another).
     pub kafka: &'static Kafka,
     /// The topic both modes read.
     pub input: String,
@@ -50,9 +50,13 @@ pub struct BothModes {
 }
 
 impl BothModes {
-    /// New topics, groups and database.
+    /// New topics, groups and database, on the shared broker.
     pub async fn new() -> anyhow::Result<Self> {
-        let kafka = Kafka::shared().await?;
+        Self::on(Kafka::shared().await?).await
+    }
+
+    /// New topics, groups and database, on `kafka`.
+    pub async fn on(kafka: &'static Kafka) -> anyhow::Result<Self> {
         let input = kafka.unique_topic("group-in", PARTITIONS).await?;
         let output = kafka.unique_topic("group-out", PARTITIONS).await?;
         let database = Postgres::shared().await?.database().await?;

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -30,11 +31,35 @@ fn partition_for(id: &str, partitions: usize) -> i32 {
 
 /// The broker (1-based id) leading the partition of `topic` that `id` hashes to.
 fn leader_for(kafka: &Kafka, topic: &str, id: &str) -> anyhow::Result<usize> {
-    let probe: BaseConsumer = kafka.client_config().set("group.id", unique("coordinators")).create()?;
+    leader_of(kafka.client_config(), topic, |partitions| partition_for(id, partitions))
+}
+
+/// The broker (1-based id) leading `partition` of `topic` now.
+///
+/// # Errors
+/// When the metadata cannot be read, or the partition has no leader.
+pub fn partition_leader(kafka: &Kafka, topic: &str, partition: i32) -> anyhow::Result<usize> {
+    leader_of(kafka.client_config(), topic, |_| partition)
+}
+
+/// The broker (1-based id) leading `partition` of `topic`, as broker `asked` sees it (a new
+/// client's first metadata request goes to its bootstrap broker).
+///
+/// # Errors
+/// As [`partition_leader`].
+pub fn partition_leader_seen_by(kafka: &Kafka, asked: usize, topic: &str, partition: i32) -> anyhow::Result<usize> {
+    let mut config = kafka.client_config();
+    config.set("bootstrap.servers", kafka.broker_address(asked)?);
+    leader_of(config, topic, |_| partition)
+}
+
+/// The broker leading the partition of `topic` that `pick` chooses from the partition count.
+fn leader_of(config: ClientConfig, topic: &str, pick: impl FnOnce(usize) -> i32) -> anyhow::Result<usize> {
+    let probe: BaseConsumer = config.clone().set("group.id", unique("coordinators")).create()?;
     let metadata = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions = metadata.topics().first().map(|t| t.partitions()).unwrap_or_default();
     anyhow::ensure!(!partitions.is_empty(), "{topic} does not exist yet");
-    let wanted = partition_for(id, partitions.len());
+    let wanted = pick(partitions.len());
     let leader = partitions.iter().find(|p| p.id() == wanted).map(|p| p.leader());
     match leader {
         Some(leader) if leader > 0 => Ok(usize::try_from(leader)?),

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use exactly_integration_tests::coordinators::{partition_leader, partition_leader_seen_by};
 use exactly_integration_tests::copy_check::keyed_inputs;
 use exactly_integration_tests::faults::{
     CopierKillLoop, Effects, FaultRun, KAFKA_FAILPOINTS, Kill, Positions, Profile, check_and_report, high_watermarks,
@@ -16,7 +17,7 @@ use exactly_integration_tests::recorder::{BATCH_LOCK, Recorder, batches_waiting_
 use exactly_integration_tests::support::{
     GROUP_PROTOCOL_ENV, Running, builder, signal, spawn_logged, topic_and_database,
 };
-use exactly_integration_tests::{Input, Kafka, Postgres, feed, produce, unique};
+use exactly_integration_tests::{Input, Kafka, Node, Postgres, feed, produce, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const WAIT: Duration = Duration::from_secs(240);
@@ -489,6 +490,9 @@ enum BrokerFault {
     Stop,
     /// Frozen for longer than a commit may take, then thawed.
     Pause,
+    /// Cut off from the other two brokers (packets dropped both ways) while it leads a
+    /// partition of the input, clients still reaching it; then the network heals.
+    Partition,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,6 +511,8 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
                 (BrokerFault::Kill, 1 + round % 3),
                 (BrokerFault::Stop, 1 + (round + 1) % 3),
                 (BrokerFault::Pause, 1 + (round + 2) % 3),
+                // The broker is the input's partition leader when the fault comes.
+                (BrokerFault::Partition, round % 3),
             ]
         })
         .collect();
@@ -565,11 +571,35 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
     let (mut kafka_recovery, mut database_recovery) = (Vec::new(), Vec::new());
     for (fault, broker) in &faults {
         let (copied_before, recorded_before) = (copied(), recorded().await?);
-        let node = kafka.broker(*broker);
+        // For a partition, the number is the input partition whose leader is cut off.
+        let (broker, led) = match fault {
+            BrokerFault::Partition => {
+                let led = i32::try_from(*broker)?;
+                (partition_leader(kafka, &input, led)?, led)
+            }
+            _ => (*broker, -1),
+        };
+        let node = kafka.broker(broker);
         match fault {
             BrokerFault::Kill => node.kill().await?,
             BrokerFault::Stop => node.stop(30).await?,
             BrokerFault::Pause => node.pause().await?,
+            BrokerFault::Partition => {
+                let peers: Vec<usize> = (1..=kafka.broker_count()).filter(|id| *id != broker).collect();
+                let nodes: Vec<&Node> = peers.iter().map(|id| kafka.broker(*id)).collect();
+                node.partition_from(&nodes).await?;
+                // The cut holds: the others fence the cut-off broker (2 s broker session) and
+                // elect another leader of its partition.
+                exactly_integration_tests::wait_until(
+                    WAIT,
+                    "the partition's leadership leaving the cut-off broker",
+                    || {
+                        let leader = partition_leader_seen_by(kafka, peers[0], &input, led);
+                        async move { Ok(leader.ok().filter(|leader| *leader != broker).map(|_| ())) }
+                    },
+                )
+                .await?;
+            }
         }
         // Input arrives while the broker is away (through the two others).
         let slice: Vec<Input> = slices.next().map(<[Input]>::to_vec).unwrap_or_default();
@@ -581,6 +611,7 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
         match fault {
             BrokerFault::Kill | BrokerFault::Stop => node.start_again().await?,
             BrokerFault::Pause => node.unpause().await?,
+            BrokerFault::Partition => node.heal().await?,
         }
         kafka.wait_ready(3, WAIT).await?;
         producing.await??;
@@ -621,7 +652,7 @@ async fn brokers_killed_stopped_and_paused_while_both_modes_run() -> anyhow::Res
     recording.stop().await?;
 
     let names = faults.iter().map(|(f, _)| format!("{f:?}").to_lowercase()).collect::<Vec<_>>();
-    let names = names[..3.min(names.len())].join("/");
+    let names = names[..4.min(names.len())].join("/");
     let copy = FaultRun::kafka_mode(kafka.client_config(), &inputs, &input, &output, &copy_group);
     let fault = format!("broker {names} in a 3-broker cluster, read_committed reader running");
     check_and_report(fault, "Kafka", faults.len(), kafka_recovery, &copy).await?;

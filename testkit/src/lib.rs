@@ -8,7 +8,8 @@
 //!   [`Postgres::database`] give each test its own topics and a fresh database.
 //!   [`Kafka::single`] and [`Postgres::dedicated`] give a test containers of its own, to stop
 //!   and start ([`Node`]). [`PgBouncer`] puts Debian's pooler, in session or transaction
-//!   mode, in front of a server of its own.
+//!   mode, in front of a server of its own. [`Node::cut_off`] and
+//!   [`Node::partition_from`] make network partitions (as root), [`Node::heal`] ends them.
 //! - **Input**: [`Input`] (JSON or bytes, with a key and headers) and [`produce()`].
 //! - **Your runtime in the test**: [`Running`] runs a runtime in the background and
 //!   collects what it reported.
@@ -44,6 +45,7 @@ pub mod images;
 pub mod kafka;
 pub mod kill_loop;
 pub mod names;
+mod network;
 pub mod node;
 pub mod pgbouncer;
 pub mod pki;

@@ -83,7 +83,7 @@ impl Node {
         self.container.as_ref().map(|container| container.id().to_owned())
     }
 
-    fn container(&self) -> anyhow::Result<Arc<ContainerAsync<GenericImage>>> {
+    pub(crate) fn container(&self) -> anyhow::Result<Arc<ContainerAsync<GenericImage>>> {
         self.container.clone().context("container already removed")
     }
 
