@@ -51,8 +51,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
             .acquire()
             .await
             .map_err(|_| Failure::Fatal(Error::Internal("the runtime's batch permits were closed".into())))?;
-        let pool = shared.pool().map_err(Failure::Fatal)?;
-        let mut tx = shared.begin.on(pool).await.map_err(|e| Failure::of(e.into()))?;
+        let mut tx = shared.pool().map_err(Failure::Fatal)?.begin().await.map_err(|e| Failure::of(e.into()))?;
         tracing::Span::current().record("records", end);
         let counts = self.handle_batch(&mut tx, end).await?;
         self.commit_batch(tx, end, counts).await

@@ -10,7 +10,6 @@ use tokio::sync::{Semaphore, watch};
 use crate::api::settings::{Batch, RetryPolicy, StartFrom};
 use crate::error::{Error, ErrorHook};
 use crate::pipeline::dead_letter::DeadLettered;
-use crate::store::transaction::Begin;
 
 /// Called with every message moved to the dead letters.
 pub(crate) type DeadLetterHook = Arc<dyn Fn(&DeadLettered) + Send + Sync>;
@@ -33,9 +32,6 @@ pub(crate) struct Shared {
     pub(crate) revoke_grace: Duration,
     /// The deadline of one database transaction of a partition (and of a claim).
     pub(crate) transaction_timeout: Duration,
-    /// Opens the transactions, with `transaction_timeout` as the server's bound on how
-    /// long one may sit idle.
-    pub(crate) begin: Begin,
     pub(crate) retry: RetryPolicy,
     /// What the health probes read.
     pub(crate) health: Arc<HealthState>,
@@ -119,9 +115,9 @@ impl Shared {
         self.pool.as_ref().ok_or_else(|| Error::Internal("a Database-mode group runs without a database pool".into()))
     }
 
-    /// Opens a transaction on the pool (see [`Begin`]).
+    /// Opens a transaction on the pool.
     pub(crate) async fn begin(&self) -> crate::error::Result<Transaction<'static, Postgres>> {
-        Ok(self.begin.on(self.pool()?).await?)
+        Ok(self.pool()?.begin().await?)
     }
 
     pub(crate) fn shutting_down(&self) -> bool {

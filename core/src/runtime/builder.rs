@@ -6,29 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::{Semaphore, watch};
 
+use super::database::{Connect, DatabaseSource};
+use super::groups::{ToGroup, check_key_concurrency};
 use super::{Runtime, ShutdownHandle};
 use crate::api::batch::BatchHandler;
 use crate::api::handler::Handler;
-use crate::api::mode::{Database, Kafka, Mode, ModeKind, ModeVisitor};
+use crate::api::mode::{Mode, ModeKind};
 use crate::api::settings::{Batch, RetryPolicy, StartFrom};
-use crate::api::subscription::Subscription;
-use crate::database_mode::DatabaseGroup;
 use crate::engine::group::{GroupSpec, StartSettings};
 use crate::engine::shared::{DeadLetterHook, Shared};
 use crate::error::{Error, ErrorHook, Result};
 use crate::kafka::group_protocol::GroupProtocol;
 use crate::kafka::properties::KafkaProperties;
-use crate::kafka_mode::KafkaGroup;
 use crate::ops::health::{Health, HealthState};
 use crate::ops::http::Endpoints;
 use crate::ops::metrics::lag::LagRegistry;
 use crate::pipeline::dead_letter::DeadLettered;
 use crate::pipeline::panics;
-use crate::pipeline::work::{PerBatch, PerMessage};
-use crate::store::transaction::Begin;
 
 /// Most records in one Kafka-mode transaction (unless the batch size is larger). A commit
 /// costs a few broker round trips, so a transaction must be allowed to hold what arrives in
@@ -88,21 +84,6 @@ impl std::fmt::Debug for RuntimeBuilder {
             .field("start_from", &self.start_from)
             .field("max_concurrent_batches", &self.max_concurrent_batches)
             .finish_non_exhaustive()
-    }
-}
-
-enum DatabaseSource {
-    Url(String),
-    Pool(PgPool),
-}
-
-impl std::fmt::Debug for DatabaseSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            // `PgConnectOptions` (in a pool's `Debug`) prints the password.
-            DatabaseSource::Url(url) => f.debug_tuple("Url").field(&crate::redact::redact_url(url)).finish(),
-            DatabaseSource::Pool(_) => f.debug_tuple("Pool").finish_non_exhaustive(),
-        }
     }
 }
 
@@ -348,12 +329,14 @@ impl RuntimeBuilder {
     /// twice. A handler that needs longer than this is abandoned the same way, again and
     /// again: raise the deadline for it.
     ///
-    /// The server keeps a bound too: each transaction the runtime opens sets
-    /// `idle_in_transaction_session_timeout` to this deadline (`SET LOCAL`, so a pool you
-    /// pass in keeps its own settings). A client that stops inside a transaction (frozen,
-    /// paused, never scheduled) cannot keep its own deadline, and would hold the
-    /// partition's row in `exactly.offsets` against its next owner for as long as it stays
-    /// stopped; PostgreSQL ends such a session once it has sat idle this long.
+    /// The server keeps a bound too: the sessions of the pool the runtime opens (from
+    /// [`database_url`](Self::database_url)) set `idle_in_transaction_session_timeout` to
+    /// this deadline. A client that stops inside a transaction (frozen, paused, never
+    /// scheduled) cannot keep its own deadline, and would hold the partition's row in
+    /// `exactly.offsets` against its next owner for as long as it stays stopped; PostgreSQL
+    /// ends such a session once it has sat idle this long. A pool you pass in
+    /// ([`pool`](Self::pool)) keeps its own settings: the runtime warns when they leave
+    /// that bound off, or set it shorter than this deadline.
     pub fn database_transaction_timeout(mut self, timeout: Duration) -> Self {
         self.database_transaction_timeout = timeout;
         self
@@ -463,7 +446,6 @@ impl RuntimeBuilder {
             shutdown: shutdown_rx,
             revoke_grace: self.revoke_grace,
             transaction_timeout: self.database_transaction_timeout,
-            begin: Begin::new(self.database_transaction_timeout),
             retry: self.retry,
             health,
             lag: LagRegistry::default(),
@@ -537,78 +519,22 @@ impl RuntimeBuilder {
         Ok(())
     }
 
-    /// The database pool, when a Database-mode handler or the outbox relay needs one, with
-    /// exactly's tables created or upgraded if `migrate` is on.
+    /// The database pool, when a Database-mode handler or the outbox relay needs one.
     async fn connect(&self) -> Result<Option<PgPool>> {
         let needs_database =
             self.outbox_relay.is_some() || self.groups.iter().any(|spec| spec.kind() == ModeKind::Database);
-        let pool = match &self.database {
-            Some(DatabaseSource::Pool(pool)) => pool.clone(),
-            Some(DatabaseSource::Url(url)) => {
-                PgPoolOptions::new()
-                    .max_connections(u32::try_from(self.concurrent_batches() + 2).unwrap_or(u32::MAX))
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect(&database_url(url))
-                    .await?
-            }
-            None if needs_database => {
-                return Err(Error::Config("no database: call `database_url(...)` or `pool(...)`".into()));
-            }
-            None => return Ok(None),
+        let connect = Connect {
+            max_connections: u32::try_from(self.concurrent_batches() + 2).unwrap_or(u32::MAX),
+            transaction_timeout: self.database_transaction_timeout,
+            needed: needs_database,
+            migrate: self.migrate,
         };
-        if needs_database {
-            crate::store::session::check_kept(&pool).await?;
+        match &self.database {
+            Some(source) => connect.to(source).await.map(Some),
+            None if needs_database => Err(Error::Config("no database: call `database_url(...)` or `pool(...)`".into())),
+            None => Ok(None),
         }
-        if self.migrate && needs_database {
-            crate::store::migrate::migrate(&pool).await?;
-        }
-        Ok(Some(pool))
     }
-}
-
-/// Gives each handler to the code of its mode (see [`Mode::visit`]).
-struct ToGroup;
-
-impl ModeVisitor for ToGroup {
-    type Output = Box<dyn GroupSpec>;
-
-    fn database<H: Handler<Mode = Database>>(self, handler: H) -> Self::Output {
-        Box::new(DatabaseGroup::new(PerMessage(Box::new(handler))))
-    }
-
-    fn kafka<H: Handler<Mode = Kafka>>(self, handler: H) -> Self::Output {
-        Box::new(KafkaGroup::new(PerMessage(Box::new(handler))))
-    }
-
-    fn database_batch<B: BatchHandler<Mode = Database>>(self, handler: B) -> Self::Output {
-        Box::new(DatabaseGroup::new(PerBatch(Box::new(handler))))
-    }
-
-    fn kafka_batch<B: BatchHandler<Mode = Kafka>>(self, handler: B) -> Self::Output {
-        Box::new(KafkaGroup::new(PerBatch(Box::new(handler))))
-    }
-}
-
-/// `url` without the parameters sqlx would ignore: it would log them with their values.
-fn database_url(url: &str) -> String {
-    let (url, ignored) = crate::redact::known_database_parameters(url);
-    for parameter in ignored {
-        tracing::warn!(%parameter, "ignoring an unknown parameter of the database URL (its value is not shown)");
-    }
-    url
-}
-
-/// Refuses key-level concurrency where it does not apply, saying why.
-fn check_key_concurrency(kind: ModeKind, batches: bool, subscription: &Subscription) -> Result<()> {
-    let group = subscription.group();
-    if kind == ModeKind::Kafka && batches {
-        return Err(Error::Config(format!(
-            "group {group}: key concurrency does not apply to a Kafka-mode batch handler: it is called once \
-             on each partition's fetched messages already, in one transaction; split per key, it would be \
-             called on batches of one key (in Database mode, each of its lanes takes a batch of its own)"
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

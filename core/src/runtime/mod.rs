@@ -3,6 +3,8 @@
 //! HTTP server beside them, until it is told to stop.
 
 mod builder;
+mod database;
+mod groups;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,39 +1,60 @@
-//! How the runtime opens its database transactions: with a bound, kept by PostgreSQL, on
-//! how long one may sit idle waiting for its client.
+//! The server's bound on how long one of the runtime's transactions may sit idle waiting
+//! for its client.
 //!
 //! The runtime's own deadline on a transaction (`database_transaction_timeout`) is kept by
 //! the client. A client that stops (frozen by SIGSTOP, a paused virtual machine, a process
 //! the scheduler never runs) keeps its transaction open and its locks on `exactly.offsets`
-//! held, and the partition's next owner cannot claim it until that client resumes. So each
-//! transaction also sets `idle_in_transaction_session_timeout`: once its client has been
-//! silent that long, the server ends the session, which rolls the transaction back and
-//! frees its locks. `SET LOCAL`, not a session setting, so that it holds behind a pooler
-//! in transaction mode and leaves a pool the application passed in as it was; both
-//! statements go in one round trip.
+//! held, and the partition's next owner cannot claim it until that client resumes. So the
+//! sessions of the pool the runtime opens set `idle_in_transaction_session_timeout` to the
+//! same deadline: once a client has been silent that long inside a transaction, the server
+//! ends the session, which rolls the transaction back and frees its locks. A live client
+//! never meets it first: it gives the transaction up at that deadline itself. It is a
+//! session setting, made once per connection (no round trip per transaction), which a
+//! pooler in session mode keeps; transaction pooling is refused anyway (`store::session`).
+//! A pool the application passes in is its own: the runtime only reads the setting and
+//! warns when it leaves the gap open.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 
-/// Opens transactions that PostgreSQL ends once they sit idle for a given time.
-#[derive(Debug, Clone)]
-pub(crate) struct Begin {
-    statement: Arc<str>,
+/// Sets the session's idle-in-transaction bound to `limit` (rounded up to a millisecond,
+/// and at most the server's limit, about 24 days).
+pub(crate) async fn bound_idle_transactions(connection: &mut PgConnection, limit: Duration) -> sqlx::Result<()> {
+    sqlx::query("SELECT set_config('idle_in_transaction_session_timeout', $1, false)")
+        .bind(millis(limit).to_string())
+        .execute(connection)
+        .await?;
+    Ok(())
 }
 
-impl Begin {
-    /// Transactions that PostgreSQL ends after `idle_limit` without a statement from their
-    /// client (rounded up to a millisecond, and at most the server's limit, about 24 days).
-    pub(crate) fn new(idle_limit: Duration) -> Self {
-        let millis = idle_limit.as_millis().clamp(1, i32::MAX as u128);
-        Self { statement: format!("BEGIN; SET LOCAL idle_in_transaction_session_timeout = {millis}").into() }
+/// Warns when the sessions of `pool`, which the application made, leave the gap open (no
+/// bound) or would end a live transaction before the runtime's own deadline.
+pub(crate) async fn check_idle_bound(pool: &PgPool, limit: Duration) -> sqlx::Result<()> {
+    let bound: i64 = sqlx::query_scalar(
+        "SELECT setting::bigint FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout'",
+    )
+    .fetch_one(pool)
+    .await?;
+    if bound == 0 {
+        tracing::warn!(
+            "the database pool's sessions have no idle_in_transaction_session_timeout: an instance frozen inside a \
+             transaction would hold its partition's row against the next owner until it resumes; set it to the \
+             runtime's database_transaction_timeout ({limit:?}) on the service's role or in the pool's after_connect, \
+             or let the runtime open its pool (database_url)"
+        );
+    } else if u128::try_from(bound).unwrap_or(0) < millis(limit) {
+        tracing::warn!(
+            "the database pool's idle_in_transaction_session_timeout ({bound} ms) is shorter than the runtime's \
+             database_transaction_timeout ({limit:?}): a handler that waits longer than it inside a transaction is \
+             ended by the server first"
+        );
     }
+    Ok(())
+}
 
-    /// Takes a connection from `pool` and opens a transaction on it.
-    pub(crate) async fn on(&self, pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        pool.begin_with(AssertSqlSafe(Arc::clone(&self.statement))).await
-    }
+fn millis(limit: Duration) -> u128 {
+    limit.as_millis().clamp(1, i32::MAX as u128)
 }
 
 #[cfg(test)]
@@ -42,10 +63,9 @@ mod tests {
 
     #[test]
     fn the_limit_is_in_whole_milliseconds_within_the_servers_range() {
-        let statement = |limit| Begin::new(limit).statement.to_string();
-        assert_eq!(statement(Duration::from_secs(60)), "BEGIN; SET LOCAL idle_in_transaction_session_timeout = 60000");
+        assert_eq!(millis(Duration::from_secs(60)), 60_000);
         // Zero would switch the bound off.
-        assert!(statement(Duration::ZERO).ends_with("= 1"));
-        assert!(statement(Duration::from_secs(u64::MAX)).ends_with(&format!("= {}", i32::MAX)));
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_secs(u64::MAX)), i32::MAX as u128);
     }
 }
