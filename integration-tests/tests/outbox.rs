@@ -51,7 +51,93 @@ async fn effects_and_emitted_records_each_land_exactly_once() -> anyhow::Result<
 }
 
 fn spawn_relay(kafka: &Kafka, url: &str, name: &str, positions: &str, log: &std::path::Path) -> anyhow::Result<Child> {
-    spawn_logged(env!("CARGO_BIN_EXE_relay"), &[&kafka.bootstrap_servers(), url, name, positions], &[], log)
+    spawn_relay_with(kafka, url, name, positions, log, &[])
+}
+
+fn spawn_relay_with(
+    kafka: &Kafka,
+    url: &str,
+    name: &str,
+    positions: &str,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Child> {
+    spawn_logged(env!("CARGO_BIN_EXE_relay"), &[&kafka.bootstrap_servers(), url, name, positions], env, log)
+}
+
+/// The relay leading now: the application name of the session holding a relay's lock.
+async fn relay_leader(pool: &sqlx::PgPool) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT activity.application_name::text FROM pg_locks locks \
+         JOIN pg_stat_activity activity ON activity.pid = locks.pid \
+         WHERE locks.locktype = 'advisory' AND locks.granted AND activity.datname = current_database()",
+    )
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// How long a frozen leader keeps the lead in the test below.
+const LEADER_TIMEOUT_MS: &str = "5000";
+
+/// Two relay processes; the one leading is frozen with SIGSTOP while writers fill the
+/// outbox. The server ends its silent session after the leader timeout, which frees the
+/// lock, and the other relay leads and publishes the rest while the first stays frozen;
+/// resumed, the first is fenced. Without that bound the outbox would wait for the frozen
+/// leader (or, were its host lost, for TCP to give up on it, hours later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_frozen_while_it_leads_hands_the_lead_over_and_each_record_is_published_once() -> anyhow::Result<()> {
+    let kafka = Kafka::shared().await?;
+    let output = kafka.unique_topic("out", 2).await?;
+    let positions = kafka.unique_topic("positions", 1).await?;
+    let database = Postgres::shared().await?.database().await?;
+    let pool = database.pool().await?;
+    exactly::migrate(&pool).await?;
+    let name = unique("relay");
+    let log = |instance: &str| std::env::temp_dir().join(format!("{name}-{instance}.log"));
+    let env = [("EXACTLY_TEST_RELAY_LEADER_TIMEOUT_MS", LEADER_TIMEOUT_MS)];
+    let spawn = |instance: &str| {
+        let url = format!("{}?application_name={instance}", database.url);
+        spawn_relay_with(kafka, &url, &name, &positions, &log(instance), &env)
+    };
+    let mut relays = vec![spawn("relay-a")?, spawn("relay-b")?];
+    let inputs = keyed_inputs(400, 10);
+    let outcome = async {
+        enqueue_all(&pool, &output, &inputs[..200]).await?;
+        wait_for_records(kafka, &output, 200).await?;
+        let leader = wait_until(WAIT, "a relay leading", || relay_leader(&pool)).await?;
+        let frozen = usize::from(leader == "relay-b");
+        signal(&relays[frozen], "STOP")?;
+        let since = std::time::Instant::now();
+        enqueue_all(&pool, &output, &inputs[200..]).await?;
+        wait_for_records(kafka, &output, 400).await?;
+        let took = since.elapsed();
+        let now = relay_leader(&pool).await?;
+        anyhow::ensure!(now.as_deref() != Some(leader.as_str()), "{leader}, frozen, still holds the lock");
+        signal(&relays[frozen], "CONT")?;
+        // Resumed, it finds its session ended and its producer fenced; it must publish nothing again.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        wait_until(WAIT, "the outbox emptied", || async {
+            Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
+        })
+        .await?;
+        anyhow::Ok(took)
+    }
+    .await;
+    for relay in &mut relays {
+        signal(relay, "CONT")?;
+        signal(relay, "INT")?;
+        relay.wait()?;
+    }
+    let took = outcome.map_err(|e| anyhow::anyhow!("{e:#}\nrelay output in {}", log("*").display()))?;
+    let run = FaultRun {
+        kafka: kafka.client_config(),
+        inputs: &inputs,
+        effects: Effects::Records { topic: &output },
+        positions: Positions::OutboxDrained { pool: &pool },
+    };
+    let fault = "the leading relay frozen (SIGSTOP), its lock held past the 5 s leader timeout";
+    check_and_report(fault, "outbox", 1, vec![took], &run).await?;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,9 @@
 //! lock, and all use the relay's name as `transactional.id`, so a relay that lost the lock
 //! but still runs is fenced by its successor. Each database call has a 30 s deadline: a
 //! connection whose server went away without closing it is given up, with the lock, and
-//! the relay starts over from the position it reads back from Kafka.
+//! the relay starts over from the position it reads back from Kafka. The server bounds the
+//! lock's session too (`Relay::leader_timeout`): a leader that stops answering (frozen, its
+//! host lost, cut off) loses the lock, and another relay leads.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,7 @@ pub struct Relay {
     positions_topic: String,
     batch_size: i64,
     poll_interval: Duration,
+    leader_timeout: Duration,
     on_error: Option<ErrorHook>,
     /// Whether `start` first checks that the brokers accept the client (a runtime's relay
     /// needs no check: its consumers stop the runtime on a refused login).
@@ -142,6 +145,7 @@ impl Relay {
             positions_topic: "exactly-outbox-positions".into(),
             batch_size: 500,
             poll_interval: Duration::from_millis(20),
+            leader_timeout: Duration::from_secs(60),
             on_error: None,
             check: true,
         }
@@ -183,6 +187,21 @@ impl Relay {
     /// How often an empty outbox is looked at again (default 20 ms).
     pub fn poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// How long the leader's database session may stay silent before PostgreSQL ends it,
+    /// and with it the lead (default 60 s; `idle_session_timeout`, PostgreSQL 14 and later).
+    ///
+    /// The advisory lock that elects the leader belongs to a session. A leader that stops
+    /// (frozen, its host lost, cut off from the database) would keep it, and the outbox
+    /// would wait, until TCP gives up on the connection, which takes hours by default. A
+    /// running leader queries that session at every poll and after every batch; one whose
+    /// Kafka calls keep it away longer than this loses the lead, and its successor fences
+    /// it, so nothing is published twice. On an older server the bound is missing and the
+    /// relay says so once.
+    pub fn leader_timeout(mut self, timeout: Duration) -> Self {
+        self.leader_timeout = timeout;
         self
     }
 
@@ -267,6 +286,7 @@ impl Worker {
 
     fn lock_and_publish(&self, lock: &mut PgConnection) -> Result<()> {
         let key = format!("exactly-relay:{}", self.relay.name);
+        self.bound_session(lock)?;
         loop {
             if self.stopping() {
                 return Ok(());
@@ -281,6 +301,23 @@ impl Worker {
         }
         tracing::info!(relay = %self.relay.name, "leading: publishing the outbox");
         self.publish(lock)
+    }
+
+    /// Makes the server end the lock's session once it has been silent for the leader
+    /// timeout (see [`Relay::leader_timeout`]).
+    fn bound_session(&self, lock: &mut PgConnection) -> Result<()> {
+        let millis = self.relay.leader_timeout.as_millis().clamp(1, i32::MAX as u128);
+        let set = sqlx::query("SELECT set_config('idle_session_timeout', $1, false)").bind(millis.to_string());
+        match self.database(set.execute(&mut *lock)) {
+            Ok(_) => Ok(()),
+            // SQLSTATE undefined_object: a server older than PostgreSQL 14 has no such setting.
+            Err(Error::Database(sqlx::Error::Database(e))) if e.code().as_deref() == Some("42704") => {
+                tracing::warn!(relay = %self.relay.name, "the database has no idle_session_timeout (PostgreSQL 14 \
+                    and later): a leader that stops answering keeps the lead until TCP gives up on its connection");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs one database call, for at most [`DATABASE_CALL_TIMEOUT`].

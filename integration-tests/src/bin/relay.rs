@@ -1,5 +1,6 @@
 //! An outbox relay process for crash tests: `relay BROKERS DATABASE_URL NAME POSITIONS_TOPIC`.
 //! Publishes the outbox until SIGTERM, or until it is killed.
+//! `EXACTLY_TEST_RELAY_LEADER_TIMEOUT_MS=N` sets `Relay::leader_timeout` (60 s by default).
 
 use exactly::outbox::Relay;
 
@@ -12,7 +13,11 @@ async fn main() -> std::process::ExitCode {
     };
     let outcome = async {
         let pool = sqlx::PgPool::connect(database_url).await?;
-        let relay = Relay::new(name, brokers, pool)
+        let mut relay = Relay::new(name, brokers, pool);
+        if let Ok(millis) = std::env::var("EXACTLY_TEST_RELAY_LEADER_TIMEOUT_MS") {
+            relay = relay.leader_timeout(std::time::Duration::from_millis(millis.parse()?));
+        }
+        let relay = relay
             .positions_topic(positions_topic)
             .batch_size(200)
             .on_error(|e| eprintln!("relay error: {e}"))
