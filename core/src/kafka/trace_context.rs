@@ -318,6 +318,31 @@ mod properties {
         )
     }
 
+    /// Text built field by field, each field valid or at one of the grammar's edges (an
+    /// all-zero id, version `ff`, upper case, one digit too many or too few), so that every
+    /// rule of the grammar is met and broken often.
+    fn fields() -> impl Strategy<Value = String> {
+        let version = prop_oneof!["00", "ff", "[0-9a-f]{2}", "[0-9a-fA-Fg]{1,3}"];
+        let regex = |pattern: String| prop::string::string_regex(&pattern).expect("a valid regex");
+        let id = |len: usize| {
+            prop_oneof![
+                Just("0".repeat(len)),
+                regex(format!("[0-9a-f]{{{len}}}")),
+                regex(format!("0{{{}}}[1-9a-f]", len - 1)),
+                regex(format!("[0-9a-fA-F]{{{len}}}")),
+                regex(format!("[0-9a-f]{{{},{}}}", len - 1, len + 1)),
+            ]
+        };
+        let flags = prop_oneof!["[0-9a-f]{2}", "[0-9a-fA-Fx]{1,3}"];
+        let separator = prop_oneof![8 => Just("-"), 1 => Just("_"), 1 => Just("")];
+        let tail = prop_oneof![Just(String::new()), Just("-".to_owned()), "-[ -~]{1,8}", "[ -~]{1,3}"];
+        (version, separator.clone(), id(32), separator.clone(), id(16), separator, flags, tail).prop_map(
+            |(version, s1, trace_id, s2, parent_id, s3, flags, tail)| {
+                format!("{version}{s1}{trace_id}{s2}{parent_id}{s3}{flags}{tail}")
+            },
+        )
+    }
+
     /// `name` with the letters whose bit is set in `mask` in upper case.
     fn any_case(name: &'static str) -> impl Strategy<Value = String> {
         any::<u16>().prop_map(move |mask| {
@@ -335,6 +360,7 @@ mod properties {
         let value = prop_oneof![
             valid().prop_map(String::into_bytes),
             near_valid(),
+            fields().prop_map(String::into_bytes),
             "[ -~]{0,10}".prop_map(String::into_bytes),
             Just(Vec::new()),
         ];
@@ -416,6 +442,11 @@ mod properties {
             prop_assert_eq!(parsed.trace_id, trace.trace_id);
             prop_assert_eq!(parsed.parent_id, trace.span_id);
             prop_assert_eq!(parsed.sampled, trace.sampled);
+        }
+
+        #[test]
+        fn text_built_field_by_field_parses_exactly_when_it_conforms(text in fields()) {
+            prop_assert_eq!(TraceContext::parse(text.as_bytes()).is_some(), conforms(text.as_bytes()), "{}", text);
         }
 
         #[test]
