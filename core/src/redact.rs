@@ -96,7 +96,9 @@ where
 /// A PostgreSQL URL with its password (in the user part, or a `password`-like query
 /// parameter) and the value of any parameter PostgreSQL connections do not take (a
 /// misspelt `pasword=...`) replaced by [`REDACTED`]; anything else is kept, so the URL still
-/// says which server, database and user it is. Text that is not a URL is redacted whole.
+/// says which server, database and user it is. Text that is not a URL is redacted whole, and
+/// so is all after the user name when the password may hold a `?` or `#` not percent-encoded
+/// (a `:` before the first `?` or `#`, an `@` after it: `app:pa?ss@db/orders`).
 ///
 /// ```
 /// use exactly::redact::redact_url;
@@ -110,6 +112,10 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return REDACTED.to_owned();
     };
+    if user_part_unclear(rest) {
+        let user = rest.split_once(':').map_or(rest, |(user, _)| user);
+        return format!("{scheme}://{user}:{REDACTED}");
+    }
     // The user part ends at the last `@` before the query, so a password with `/` or `@`
     // in it is still found whole.
     let stop = rest.find(['?', '#']).unwrap_or(rest.len());
@@ -149,6 +155,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Whether `rest`, a URL after its `://`, may have a password with a `?` or `#` in it that
+/// is not percent-encoded: a `:` before the first `?` or `#`, and an `@` after it. Such a
+/// password would be taken for the start of the query or the fragment, and where the user
+/// part ends cannot be told (`app:pa?ss@db/orders` and `db:5432/orders?password=pa@ss`
+/// both look like it).
+fn user_part_unclear(rest: &str) -> bool {
+    let stop = rest.find(['?', '#']).unwrap_or(rest.len());
+    rest[..stop].contains(':') && rest[stop..].contains('@')
+}
+
 /// The query parameters of a PostgreSQL URL that sqlx reads; it ignores any other, but logs
 /// it with its value (which may be a secret put in the wrong place).
 const DATABASE_URL_PARAMETERS: &[&str] = &[
@@ -173,16 +189,18 @@ const DATABASE_URL_PARAMETERS: &[&str] = &[
 ];
 
 /// `url` without the query parameters sqlx would ignore, and their names: sqlx logs an
-/// ignored parameter with its value. The caller logs the names.
+/// ignored parameter with its value. The caller logs the names; they are [`REDACTED`] when
+/// they may be a piece of a password that holds a `?` not percent-encoded (as
+/// [`redact_url`] tells).
 #[doc(hidden)]
 pub fn known_database_parameters(url: &str) -> (String, Vec<String>) {
-    let Some((head, query)) = url.split_once('?') else {
-        return (url.to_owned(), Vec::new());
+    let unclear = url.split_once("://").is_some_and(|(_, rest)| user_part_unclear(rest));
+    // The fragment goes first: a `?` in it starts no query.
+    let (url, fragment) = match url.split_once('#') {
+        Some((url, fragment)) => (url, Some(fragment)),
+        None => (url, None),
     };
-    let (query, fragment) = match query.split_once('#') {
-        Some((query, fragment)) => (query, Some(fragment)),
-        None => (query, None),
-    };
+    let (head, query) = url.split_once('?').unwrap_or((url, ""));
     let mut kept = Vec::new();
     let mut dropped = Vec::new();
     for pair in query.split('&').filter(|pair| !pair.is_empty()) {
@@ -190,7 +208,7 @@ pub fn known_database_parameters(url: &str) -> (String, Vec<String>) {
         if DATABASE_URL_PARAMETERS.contains(&key) || (key.starts_with("options[") && key.ends_with(']')) {
             kept.push(pair);
         } else {
-            dropped.push(key.to_owned());
+            dropped.push(if unclear { REDACTED.to_owned() } else { key.to_owned() });
         }
     }
     let mut url = head.to_owned();
@@ -245,6 +263,32 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://h/d?pasword=x&port=5"), "postgres://h/d?pasword=[redacted]&port=5");
         assert_eq!(redact_url("not a url s3cret"), REDACTED);
+    }
+
+    /// Found by `no_piece_of_a_secret_shows_whatever_it_holds`: a password with a `?` or
+    /// `#` not percent-encoded printed whole (`postgres://a:α?@a` as itself), or its end
+    /// printed as the name of a parameter PostgreSQL does not take.
+    #[test]
+    fn a_password_with_a_question_mark_or_hash_does_not_show() {
+        assert_eq!(redact_url("postgres://app:pa?ss@db/orders"), "postgres://app:[redacted]");
+        assert_eq!(redact_url("postgres://app:pa#ss@db/orders?sslmode=require"), "postgres://app:[redacted]");
+        assert_eq!(known_database_parameters("postgres://app:pa?ss@db/orders").1, vec![REDACTED.to_owned()]);
+        // The same shape without a user: a password parameter with an `@` in it.
+        assert_eq!(redact_url("postgres://db:5432/orders?password=pa@ss"), "postgres://db:[redacted]");
+        // Without a `:` before the query, there is no password to hide.
+        assert_eq!(
+            redact_url("postgres://db/orders?application_name=me@home"),
+            "postgres://db/orders?application_name=me@home"
+        );
+    }
+
+    /// Found by the same property: a `?` in the fragment was read as the start of a query,
+    /// and what followed it given as the name of a parameter.
+    #[test]
+    fn a_question_mark_in_the_fragment_starts_no_query() {
+        for url in ["postgres://h/d#x?secret", "postgres://h/d?sslmode=require#x?secret"] {
+            assert_eq!(known_database_parameters(url), (url.to_owned(), Vec::new()));
+        }
     }
 
     #[test]
