@@ -378,7 +378,11 @@ mod properties {
         fn any_server_message_gives_an_answer_or_an_error(
             mechanism in mechanism(),
             first in prop_oneof![any::<String>(), "[rsie=,0-9a-zA-Z+/]{0,40}"],
-            last in prop_oneof![any::<String>(), "[ve=,0-9a-zA-Z+/]{0,40}"],
+            last in prop_oneof![
+                any::<String>(),
+                "[ve=,0-9a-zA-Z+/]{0,40}",
+                prop::collection::vec(any::<u8>(), 0..64).prop_map(|sent| format!("v={}", base64::encode_block(&sent))),
+            ],
         ) {
             let mut scram = Scram::with_nonce(mechanism, "user", "pencil", NONCE);
             let answered = scram.client_final(&first).is_ok();
