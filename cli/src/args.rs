@@ -283,3 +283,210 @@ mod tests {
         Ok(())
     }
 }
+
+/// Properties of the command line over generated arguments: no argument vector panics the
+/// parser, numbers parse to themselves in every form clap takes, and no secret given in a
+/// setting or the database URL shows in an error or a `Debug`.
+#[cfg(test)]
+mod properties {
+    use clap::CommandFactory as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Letters that only secrets are made of here: any one of them in an output is a piece
+    /// of a secret shown.
+    const SECRET_LETTERS: &str = "αβγδεζηθικλμνξοπρστυφχψω";
+
+    fn shows_a_secret(text: &str) -> bool {
+        text.chars().any(|c| SECRET_LETTERS.contains(c))
+    }
+
+    /// A secret: secret letters and the characters a setting or a URL gives a meaning to.
+    fn secret() -> impl Strategy<Value = String> {
+        let letter = prop::sample::select(SECRET_LETTERS.chars().collect::<Vec<_>>());
+        let special = prop::sample::select("@:/?#%&= ,-".chars().collect::<Vec<_>>());
+        (letter.clone(), prop::collection::vec(prop_oneof![letter, special], 0..10)).prop_map(|(first, mut rest)| {
+            rest.insert(rest.len() / 2, first);
+            rest.into_iter().collect()
+        })
+    }
+
+    /// An argument: a command or flag of the tool, a number, or any text.
+    fn argument() -> impl Strategy<Value = String> {
+        let known = prop::sample::select(vec![
+            "migrate",
+            "offsets",
+            "show",
+            "set",
+            "reset",
+            "lag",
+            "outbox",
+            "status",
+            "dead-letters",
+            "list",
+            "replay",
+            "transactions",
+            "abort",
+            "--json",
+            "--database-url",
+            "--brokers",
+            "-X",
+            "--kafka-setting",
+            "-g",
+            "--group",
+            "-t",
+            "--topic",
+            "--mode",
+            "auto",
+            "kafka",
+            "database",
+            "-p",
+            "--partition",
+            "--offset",
+            "--force",
+            "--to",
+            "--dry-run",
+            "--limit",
+            "--after",
+            "--id",
+            "--all",
+            "--transactional-id",
+            "--wait",
+            "--help",
+            "-h",
+            "--version",
+            "-V",
+            "--",
+            "-",
+            "-5",
+            "5",
+            "",
+        ]);
+        prop_oneof![
+            4 => known.prop_map(str::to_owned),
+            1 => any::<String>(),
+            1 => "--?[a-zA-Z-]{1,10}(=[ -~]{0,6})?",
+            1 => any::<i64>().prop_map(|n| n.to_string()),
+        ]
+    }
+
+    fn parse(arguments: &[String]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("exactly".to_owned()).chain(arguments.iter().cloned()))
+    }
+
+    fn set(partition: &str, offset: &str) -> Result<(i32, i64), String> {
+        let arguments = ["offsets", "set", "-g", "g", "-t", "t", partition, offset].map(str::to_owned);
+        match parse(&arguments).map_err(|e| e.to_string())?.command {
+            Command::Offsets(OffsetsCommand::Set(set)) => Ok((set.partition, set.offset)),
+            other => Err(format!("parsed as {other:?}")),
+        }
+    }
+
+    /// clap's own checks of the command's definition (conflicting names, a required
+    /// argument with a default, ...), which it makes only in debug builds and only when
+    /// asked.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn no_argument_vector_panics_the_parser(arguments in prop::collection::vec(argument(), 0..10)) {
+            match parse(&arguments) {
+                Ok(cli) => {
+                    let _ = format!("{cli:?}");
+                    let _ = cli.connection.kafka_settings();
+                }
+                // An error renders (with usage, suggestions) without panicking too.
+                Err(error) => prop_assert!(!error.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn numbers_parse_to_themselves_in_every_form(partition in any::<i32>(), offset in any::<i64>(), form in 0..4u8) {
+            let (p, o) = (partition.to_string(), offset.to_string());
+            let written = match form {
+                0 => (format!("--partition={p}"), format!("--offset={o}")),
+                1 => (format!("-p{p}"), format!("--offset={o}")),
+                2 => (format!("-p={p}"), format!("--offset={o}")),
+                // A leading `+` and zeros are the same number.
+                _ => (format!("-p=+00{}", partition.unsigned_abs()), format!("--offset=+0{}", offset.unsigned_abs())),
+            };
+            let expected = if form == 3 {
+                (i32::try_from(partition.unsigned_abs()).ok(), i64::try_from(offset.unsigned_abs()).ok())
+            } else {
+                (Some(partition), Some(offset))
+            };
+            match (set(&written.0, &written.1), expected) {
+                (Ok(got), (Some(p), Some(o))) => prop_assert_eq!(got, (p, o)),
+                // |i32::MIN| is no i32: refused, never wrapped.
+                (Err(_), (None, _) | (_, None)) => {}
+                (got, expected) => prop_assert!(false, "{:?} gave {:?}, expected {:?}", written, got, expected),
+            }
+        }
+
+        #[test]
+        fn a_number_argument_takes_exactly_the_integers(text in prop_oneof![any::<String>(), "[0-9+ -]{0,21}", "[0-9]{18,21}"]) {
+            let got = set(&format!("--partition={text}"), "--offset=0").ok().map(|(p, _)| p);
+            prop_assert_eq!(got, text.parse::<i32>().ok(), "{:?}", text);
+            let got = set("-p0", &format!("--offset={text}")).ok().map(|(_, o)| o);
+            prop_assert_eq!(got, text.parse::<i64>().ok(), "{:?}", text);
+        }
+
+        #[test]
+        fn settings_are_split_at_the_first_equals_sign_and_never_echoed(
+            settings in prop::collection::vec(prop_oneof![
+                ("[a-z.]{1,12}", "[ ]{0,2}", secret()).prop_map(|(key, blank, value)| format!("{blank}{key}{blank}={value}")),
+                secret().prop_map(|text| text.replace('=', "")),
+                secret().prop_map(|value| format!(" ={value}")),
+            ], 1..5),
+        ) {
+            let arguments: Vec<String> =
+                settings.iter().map(|s| format!("--kafka-setting={s}")).chain(["migrate".to_owned()]).collect();
+            let cli = parse(&arguments).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&cli.connection.kafka_settings, &settings);
+            let split: Vec<Option<(&str, &str)>> = settings
+                .iter()
+                .map(|s| s.split_once('=').filter(|(key, _)| !key.trim().is_empty()).map(|(key, value)| (key.trim(), value)))
+                .collect();
+            match cli.connection.kafka_settings() {
+                Ok(pairs) => prop_assert_eq!(Some(pairs), split.into_iter().collect::<Option<Vec<_>>>()),
+                Err(error) => {
+                    let first = split.iter().position(Option::is_none).map_or(0, |i| i + 1);
+                    let error = error.to_string();
+                    prop_assert!(error.contains(&format!("setting {first} ")), "{}", error);
+                    prop_assert!(!shows_a_secret(&error), "{}", error);
+                }
+            }
+        }
+
+        #[test]
+        fn debug_shows_no_secret(
+            user in "[a-z]{1,6}",
+            password in secret(),
+            host in "[a-z]{1,8}(:[0-9]{1,5})?/[a-z]{1,8}",
+            secrets in prop::collection::vec((prop::sample::select(vec!["sasl.password", "SSL.KEY.PEM", "sasl.jaas.config", "my.token"]), secret()), 0..3),
+            malformed in prop::option::of(secret().prop_map(|text| text.replace('=', ""))),
+            plain in prop::collection::vec(("[a-z]{1,6}\\.[a-z]{1,6}", "[a-z0-9]{1,6}"), 0..3),
+        ) {
+            let mut settings: Vec<String> = secrets.iter().map(|(key, value)| format!("{key}={value}")).collect();
+            settings.extend(malformed);
+            settings.extend(plain.iter().map(|(key, value)| format!("{key}={value}")));
+            let connection = Connection {
+                database_url: Some(format!("postgres://{user}:{password}@{host}")),
+                brokers: Some("broker:9092".to_owned()),
+                kafka_settings: settings,
+            };
+            let shown = format!("{connection:?} {connection:#?}");
+            prop_assert!(!shows_a_secret(&shown), "{}", shown);
+            for (key, value) in &plain {
+                prop_assert!(shown.contains(key.as_str()) && shown.contains(value.as_str()), "{} lacks {}", shown, key);
+            }
+            prop_assert!(shown.contains(&format!("postgres://{user}:")), "{}", shown);
+        }
+    }
+}

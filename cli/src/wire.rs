@@ -311,3 +311,105 @@ mod tests {
         assert!(scram.client_final("r=abc1,s=QUJD,i=4096").is_ok());
     }
 }
+
+/// Properties of the SCRAM client over generated broker messages, which come from the
+/// network: none panics, and only a message that extends our nonce, with a salt and enough
+/// iterations, is answered; only the broker's true signature is taken.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const NONCE: &str = "fyko+d2lbbFgONRv9qkxdawL";
+
+    fn mechanism() -> impl Strategy<Value = Mechanism> {
+        prop_oneof![Just(Mechanism::ScramSha256), Just(Mechanism::ScramSha512)]
+    }
+
+    /// A `server-first-message`, valid or broken in one of its fields.
+    fn server_first() -> impl Strategy<Value = (String, bool)> {
+        let nonce = prop_oneof![
+            "[!-+--~]{1,8}".prop_map(|more| (format!("{NONCE}{more}"), true)),
+            Just((NONCE.to_owned(), false)),
+            "[!-+--~]{0,8}".prop_map(|other| (format!("{other}{NONCE}x"), other.is_empty())),
+        ];
+        let salt = prop_oneof![
+            prop::collection::vec(any::<u8>(), 1..16).prop_map(|salt| (base64::encode_block(&salt), true)),
+            Just(("not base64!".to_owned(), false)),
+        ];
+        // Few iterations keep the test fast: the count is what is checked, not the work.
+        let iterations = prop_oneof![
+            (MIN_ITERATIONS..MIN_ITERATIONS + 8).prop_map(|i| (i.to_string(), true)),
+            (0..MIN_ITERATIONS).prop_map(|i| (i.to_string(), false)),
+            "[a-z-]{0,3}".prop_map(|i| (i, false)),
+        ];
+        (nonce, salt, iterations, any::<u8>()).prop_map(|((nonce, n_ok), (salt, s_ok), (iterations, i_ok), drop)| {
+            let fields = [format!("r={nonce}"), format!("s={salt}"), format!("i={iterations}")];
+            // Now and then one field is left out.
+            let kept: Vec<&String> =
+                fields.iter().enumerate().filter(|(i, _)| usize::from(drop) != *i).map(|(_, f)| f).collect();
+            let valid = n_ok && s_ok && i_ok && usize::from(drop) >= fields.len();
+            (kept.into_iter().cloned().collect::<Vec<_>>().join(","), valid)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn a_user_name_is_escaped_so_that_it_reads_back(mechanism in mechanism(), name in any::<String>()) {
+            let scram = Scram::with_nonce(mechanism, &name, "pw", NONCE);
+            let first = scram.client_first();
+            let field = first.strip_prefix("n,,n=").and_then(|rest| rest.strip_suffix(&format!(",r={NONCE}")));
+            let field = field.ok_or_else(|| TestCaseError::fail(first.clone()))?;
+            prop_assert!(!field.contains(','), "{}", field);
+            prop_assert_eq!(field.replace("=2C", ",").replace("=3D", "="), name);
+        }
+
+        #[test]
+        fn only_a_sound_server_first_message_is_answered(mechanism in mechanism(), (message, valid) in server_first()) {
+            let mut scram = Scram::with_nonce(mechanism, "user", "pencil", NONCE);
+            let answer = scram.client_final(&message);
+            prop_assert_eq!(answer.is_ok(), valid, "{}: {:?}", message, answer);
+        }
+
+        #[test]
+        fn any_server_message_gives_an_answer_or_an_error(
+            mechanism in mechanism(),
+            first in prop_oneof![any::<String>(), "[rsie=,0-9a-zA-Z+/]{0,40}"],
+            last in prop_oneof![
+                any::<String>(),
+                "[ve=,0-9a-zA-Z+/]{0,40}",
+                prop::collection::vec(any::<u8>(), 0..64).prop_map(|sent| format!("v={}", base64::encode_block(&sent))),
+            ],
+        ) {
+            let mut scram = Scram::with_nonce(mechanism, "user", "pencil", NONCE);
+            let answered = scram.client_final(&first).is_ok();
+            // Without an answered first message there is no signature to match.
+            prop_assert!(answered || scram.verify_server_final(&last).is_err());
+        }
+
+        #[test]
+        fn only_the_true_server_signature_is_taken(
+            mechanism in mechanism(),
+            more in "[!-+--~]{1,8}",
+            salt in prop::collection::vec(any::<u8>(), 1..16),
+            flip in any::<prop::sample::Index>(),
+            bit in 0..8u8,
+        ) {
+            let mut scram = Scram::with_nonce(mechanism, "user", "pencil", NONCE);
+            let first = format!("r={NONCE}{more},s={},i={MIN_ITERATIONS}", base64::encode_block(&salt));
+            scram.client_final(&first).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let mut signature = scram.server_signature.clone().unwrap_or_default();
+            let true_final = format!("v={}", base64::encode_block(&signature));
+            let at = flip.index(signature.len());
+            signature[at] ^= 1 << bit;
+            let false_final = format!("v={}", base64::encode_block(&signature));
+            let refusal = format!("e={more}");
+            prop_assert!(scram.verify_server_final(&true_final).is_ok());
+            prop_assert!(scram.verify_server_final(&false_final).is_err());
+            prop_assert!(scram.verify_server_final(&refusal).is_err());
+        }
+    }
+}

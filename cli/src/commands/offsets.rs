@@ -173,6 +173,7 @@ pub(crate) async fn set(connection: &Connection, args: &SetArgs, json: bool) -> 
 }
 
 /// Where `reset --to` points.
+#[derive(Debug, PartialEq, Eq)]
 enum Target {
     Earliest,
     Latest,
@@ -228,4 +229,53 @@ pub(crate) async fn reset(connection: &Connection, args: &ResetArgs, json: bool)
             .collect(),
     };
     apply(connection, &args.group, &store, targets, args.dry_run, json).await
+}
+
+/// Properties of `reset --to` over generated text: each accepted form gives its target, a
+/// negative offset and anything else are refused saying why.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn an_offset_in_any_form_is_that_offset(offset in 0..=i64::MAX, plus in any::<bool>(), zeros in 0..3usize) {
+            let text = format!("{}{}{offset}", if plus { "+" } else { "" }, "0".repeat(zeros));
+            prop_assert_eq!(target(&text).ok(), Some(Target::Offset(offset)), "{}", text);
+        }
+
+        #[test]
+        fn a_negative_offset_is_refused(offset in i64::MIN..0) {
+            let error = target(&offset.to_string()).err().map(|e| e.to_string()).unwrap_or_default();
+            prop_assert!(error.contains("negative"), "{}", error);
+        }
+
+        #[test]
+        fn a_time_is_the_instant_it_names(millis in 0i64..253_402_300_799_000) {
+            let time = jiff::Timestamp::from_millisecond(millis).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(target(&time.to_string()).ok(), Some(Target::Time(millis)), "{}", time);
+        }
+
+        #[test]
+        fn anything_else_is_refused_naming_the_forms_taken(text in prop_oneof![any::<String>(), "[a-z]{0,9}", "[0-9a-z:+-]{0,12}"]) {
+            let expected = match text.as_str() {
+                "earliest" => Some(Target::Earliest),
+                "latest" => Some(Target::Latest),
+                _ => text.parse::<i64>().ok().filter(|n| *n >= 0).map(Target::Offset)
+                    .or_else(|| timestamp::parse_millis(&text).map(Target::Time)),
+            };
+            match target(&text) {
+                Ok(got) => prop_assert_eq!(Some(got), expected, "{}", text),
+                Err(error) => {
+                    prop_assert_eq!(expected, None, "{}", text);
+                    let error = error.to_string();
+                    prop_assert!(error.contains("negative") || error.contains("expected earliest, latest"), "{}", error);
+                }
+            }
+        }
+    }
 }

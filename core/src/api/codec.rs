@@ -133,3 +133,185 @@ mod tests {
         assert_eq!(Utf8::decode(Some(b"ok")).ok().as_deref(), Some("ok"));
     }
 }
+
+/// Properties of the codecs over generated payloads: what was encoded decodes back, and
+/// bytes that are not a valid value give the format's own error, never a panic or a value.
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Bytes that are often valid UTF-8 (or JSON) and often not: a valid text with a byte
+    /// put in somewhere, or bytes at random.
+    fn mostly_text() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<String>().prop_map(String::into_bytes),
+            (any::<String>(), any::<prop::sample::Index>(), any::<u8>()).prop_map(|(text, at, byte)| {
+                let mut bytes = text.into_bytes();
+                bytes.insert(at.index(bytes.len() + 1), byte);
+                bytes
+            }),
+            prop::collection::vec(any::<u8>(), 0..32),
+        ]
+    }
+
+    /// A JSON document with one byte changed or put in: mostly not JSON any more.
+    fn near_json() -> impl Strategy<Value = Vec<u8>> {
+        (order(), any::<prop::sample::Index>(), any::<u8>(), any::<bool>()).prop_map(|(order, at, byte, insert)| {
+            let mut bytes = serde_json::to_vec(&order).unwrap_or_default();
+            let at = at.index(bytes.len());
+            if insert {
+                bytes.insert(at, byte)
+            } else {
+                bytes[at] = byte
+            }
+            bytes
+        })
+    }
+
+    fn has_float(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(number) => number.is_f64(),
+            serde_json::Value::Array(values) => values.iter().any(has_float),
+            serde_json::Value::Object(fields) => fields.values().any(has_float),
+            _ => false,
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    enum Kind {
+        Created,
+        Moved { from: String, to: String },
+        Weighed(u32),
+    }
+
+    /// A payload type with what JSON has to escape or bound: any text, 64-bit integers,
+    /// nesting, maps, absent fields.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Order {
+        id: u64,
+        delta: i64,
+        note: String,
+        tags: Vec<String>,
+        counts: BTreeMap<String, i32>,
+        urgent: Option<bool>,
+        kind: Kind,
+    }
+
+    fn order() -> impl Strategy<Value = Order> {
+        let kind = prop_oneof![
+            Just(Kind::Created),
+            (any::<String>(), any::<String>()).prop_map(|(from, to)| Kind::Moved { from, to }),
+            any::<u32>().prop_map(Kind::Weighed),
+        ];
+        (
+            any::<u64>(),
+            any::<i64>(),
+            any::<String>(),
+            prop::collection::vec(any::<String>(), 0..3),
+            prop::collection::btree_map(any::<String>(), any::<i32>(), 0..3),
+            any::<Option<bool>>(),
+            kind,
+        )
+            .prop_map(|(id, delta, note, tags, counts, urgent, kind)| Order {
+                id,
+                delta,
+                note,
+                tags,
+                counts,
+                urgent,
+                kind,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn bytes_give_back_the_payload_and_nothing_for_none(payload in prop::option::of(prop::collection::vec(any::<u8>(), 0..64))) {
+            let expected = payload.clone().unwrap_or_default();
+            let as_vec: Vec<u8> = Bytes::decode(payload.as_deref()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let as_bytes: bytes::Bytes = Bytes::decode(payload.as_deref()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&as_vec, &expected);
+            prop_assert_eq!(&as_bytes[..], &expected[..]);
+            let key = payload.unwrap_or_default();
+            prop_assert_eq!(<Vec<u8> as Key>::decode(&key).ok(), Some(key.clone()));
+            prop_assert_eq!(<bytes::Bytes as Key>::decode(&key).ok(), Some(bytes::Bytes::from(key.clone())));
+            prop_assert!(<() as Key>::decode(&key).is_ok());
+        }
+
+        #[test]
+        fn text_round_trips_through_utf8_and_string_keys(text in any::<String>()) {
+            prop_assert_eq!(Utf8::decode(Some(text.as_bytes())).ok(), Some(text.clone()));
+            prop_assert_eq!(<String as Key>::decode(text.as_bytes()).ok(), Some(text));
+        }
+
+        #[test]
+        fn utf8_and_string_keys_take_exactly_the_valid_text(bytes in mostly_text()) {
+            // Whether lossy decoding had to replace anything says whether the bytes were
+            // valid, without asking the decoder under test.
+            let valid = matches!(String::from_utf8_lossy(&bytes), std::borrow::Cow::Borrowed(_));
+            for decoded in [Utf8::decode(Some(&bytes)), <String as Key>::decode(&bytes)] {
+                match decoded {
+                    Ok(text) => {
+                        prop_assert!(valid, "invalid bytes {:?} decoded", bytes);
+                        prop_assert_eq!(text.as_bytes(), &bytes[..]);
+                    }
+                    Err(error) => {
+                        prop_assert!(!valid, "valid text {:?} refused: {}", bytes, error);
+                        prop_assert!(error.downcast_ref::<std::str::Utf8Error>().is_some(), "{:?}", error);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn json_gives_back_what_serde_json_wrote(order in order(), pretty in any::<bool>()) {
+            let bytes = if pretty { serde_json::to_vec_pretty(&order) } else { serde_json::to_vec(&order) };
+            let bytes = bytes.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let decoded: Order = Json::decode(Some(&bytes)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(decoded, order);
+        }
+
+        #[test]
+        fn json_refuses_a_document_with_anything_after_it(order in order(), after in "[ \t\r\n]{0,2}[^ \t\r\n]") {
+            let mut bytes = serde_json::to_vec(&order).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            bytes.extend_from_slice(after.as_bytes());
+            let decoded: Result<Order, _> = Json::decode(Some(&bytes));
+            let error = decoded.err().ok_or_else(|| TestCaseError::fail("trailing text accepted"))?;
+            prop_assert!(error.downcast_ref::<serde_json::Error>().is_some_and(serde_json::Error::is_syntax), "{:?}", error);
+        }
+
+        #[test]
+        fn json_decodes_arbitrary_bytes_to_a_value_or_a_json_error(bytes in prop_oneof![mostly_text(), near_json()]) {
+            match <Json as Codec<serde_json::Value>>::decode(Some(&bytes)) {
+                // A value decoded is a document: written again, it reads again, the same but
+                // for the last digit of a float (serde_json reads floats fast, not exactly).
+                Ok(value) => {
+                    let again = serde_json::to_vec(&value).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let read = serde_json::from_slice::<serde_json::Value>(&again).ok();
+                    prop_assert!(read.is_some(), "{} does not read again", value);
+                    if !has_float(&value) {
+                        prop_assert_eq!(read, Some(value));
+                    }
+                }
+                Err(error) => {
+                    let json = error.downcast_ref::<serde_json::Error>();
+                    prop_assert!(json.is_some_and(|e| e.is_syntax() || e.is_eof()), "{:?}", error);
+                }
+            }
+        }
+
+        #[test]
+        fn json_reads_a_missing_payload_as_null(order in order()) {
+            prop_assert_eq!(<Json as Codec<Option<Order>>>::decode(None).ok(), Some(None));
+            let error = <Json as Codec<Order>>::decode(None).err();
+            prop_assert!(error.is_some_and(|e| e.downcast_ref::<serde_json::Error>().is_some_and(serde_json::Error::is_data)));
+            let bytes = serde_json::to_vec(&Some(&order)).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(<Json as Codec<Option<Order>>>::decode(Some(&bytes)).ok(), Some(Some(order)));
+        }
+    }
+}

@@ -29,3 +29,41 @@ impl<K, P> Message<K, P> {
         self.headers.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref())
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn message(headers: Vec<(String, Option<Vec<u8>>)>) -> Message<(), ()> {
+        Message { key: None, payload: (), headers, topic: String::new(), partition: 0, offset: 0, timestamp: None }
+    }
+
+    fn headers() -> impl Strategy<Value = Vec<(String, Option<Vec<u8>>)>> {
+        let name = prop_oneof!["[aA]{1,2}", any::<String>()];
+        prop::collection::vec((name, prop::option::of(prop::collection::vec(any::<u8>(), 0..4))), 0..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// `header` answers for the first header of that exact name (names are
+        /// case-sensitive in Kafka), whatever follows it.
+        #[test]
+        fn header_is_the_first_of_its_name(
+            before in headers(),
+            name in "[aA]{1,2}",
+            value in prop::option::of(prop::collection::vec(any::<u8>(), 0..4)),
+            after in headers(),
+        ) {
+            let before: Vec<_> = before.into_iter().filter(|(n, _)| *n != name).collect();
+            let mut headers = before.clone();
+            headers.push((name.clone(), value.clone()));
+            headers.extend(after);
+            let (with, without) = (message(headers), message(before));
+            prop_assert_eq!(with.header(&name), value.as_deref());
+            prop_assert_eq!(without.header(&name), None);
+        }
+    }
+}

@@ -78,3 +78,56 @@ mod tests {
         );
     }
 }
+
+/// Properties of the variable names over generated settings: a setting written as a
+/// variable the way the documentation says is read back as itself.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A librdkafka setting name: lowercase words joined by `.`, `_` or `-`, never two
+    /// joiners in a row (no librdkafka setting has them, and `._` would be ambiguous).
+    fn setting() -> impl Strategy<Value = String> {
+        let joiner = prop::sample::select(vec!['.', '_', '-']);
+        ("[a-z0-9]{1,6}", prop::collection::vec((joiner, "[a-z0-9]{1,6}"), 0..4)).prop_map(|(first, rest)| {
+            rest.into_iter().fold(first, |mut name, (joiner, word)| {
+                name.push(joiner);
+                name.push_str(&word);
+                name
+            })
+        })
+    }
+
+    /// The variable for `setting`: upper case, `.` as `_`, `_` as `__`, `-` as `___`.
+    fn variable(setting: &str) -> String {
+        let name: String = setting
+            .chars()
+            .map(|c| match c {
+                '.' => "_".to_owned(),
+                '_' => "__".to_owned(),
+                '-' => "___".to_owned(),
+                c => c.to_ascii_uppercase().to_string(),
+            })
+            .collect();
+        format!("{KAFKA_ENV_PREFIX}{name}")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_setting_written_as_a_variable_reads_back_as_itself(
+            settings in prop::collection::btree_map(setting(), any::<String>(), 0..4),
+            others in prop::collection::vec(("[A-Z_]{0,12}", any::<String>()), 0..3),
+        ) {
+            let mut vars: Vec<(String, String)> =
+                settings.iter().map(|(setting, value)| (variable(setting), value.clone())).collect();
+            // Variables without the prefix are not settings.
+            vars.extend(others.into_iter().filter(|(name, _)| !name.starts_with(KAFKA_ENV_PREFIX)));
+            let read = kafka_settings_from(vars);
+            prop_assert_eq!(read, settings.into_iter().collect::<Vec<_>>());
+        }
+    }
+}

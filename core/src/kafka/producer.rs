@@ -177,3 +177,38 @@ pub(crate) fn transactional(config: &rdkafka::ClientConfig) -> Result<TxnProduce
     })?;
     Ok(producer)
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use rdkafka::message::Headers as _;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// A record to produce carries its key, payload and headers as given, in order.
+        #[test]
+        fn a_record_carries_what_it_was_given(
+            topic in "[a-z._-]{1,12}",
+            key in prop::option::of(prop::collection::vec(any::<u8>(), 0..8)),
+            payload in prop::option::of(prop::collection::vec(any::<u8>(), 0..8)),
+            // librdkafka hands a header's name back as a C string: a NUL in it would read
+            // back cut short, so none is generated.
+            headers in prop::collection::vec(("[^\u{0}]{0,8}", prop::collection::vec(any::<u8>(), 0..8)), 0..6),
+        ) {
+            let record = record(&topic, key.as_deref(), payload.as_deref(), &headers);
+            prop_assert_eq!(record.topic, topic.as_str());
+            prop_assert_eq!(record.key, key.as_deref());
+            prop_assert_eq!(record.payload, payload.as_deref());
+            let carried: Vec<(String, Vec<u8>)> = record
+                .headers
+                .iter()
+                .flat_map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec())))
+                .collect();
+            prop_assert_eq!(carried, headers.clone());
+            prop_assert_eq!(record.headers.is_some(), !headers.is_empty());
+        }
+    }
+}

@@ -253,3 +253,211 @@ mod tests {
         assert_eq!(trace_of(&[("tracestate", "congo=t61rcWkgMzE")]), None);
     }
 }
+
+/// Properties of the parser over generated input: what the specification accepts, and
+/// nothing else, parses; what parses formats back to the same ids and flag.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A `traceparent` per W3C Trace Context level 1, written independently of
+    /// [`TraceContext::parse`]: fields split at dashes, not read at fixed offsets.
+    fn conforms(value: &[u8]) -> bool {
+        let lower_hex = |field: &[u8], len: usize| {
+            field.len() == len && field.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        };
+        let nonzero = |field: &[u8]| field.iter().any(|&b| b != b'0');
+        let fields: Vec<&[u8]> = value.split(|&b| b == b'-').collect();
+        let [version, trace_id, parent_id, flags, ..] = fields[..] else { return false };
+        lower_hex(version, 2)
+            && version != b"ff"
+            // Version 00 has four fields; a later one may add fields after a dash.
+            && (version != b"00" || fields.len() == 4)
+            && lower_hex(trace_id, 32)
+            && nonzero(trace_id)
+            && lower_hex(parent_id, 16)
+            && nonzero(parent_id)
+            && lower_hex(flags, 2)
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A valid traceparent of any version but `ff`, with what a later version may append.
+    fn valid() -> impl Strategy<Value = String> {
+        let version = (0u8..0xff).prop_map(|v| format!("{v:02x}"));
+        let trace_id = any::<[u8; 16]>().prop_filter("all-zero trace id", |id| *id != [0; 16]);
+        let parent_id = any::<[u8; 8]>().prop_filter("all-zero parent id", |id| *id != [0; 8]);
+        (version, trace_id, parent_id, any::<u8>(), "(-[ -~]{0,12})?").prop_map(
+            |(version, trace_id, parent_id, flags, tail)| {
+                let tail = if version == "00" { String::new() } else { tail };
+                format!("{version}-{}-{}-{flags:02x}{tail}", hex(&trace_id), hex(&parent_id))
+            },
+        )
+    }
+
+    /// Text close to a valid traceparent: one byte changed, a range cut out, or bytes added,
+    /// which is where a parser reading fixed offsets goes wrong.
+    fn near_valid() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![Just(b'-'), Just(b'0'), Just(b'f'), Just(b'F'), Just(b'g'), Just(b'x'), any::<u8>()];
+        (valid(), any::<prop::sample::Index>(), any::<prop::sample::Index>(), byte, 0..4u8).prop_map(
+            |(text, at, to, byte, how)| {
+                let mut value = text.into_bytes();
+                let (at, to) = (at.index(value.len()), to.index(value.len() + 1));
+                match how {
+                    0 => value[at] = byte,
+                    1 => drop(value.drain(at.min(to)..at.max(to))),
+                    2 => value.insert(at, byte),
+                    _ => value.push(byte),
+                }
+                value
+            },
+        )
+    }
+
+    /// Text built field by field, each field valid or at one of the grammar's edges (an
+    /// all-zero id, version `ff`, upper case, one digit too many or too few), so that every
+    /// rule of the grammar is met and broken often.
+    fn fields() -> impl Strategy<Value = String> {
+        let version = prop_oneof!["00", "ff", "[0-9a-f]{2}", "[0-9a-fA-Fg]{1,3}"];
+        let regex = |pattern: String| prop::string::string_regex(&pattern).expect("a valid regex");
+        let id = |len: usize| {
+            prop_oneof![
+                Just("0".repeat(len)),
+                regex(format!("[0-9a-f]{{{len}}}")),
+                regex(format!("0{{{}}}[1-9a-f]", len - 1)),
+                regex(format!("[0-9a-fA-F]{{{len}}}")),
+                regex(format!("[0-9a-f]{{{},{}}}", len - 1, len + 1)),
+            ]
+        };
+        let flags = prop_oneof!["[0-9a-f]{2}", "[0-9a-fA-Fx]{1,3}"];
+        let separator = prop_oneof![8 => Just("-"), 1 => Just("_"), 1 => Just("")];
+        let tail = prop_oneof![Just(String::new()), Just("-".to_owned()), "-[ -~]{1,8}", "[ -~]{1,3}"];
+        (version, separator.clone(), id(32), separator.clone(), id(16), separator, flags, tail).prop_map(
+            |(version, s1, trace_id, s2, parent_id, s3, flags, tail)| {
+                format!("{version}{s1}{trace_id}{s2}{parent_id}{s3}{flags}{tail}")
+            },
+        )
+    }
+
+    /// `name` with the letters whose bit is set in `mask` in upper case.
+    fn any_case(name: &'static str) -> impl Strategy<Value = String> {
+        any::<u16>().prop_map(move |mask| {
+            name.chars()
+                .enumerate()
+                .map(|(i, c)| if mask >> (i % 16) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+                .collect()
+        })
+    }
+
+    /// Headers of a consumed message (or of a handler's output): trace headers in any case,
+    /// others, values valid, nearly valid or not traceparents at all, or absent.
+    fn headers() -> impl Strategy<Value = Vec<(String, Option<Vec<u8>>)>> {
+        let name = prop_oneof![any_case(HEADER), any_case(STATE_HEADER), "[a-z.-]{0,12}"];
+        let value = prop_oneof![
+            valid().prop_map(String::into_bytes),
+            near_valid(),
+            fields().prop_map(String::into_bytes),
+            "[ -~]{0,10}".prop_map(String::into_bytes),
+            Just(Vec::new()),
+        ];
+        prop::collection::vec((name, prop::option::weighted(0.9, value)), 0..6)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn from_headers_reads_the_first_traceparent_and_joins_every_tracestate(headers in headers()) {
+            let trace = TraceContext::from_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+            let first = headers.iter().find(|(name, _)| name.eq_ignore_ascii_case(HEADER));
+            let valid = first.and_then(|(_, value)| value.as_deref()).filter(|value| conforms(value));
+            prop_assert_eq!(trace.is_some(), valid.is_some());
+            let (Some(trace), Some(valid)) = (trace, valid) else { return Ok(()) };
+            prop_assert_eq!(trace.trace_id().to_string(), String::from_utf8_lossy(&valid[3..35]));
+            prop_assert_eq!(trace.parent_id().to_string(), String::from_utf8_lossy(&valid[36..52]));
+            let states: Vec<&[u8]> = headers
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(STATE_HEADER))
+                .filter_map(|(_, value)| value.as_deref())
+                .filter(|value| !value.is_empty())
+                .collect();
+            let expected = (!states.is_empty()).then(|| states.join(&b","[..]));
+            prop_assert_eq!(trace.state, expected);
+        }
+
+        #[test]
+        fn stamp_adds_the_trace_headers_only_where_the_handler_set_none(
+            parent in valid(),
+            state in prop::option::of("[ -~]{1,10}".prop_map(String::into_bytes)),
+            given in headers(),
+        ) {
+            let mut trace = TraceContext::parse(parent.as_bytes()).ok_or_else(|| TestCaseError::fail("refused"))?;
+            trace.state = state.clone();
+            let given: Vec<(String, Vec<u8>)> =
+                given.into_iter().map(|(name, value)| (name, value.unwrap_or_default())).collect();
+            let mut headers = given.clone();
+            trace.stamp(&mut headers);
+            let has = |header: &str| given.iter().any(|(name, _)| name.eq_ignore_ascii_case(header));
+            let mut expected = given.clone();
+            if !has(HEADER) {
+                expected.push((HEADER.to_owned(), trace.child_traceparent().into_bytes()));
+                if let (Some(state), false) = (state, has(STATE_HEADER)) {
+                    expected.push((STATE_HEADER.to_owned(), state));
+                }
+            }
+            prop_assert_eq!(headers, expected);
+        }
+
+        #[test]
+        fn a_valid_traceparent_parses_to_its_ids_and_flag(
+            version in (0u8..0xff).prop_map(|v| format!("{v:02x}")),
+            trace_id in any::<[u8; 16]>().prop_filter("zero", |id| *id != [0; 16]),
+            parent_id in any::<[u8; 8]>().prop_filter("zero", |id| *id != [0; 8]),
+            flags in any::<u8>(),
+        ) {
+            let text = format!("{version}-{}-{}-{flags:02x}", hex(&trace_id), hex(&parent_id));
+            let parsed = TraceContext::parse(text.as_bytes());
+            let trace = parsed.ok_or_else(|| TestCaseError::fail(format!("{text} refused")))?;
+            prop_assert_eq!(trace.trace_id, trace_id);
+            prop_assert_eq!(trace.parent_id, parent_id);
+            prop_assert_eq!(trace.sampled, flags & 1 == 1);
+            prop_assert_eq!(trace.trace_id().to_string(), hex(&trace_id));
+            prop_assert_eq!(trace.parent_id().to_string(), hex(&parent_id));
+            prop_assert_ne!(trace.span_id, [0; 8]);
+        }
+
+        #[test]
+        fn the_child_traceparent_parses_back_to_the_trace_and_the_processing_span(text in valid()) {
+            let trace = TraceContext::parse(text.as_bytes());
+            let trace = trace.ok_or_else(|| TestCaseError::fail(format!("{text} refused")))?;
+            let child = trace.child_traceparent();
+            prop_assert!(conforms(child.as_bytes()), "{} does not conform", child);
+            prop_assert!(child.starts_with("00-"), "{}", child);
+            let parsed = TraceContext::parse(child.as_bytes());
+            let parsed = parsed.ok_or_else(|| TestCaseError::fail(format!("child {child} refused")))?;
+            prop_assert_eq!(parsed.trace_id, trace.trace_id);
+            prop_assert_eq!(parsed.parent_id, trace.span_id);
+            prop_assert_eq!(parsed.sampled, trace.sampled);
+        }
+
+        #[test]
+        fn text_built_field_by_field_parses_exactly_when_it_conforms(text in fields()) {
+            prop_assert_eq!(TraceContext::parse(text.as_bytes()).is_some(), conforms(text.as_bytes()), "{}", text);
+        }
+
+        #[test]
+        fn near_valid_text_parses_exactly_when_it_conforms(value in near_valid()) {
+            let parsed = TraceContext::parse(&value);
+            prop_assert_eq!(parsed.is_some(), conforms(&value), "{:?}", String::from_utf8_lossy(&value));
+        }
+
+        #[test]
+        fn arbitrary_bytes_parse_exactly_when_they_conform(value in prop::collection::vec(any::<u8>(), 0..80)) {
+            prop_assert_eq!(TraceContext::parse(&value).is_some(), conforms(&value));
+        }
+    }
+}

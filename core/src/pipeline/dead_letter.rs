@@ -54,3 +54,57 @@ impl std::fmt::Display for DeadLettered {
         write!(f, "dead-lettered {} after {} attempt(s): {}", self.location, self.attempts, self.reason)
     }
 }
+
+/// Properties of the dead-letter record over generated records: the original goes on byte
+/// for byte, and the `exactly.*` headers after it say where it was and why it failed.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::store::record::RawRecord;
+
+    fn raw() -> impl Strategy<Value = RawRecord> {
+        let bytes = || prop::collection::vec(any::<u8>(), 0..16);
+        let header = (any::<String>(), prop::option::of(bytes()));
+        (prop::option::of(bytes()), prop::option::of(bytes()), prop::collection::vec(header, 0..5))
+            .prop_map(|(key, payload, headers)| RawRecord { key, payload, headers })
+    }
+
+    fn location() -> impl Strategy<Value = Location> {
+        (any::<String>(), any::<String>(), any::<i32>(), any::<i64>())
+            .prop_map(|(group, topic, partition, offset)| Location { group, topic, partition, offset })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn a_dead_letter_record_is_the_original_and_where_and_why_it_failed(
+            raw in raw(),
+            at in location(),
+            error in any::<String>(),
+            attempts in any::<u32>(),
+            topic in any::<String>(),
+        ) {
+            let output = record(&topic, &Letter { at: &at, raw: &raw, error: &error, attempts });
+            prop_assert_eq!(&output.topic, &topic);
+            prop_assert_eq!(output.key.as_deref(), raw.key.as_deref());
+            prop_assert_eq!(output.payload.as_deref(), raw.payload.as_deref());
+            let original: Vec<(String, Vec<u8>)> =
+                raw.headers.iter().map(|(name, value)| (name.clone(), value.clone().unwrap_or_default())).collect();
+            let (given, added) = output.headers.split_at(original.len().min(output.headers.len()));
+            prop_assert_eq!(given, &original[..]);
+            let added: Vec<(&str, String)> =
+                added.iter().map(|(name, value)| (name.as_str(), String::from_utf8_lossy(value).into_owned())).collect();
+            prop_assert_eq!(added, vec![
+                ("exactly.error", error.clone()),
+                ("exactly.attempts", attempts.to_string()),
+                ("exactly.group", at.group.clone()),
+                ("exactly.topic", at.topic.clone()),
+                ("exactly.partition", at.partition.to_string()),
+                ("exactly.offset", at.offset.to_string()),
+            ]);
+        }
+    }
+}

@@ -14,3 +14,28 @@ impl RawRecord {
         self.headers.iter().map(|(name, value)| (name.as_str(), value.as_deref())).unzip()
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// The tables keep headers as two arrays; read back, they are the headers again, in
+        /// order, a header without a value still without one.
+        #[test]
+        fn header_columns_zip_back_to_the_headers(
+            headers in prop::collection::vec((any::<String>(), prop::option::of(prop::collection::vec(any::<u8>(), 0..8))), 0..6),
+        ) {
+            let raw = RawRecord { key: None, payload: None, headers };
+            let (names, values) = raw.header_columns();
+            prop_assert_eq!(names.len(), values.len());
+            let back: Vec<(String, Option<Vec<u8>>)> =
+                names.into_iter().map(str::to_owned).zip(values.into_iter().map(|v| v.map(<[u8]>::to_vec))).collect();
+            prop_assert_eq!(back, raw.headers);
+        }
+    }
+}
