@@ -509,7 +509,7 @@ impl<H: Work<Mode = Database> + 'static> KeyedPartition<H> {
                 self.stored_unknown = false;
             }
             if low > self.stored {
-                completed::compact(self.shared.begin().await?, &self.key, self.epoch, self.stored, low).await?;
+                completed::compact(pool, &self.key, self.epoch, self.stored, low).await?;
             }
             Ok::<(), Error>(())
         };

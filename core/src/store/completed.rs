@@ -8,7 +8,7 @@
 //! claim (an exclusive update of the row) waits for them and then raises the epoch; a
 //! lane that comes after the claim sees the new epoch and rolls back.
 
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 
 use super::offsets::{self, Advance, PartitionKey};
 use crate::error::Result;
@@ -63,14 +63,9 @@ pub(crate) async fn recorded(pool: &PgPool, key: &PartitionKey, offsets: &[i64])
 
 /// Moves the stored position of `key` from `expected` to `next` (every message below
 /// `next` is done) and deletes the completed rows it passed, in one transaction, if and
-/// only if the caller still holds `epoch`; `tx` is the transaction it does so in.
-pub(crate) async fn compact(
-    mut tx: Transaction<'static, Postgres>,
-    key: &PartitionKey,
-    epoch: i64,
-    expected: i64,
-    next: i64,
-) -> Result<()> {
+/// only if the caller still holds `epoch`.
+pub(crate) async fn compact(pool: &PgPool, key: &PartitionKey, epoch: i64, expected: i64, next: i64) -> Result<()> {
+    let mut tx = pool.begin().await?;
     match offsets::advance(&mut tx, key, epoch, expected, next).await? {
         Advance::Advanced => {
             delete_below(&mut tx, key, next).await?;
