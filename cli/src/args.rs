@@ -36,14 +36,15 @@ pub(crate) struct Connection {
 }
 
 impl std::fmt::Debug for Connection {
-    /// The database password and secret Kafka settings print as `[redacted]`.
+    /// The database password, secret Kafka settings and settings librdkafka does not know
+    /// (a misspelt secret) print as `[redacted]`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use exactly::redact::{REDACTED, is_secret_key};
+        use exactly::redact::{REDACTED, property_value};
         let settings: Vec<(&str, &str)> = self
             .kafka_settings
             .iter()
             .map(|text| match text.split_once('=') {
-                Some((key, value)) => (key, if is_secret_key(key) { REDACTED } else { value }),
+                Some((key, value)) => (key, property_value(key, value)),
                 None => (REDACTED, ""),
             })
             .collect();
@@ -267,6 +268,8 @@ mod tests {
             "ssl.key.pem=S3CR3T-PEM",
             "-X",
             "security.protocol=SASL_SSL",
+            "-X",
+            "sasl.passwd=S3CR3T-MISSPELT",
             "migrate",
         ]);
         let text = format!("{cli:?} {cli:#?}");
@@ -469,9 +472,9 @@ mod properties {
             user in "[a-z]{1,6}",
             password in secret(),
             host in "[a-z]{1,8}(:[0-9]{1,5})?/[a-z]{1,8}",
-            secrets in prop::collection::vec((prop::sample::select(vec!["sasl.password", "SSL.KEY.PEM", "sasl.jaas.config", "my.token"]), secret()), 0..3),
+            secrets in prop::collection::vec((prop::sample::select(vec!["sasl.password", "SSL.KEY.PEM", "sasl.jaas.config", "my.token", "sasl.passwd", "ssl.key.pm"]), secret()), 0..3),
             malformed in prop::option::of(secret().prop_map(|text| text.replace('=', ""))),
-            plain in prop::collection::vec(("[a-z]{1,6}\\.[a-z]{1,6}", "[a-z0-9]{1,6}"), 0..3),
+            plain in prop::collection::vec((prop::sample::select(vec!["client.id", "linger.ms", "sasl.mechanism", "fetch.min.bytes"]), "[a-z0-9]{1,6}"), 0..3),
         ) {
             let mut settings: Vec<String> = secrets.iter().map(|(key, value)| format!("{key}={value}")).collect();
             settings.extend(malformed);

@@ -305,7 +305,11 @@ impl From<rdkafka::error::KafkaError> for Error {
 impl Error {
     /// [`Error::UnsafeSetting`] for `key` = `value`, the value redacted if `key` is a secret.
     pub(crate) fn unsafe_setting(key: &str, value: &str, reason: &'static str) -> Self {
-        Error::UnsafeSetting { key: key.to_owned(), value: crate::redact::value(key, value).to_owned(), reason }
+        Error::UnsafeSetting {
+            key: key.to_owned(),
+            value: crate::redact::property_value(key, value).to_owned(),
+            reason,
+        }
     }
 
     /// What to do about this error.

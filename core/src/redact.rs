@@ -6,8 +6,9 @@
 //! own dumps too), when it is one of the Java client's secret names users carry over
 //! (`sasl.jaas.config`, `ssl.truststore.password`), or, to be safe with keys not known
 //! here, when its name contains `password`, `secret`, `passphrase`, `jaas`, `token` or
-//! `credential`, or ends in `.pem` with `key` in it. A database URL prints with its password
-//! replaced.
+//! `credential`, or ends in `.pem` with `key` in it. A property librdkafka does not know
+//! prints redacted too: it may be a misspelt secret (`sasl.passwd`). A database URL prints
+//! with its password replaced.
 
 /// What a secret prints as.
 pub const REDACTED: &str = "[redacted]";
@@ -53,9 +54,35 @@ pub fn is_secret_key(key: &str) -> bool {
         || (key.ends_with(".pem") && key.contains("key"))
 }
 
-/// `value`, or [`REDACTED`] when `key` is a secret.
-pub(crate) fn value<'a>(key: &str, value: &'a str) -> &'a str {
-    if is_secret_key(key) { REDACTED } else { value }
+/// How the value of the Kafka client property `key` prints: as it is, or [`REDACTED`] when
+/// `key` is a secret ([`is_secret_key`]) or a property librdkafka does not know, which may
+/// be a misspelt secret.
+///
+/// ```
+/// use exactly::redact::property_value;
+/// assert_eq!(property_value("bootstrap.servers", "kafka:9092"), "kafka:9092");
+/// assert_eq!(property_value("sasl.password", "s3cret"), "[redacted]");
+/// assert_eq!(property_value("sasl.passwd", "s3cret"), "[redacted]");
+/// ```
+pub fn property_value<'a>(key: &str, value: &'a str) -> &'a str {
+    if is_secret_key(key) || !known_to_librdkafka(key) { REDACTED } else { value }
+}
+
+/// Whether the librdkafka linked here has a client property named `key`. It is asked on a
+/// configuration made for the question and dropped. `key` is not set on it, since setting
+/// some properties acts at once (`plugin.library.paths` loads a library); one topic
+/// property is set to its default, since librdkafka looks topic properties (`acks`,
+/// `auto.offset.reset`) up only on a configuration that has one.
+fn known_to_librdkafka(key: &str) -> bool {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaConfRes;
+    match rdkafka::ClientConfig::new().set("message.timeout.ms", "300000").create_native_config() {
+        Ok(native) => {
+            !matches!(native.get(key.trim()), Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)))
+        }
+        // Without librdkafka's answer, a key not known to be plain is taken for a secret.
+        Err(_) => false,
+    }
 }
 
 /// `error` with the value of a refused client setting replaced by [`REDACTED`], in the
@@ -86,7 +113,7 @@ where
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
             .entries(self.0.into_iter().map(|(k, v)| {
-                let shown = value(k.as_ref(), v.as_ref()).to_owned();
+                let shown = property_value(k.as_ref(), v.as_ref()).to_owned();
                 (k.as_ref().to_owned(), shown)
             }))
             .finish()
@@ -253,6 +280,17 @@ mod tests {
     }
 
     #[test]
+    fn a_property_librdkafka_does_not_know_prints_redacted() {
+        for key in ["sasl.passwd", "ssl.key.pm", "sasl.pasword", "sasl.plain.pass"] {
+            assert_eq!(property_value(key, "s3cret"), REDACTED, "{key}");
+        }
+        // Global properties, topic properties, and an alias of one.
+        for key in ["bootstrap.servers", "linger.ms", " client.id ", "isolation.level", "auto.offset.reset", "acks"] {
+            assert_eq!(property_value(key, "shown"), "shown", "{key}");
+        }
+    }
+
+    #[test]
     fn urls_keep_everything_but_the_password() {
         assert_eq!(redact_url("postgres://u:p%40ss@h/d"), "postgres://u:[redacted]@h/d");
         assert_eq!(redact_url("postgres://u@h:5/d"), "postgres://u@h:5/d");
@@ -401,6 +439,10 @@ mod properties {
         (name, any::<u32>(), "[ \t]{0,2}").prop_map(|(name, mask, padding)| any_case(&name, mask, &padding))
     }
 
+    /// librdkafka properties that hold no secret.
+    const PLAIN_KEYS: &[&str] =
+        &["bootstrap.servers", "client.id", "security.protocol", "sasl.mechanism", "fetch.min.bytes", "linger.ms"];
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -528,21 +570,27 @@ mod properties {
         }
 
         #[test]
-        fn properties_print_every_key_and_no_secret_value(
+        fn properties_print_every_key_and_only_plain_known_values(
             settings in prop::collection::vec((
-                prop_oneof![secret_key(), "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}"],
+                prop_oneof![
+                    secret_key(),
+                    prop::sample::select(PLAIN_KEYS).prop_map(str::to_owned),
+                    // No librdkafka property ends in `.x`: names it does not know.
+                    "[a-z]{1,8}(\\.[a-z]{1,8}){0,2}\\.x",
+                ],
                 secret(URL_SPECIALS),
             ), 0..6),
         ) {
             let settings: std::collections::BTreeMap<String, String> = settings.into_iter().collect();
             let shown = format!("{:?}", Properties(&settings));
+            let plain = |key: &str| PLAIN_KEYS.contains(&key);
             for (key, value) in &settings {
-                let entry = if is_secret_key(key) { format!("{key:?}: {REDACTED:?}") } else { format!("{key:?}: {value:?}") };
+                let entry = if plain(key) { format!("{key:?}: {value:?}") } else { format!("{key:?}: {REDACTED:?}") };
                 prop_assert!(shown.contains(&entry), "{} lacks {}", shown, entry);
-                let shared = settings.iter().any(|(other, same)| same == value && !is_secret_key(other));
+                let shared = settings.iter().any(|(other, same)| same == value && plain(other));
                 prop_assert!(shared || !shown.contains(&format!(": {value:?}")), "{} shows the value of {}", shown, key);
             }
-            prop_assert_eq!(shows_a_secret(&shown), settings.keys().any(|key| !is_secret_key(key)), "{}", shown);
+            prop_assert_eq!(shows_a_secret(&shown), settings.keys().any(|key| plain(key)), "{}", shown);
         }
 
         #[test]
