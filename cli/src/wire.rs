@@ -197,6 +197,11 @@ pub(crate) struct Scram {
 /// The fewest iterations Kafka allows; fewer would be a downgrade.
 const MIN_ITERATIONS: usize = 4096;
 
+/// The most iterations Kafka allows (its `ScramMechanism`). A broker asking for more is
+/// not following Kafka, and each iteration is client CPU: an unbounded count would let it
+/// keep the tool busy for as long as it liked.
+const MAX_ITERATIONS: usize = 16384;
+
 impl Scram {
     pub(crate) fn new(mechanism: Mechanism, username: &str, password: &str) -> Result<Self, Error> {
         let mut random = [0u8; 24];
@@ -242,6 +247,11 @@ impl Scram {
             field("i").and_then(|i| i.parse().ok()).ok_or_else(|| refused("the broker sent no iteration count"))?;
         if iterations < MIN_ITERATIONS {
             return Err(refused(&format!("the broker asks for {iterations} iterations, fewer than {MIN_ITERATIONS}")));
+        }
+        if iterations > MAX_ITERATIONS {
+            return Err(refused(&format!(
+                "the broker asks for {iterations} iterations, more than Kafka allows ({MAX_ITERATIONS})"
+            )));
         }
         let crypto = |e: openssl::error::ErrorStack| Error::Unfinished(format!("SCRAM: {e}"));
         let mut salted = vec![0; self.key_length];
@@ -303,18 +313,19 @@ mod tests {
     }
 
     #[test]
-    fn scram_refuses_a_foreign_nonce_and_too_few_iterations() {
+    fn scram_refuses_a_foreign_nonce_and_too_few_or_too_many_iterations() {
         let mut scram = Scram::with_nonce(Mechanism::ScramSha512, "u,=x", "pw", "abc");
         assert_eq!(scram.client_first(), "n,,n=u=2C=3Dx,r=abc");
         assert!(scram.client_final("r=zzzabc1,s=QUJD,i=4096").is_err(), "a nonce not starting with ours");
         assert!(scram.client_final("r=abc1,s=QUJD,i=1000").is_err(), "1000 iterations");
+        assert!(scram.client_final("r=abc1,s=QUJD,i=16385").is_err(), "16385 iterations");
         assert!(scram.client_final("r=abc1,s=QUJD,i=4096").is_ok());
     }
 }
 
 /// Properties of the SCRAM client over generated broker messages, which come from the
-/// network: none panics, and only a message that extends our nonce, with a salt and enough
-/// iterations, is answered; only the broker's true signature is taken.
+/// network: none panics, and only a message that extends our nonce, with a salt and an
+/// iteration count Kafka allows, is answered; only the broker's true signature is taken.
 #[cfg(test)]
 mod properties {
     use proptest::prelude::*;
@@ -342,6 +353,7 @@ mod properties {
         let iterations = prop_oneof![
             (MIN_ITERATIONS..MIN_ITERATIONS + 8).prop_map(|i| (i.to_string(), true)),
             (0..MIN_ITERATIONS).prop_map(|i| (i.to_string(), false)),
+            (MAX_ITERATIONS + 1..=usize::MAX).prop_map(|i| (i.to_string(), false)),
             "[a-z-]{0,3}".prop_map(|i| (i, false)),
         ];
         (nonce, salt, iterations, any::<u8>()).prop_map(|((nonce, n_ok), (salt, s_ok), (iterations, i_ok), drop)| {
