@@ -166,6 +166,35 @@ impl BothModes {
         Ok((changes, recovery))
     }
 
+    /// Fault 3 from start to check, reported as `fault`: with the feed running, a first
+    /// instance started by `start` (`a`), both groups settled with it and `at_start` done (a
+    /// test's own look at the groups), every partition moved in both modes; then
+    /// [`BothModes::churn`] for `rounds` rounds, and [`BothModes::check`] of all that was
+    /// produced. The first instance is stopped whatever the check found.
+    pub async fn churn_and_check<S, F>(
+        &self,
+        fault: &str,
+        rounds: usize,
+        start: S,
+        at_start: impl AsyncFnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()>
+    where
+        S: Fn(String) -> F,
+        F: Future<Output = anyhow::Result<Running>>,
+    {
+        let (inputs, feed) = self.feed();
+        let first = start("a".to_owned()).await?;
+        self.settled(1).await?;
+        at_start().await?;
+        let at_zero = (vec![0; PARTITIONS as usize], vec![0; PARTITIONS as usize]);
+        self.wait_both_moved("the first instance starting", &at_zero).await?;
+        let (changes, recovery) = self.churn(rounds, &start).await?;
+        let produced = feed.finish().await?;
+        let outcome = self.check(fault, changes, &inputs[..produced], recovery).await;
+        first.stop().await?;
+        outcome
+    }
+
     async fn positions(&self) -> anyhow::Result<(Vec<i64>, Vec<i64>)> {
         Ok((self.database_positions().await?, self.kafka_positions()?))
     }

@@ -41,19 +41,13 @@ async fn churn(assignment: Assignment, label: &str) -> anyhow::Result<()> {
             .handler(Recorder::new(&run.input, &run.record_group, &instance));
         Running::start(run.kafka, runtime)
     };
-    let (inputs, feed) = run.feed();
-    let first = start("a".to_owned()).await?;
-    run.settled(1).await?;
-    for group in [&run.copy_group, &run.record_group] {
-        ensure_group_protocol(run.kafka, group, assignment.protocol(), 1)?;
-    }
-    run.wait_both_moved("the first instance starting", &(vec![0; 6], vec![0; 6])).await?;
-    let (changes, recovery) = run.churn(rounds, &start).await?;
-    let produced = feed.finish().await?;
-    let outcome =
-        run.check(&format!("group churn 1→3→1, {label} assignment"), changes, &inputs[..produced], recovery).await;
-    first.stop().await?;
-    outcome
+    let protocol_checked = async || {
+        for group in [&run.copy_group, &run.record_group] {
+            ensure_group_protocol(run.kafka, group, assignment.protocol(), 1)?;
+        }
+        Ok(())
+    };
+    run.churn_and_check(&format!("group churn 1→3→1, {label} assignment"), rounds, start, protocol_checked).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

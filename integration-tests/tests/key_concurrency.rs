@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use exactly::{Consumes, Delivery, Error, RetryPolicy, Runtime, Subscription};
-use exactly_integration_tests::both_modes::{BothModes, PARTITIONS};
+use exactly_integration_tests::both_modes::BothModes;
 use exactly_integration_tests::copier::Copier;
 use exactly_integration_tests::copy_check::keyed_inputs;
 use exactly_integration_tests::faults::{
@@ -193,17 +193,8 @@ async fn key_concurrent_churn(strategy: &str, label: &str) -> anyhow::Result<()>
             .handler(recorder);
         Running::start(run.kafka, runtime)
     };
-    let (inputs, feed) = run.feed();
-    let first = start("a".to_owned()).await?;
-    run.settled(1).await?;
-    let at_zero = (vec![0; PARTITIONS as usize], vec![0; PARTITIONS as usize]);
-    run.wait_both_moved("the first instance starting", &at_zero).await?;
-    let (changes, recovery) = run.churn(rounds, &start).await?;
-    let produced = feed.finish().await?;
     let fault = format!("key concurrency {KEY_CONCURRENCY}, group churn 1→3→1, {label} assignment");
-    let outcome = run.check(&fault, changes, &inputs[..produced], recovery).await;
-    first.stop().await?;
-    outcome?;
+    run.churn_and_check(&fault, rounds, start, async || Ok(())).await?;
     assert!(
         overtaken(&run.pool, &run.record_group).await? > 0,
         "every partition was recorded in offset order: keys never ran concurrently"

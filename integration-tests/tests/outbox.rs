@@ -9,7 +9,9 @@ use exactly_integration_tests::copy_check::{keyed_inputs, verify_copy};
 use exactly_integration_tests::faults::{Effects, FaultRun, Positions, check_and_report, high_watermarks};
 use exactly_integration_tests::recorder::{Recorder, create_effects_table, effect_counts};
 use exactly_integration_tests::support::{Running, builder, signal, spawn_logged};
-use exactly_integration_tests::{Isolation, Kafka, Postgres, produce, read_to_end, unique, wait_until};
+use exactly_integration_tests::{
+    Input, Isolation, Kafka, Postgres, TestDatabase, produce, read_to_end, unique, wait_until,
+};
 use rand::Rng;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -84,14 +86,59 @@ const LEADER_TIMEOUT_MS: &str = "5000";
 /// lock, and the other relay leads and publishes the rest while the first stays frozen;
 /// resumed, the first is fenced. Without that bound the outbox would wait for the frozen
 /// leader (or, were its host lost, for TCP to give up on it, hours later).
+/// What a relay test starts from: an output topic of its own, a positions topic for the
+/// relay, and a database of its own with exactly's tables.
+struct RelayBed {
+    kafka: &'static Kafka,
+    output: String,
+    positions: String,
+    database: TestDatabase,
+    pool: sqlx::PgPool,
+}
+
+impl RelayBed {
+    /// With an output topic of `partitions` partitions.
+    async fn new(partitions: i32) -> anyhow::Result<Self> {
+        let kafka = Kafka::shared().await?;
+        let output = kafka.unique_topic("out", partitions).await?;
+        let positions = kafka.unique_topic("positions", 1).await?;
+        let database = Postgres::shared().await?.database().await?;
+        let pool = database.pool().await?;
+        exactly::migrate(&pool).await?;
+        Ok(Self { kafka, output, positions, database, pool })
+    }
+}
+
+/// Waits until the outbox has no record left to publish.
+async fn outbox_emptied(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    wait_until(WAIT, "the outbox emptied", || async { Ok((exactly::outbox::backlog(pool).await? == 0).then_some(())) })
+        .await
+}
+
+/// The fault suite's shared check of one relay fault: each of `inputs` published to
+/// `output` once, in key order, and the outbox drained; and the fault's row, with the
+/// time it took to recover.
+async fn check_published_once(
+    kafka: &Kafka,
+    pool: &sqlx::PgPool,
+    output: &str,
+    inputs: &[Input],
+    fault: &str,
+    recovery: Duration,
+) -> anyhow::Result<()> {
+    let run = FaultRun {
+        kafka: kafka.client_config(),
+        inputs,
+        effects: Effects::Records { topic: output },
+        positions: Positions::OutboxDrained { pool },
+    };
+    check_and_report(fault, "outbox", 1, vec![recovery], &run).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_frozen_while_it_leads_hands_the_lead_over_and_each_record_is_published_once() -> anyhow::Result<()> {
-    let kafka = Kafka::shared().await?;
-    let output = kafka.unique_topic("out", 2).await?;
-    let positions = kafka.unique_topic("positions", 1).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    exactly::migrate(&pool).await?;
+    let RelayBed { kafka, output, positions, database, pool } = RelayBed::new(2).await?;
     let name = unique("relay");
     let log = |instance: &str| std::env::temp_dir().join(format!("{name}-{instance}.log"));
     let env = [("EXACTLY_TEST_RELAY_LEADER_TIMEOUT_MS", LEADER_TIMEOUT_MS)];
@@ -116,10 +163,7 @@ async fn a_relay_frozen_while_it_leads_hands_the_lead_over_and_each_record_is_pu
         signal(&relays[frozen], "CONT")?;
         // Resumed, it finds its session ended and its producer fenced; it must publish nothing again.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        wait_until(WAIT, "the outbox emptied", || async {
-            Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
-        })
-        .await?;
+        outbox_emptied(&pool).await?;
         anyhow::Ok(took)
     }
     .await;
@@ -129,25 +173,13 @@ async fn a_relay_frozen_while_it_leads_hands_the_lead_over_and_each_record_is_pu
         relay.wait()?;
     }
     let took = outcome.map_err(|e| anyhow::anyhow!("{e:#}\nrelay output in {}", log("*").display()))?;
-    let run = FaultRun {
-        kafka: kafka.client_config(),
-        inputs: &inputs,
-        effects: Effects::Records { topic: &output },
-        positions: Positions::OutboxDrained { pool: &pool },
-    };
     let fault = "the leading relay frozen (SIGSTOP), its lock held past the 5 s leader timeout";
-    check_and_report(fault, "outbox", 1, vec![took], &run).await?;
-    Ok(())
+    check_published_once(kafka, &pool, &output, &inputs, fault, took).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_twenty_times_publishes_each_record_once_in_key_order() -> anyhow::Result<()> {
-    let kafka = Kafka::shared().await?;
-    let output = kafka.unique_topic("out", 4).await?;
-    let positions = kafka.unique_topic("positions", 1).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    exactly::migrate(&pool).await?;
+    let RelayBed { kafka, output, positions, database, pool } = RelayBed::new(4).await?;
 
     // Writers keep filling the outbox while the relay is killed again and again: each
     // transaction enqueues a few records, two writers at once (so commits interleave).
@@ -202,11 +234,7 @@ async fn a_relay_killed_twenty_times_publishes_each_record_once_in_key_order() -
 }
 
 /// Enqueues one outbox record per input, to `topic`, a few per transaction.
-async fn enqueue_all(
-    pool: &sqlx::PgPool,
-    topic: &str,
-    inputs: &[exactly_integration_tests::Input],
-) -> anyhow::Result<()> {
+async fn enqueue_all(pool: &sqlx::PgPool, topic: &str, inputs: &[Input]) -> anyhow::Result<()> {
     for chunk in inputs.chunks(5) {
         let mut tx = pool.begin().await?;
         for input in chunk {
@@ -225,12 +253,7 @@ async fn enqueue_all(
 /// record once. Without the deadline it would wait on that connection for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_whose_database_connection_falls_silent_reconnects_and_publishes_the_rest() -> anyhow::Result<()> {
-    let kafka = Kafka::shared().await?;
-    let output = kafka.unique_topic("out", 2).await?;
-    let positions = kafka.unique_topic("positions", 1).await?;
-    let database = Postgres::shared().await?.database().await?;
-    let pool = database.pool().await?;
-    exactly::migrate(&pool).await?;
+    let RelayBed { kafka, output, positions, database, pool } = RelayBed::new(2).await?;
     let proxy = exactly_integration_tests::pg_proxy::PgProxy::in_front_of(&database.url).await?;
     let relay_pool = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(10))
@@ -261,10 +284,7 @@ async fn a_relay_whose_database_connection_falls_silent_reconnects_and_publishes
     })
     .await;
     let finished = wait_for_records(kafka, &output, 200).await;
-    let drained = wait_until(WAIT, "the outbox emptied", || async {
-        Ok((exactly::outbox::backlog(&pool).await? == 0).then_some(()))
-    })
-    .await;
+    let drained = outbox_emptied(&pool).await;
     // A relay stuck on its connection would not stop either.
     let stopped = tokio::time::timeout(Duration::from_secs(60), relay.stop()).await;
     let errors = errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -277,13 +297,6 @@ async fn a_relay_whose_database_connection_falls_silent_reconnects_and_publishes
         "the relay went on without noticing its silent connection; it reported: {errors:?}"
     );
     // Fault 13 of the fault suite: the shared check, and its row.
-    let run = FaultRun {
-        kafka: kafka.client_config(),
-        inputs: &inputs,
-        effects: Effects::Records { topic: &output },
-        positions: Positions::OutboxDrained { pool: &pool },
-    };
     let fault = "the relay's database connection falls silent (never answered, no reset)";
-    check_and_report(fault, "outbox", 1, vec![recovery], &run).await?;
-    Ok(())
+    check_published_once(kafka, &pool, &output, &inputs, fault, recovery).await
 }
