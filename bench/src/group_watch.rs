@@ -81,21 +81,22 @@ impl<'a> GroupWatch<'a> {
         loop {
             ticks.tick().await;
             alive()?;
-            // The read's time is taken before it: what it shows happened by then or during it.
-            let at = self.now();
-            stalls.note(at, &stored_positions(self.pool, self.group, self.topic).await?);
-            let positions_agree = match until {
-                Until::Steady => stalls.steady(at),
-                Until::Settled => stalls.settled(at),
-            };
-            if positions_agree {
+            if self.read(stalls, until).await? {
                 // A failed look (no coordinator yet, say) is not an answer: look again.
                 match tokio::task::block_in_place(|| group_state(self.kafka, self.group)) {
-                    Ok((state, count)) if state == "Stable" && count == members => return Ok(()),
+                    // The look took a while (a client of its own, a round trip or two) in
+                    // which nothing was read. The event follows at once, and a gap spanning
+                    // it counts as a stall: read again, so that the look's time does not.
+                    Ok((state, count)) if state == "Stable" && count == members => {
+                        if self.read(stalls, until).await? {
+                            return Ok(());
+                        }
+                    }
                     Ok((state, count)) => coordinator = format!("{state} with {count} members"),
                     Err(e) => coordinator = format!("unknown ({e:#})"),
                 }
             }
+            let at = self.now();
             if at > deadline {
                 bail!(
                     "the group was not {} with {members} members within {WAIT_LIMIT:?} (its coordinator last \
@@ -105,6 +106,17 @@ impl<'a> GroupWatch<'a> {
                 );
             }
         }
+    }
+
+    /// Reads the positions into `stalls`; returns whether they show the group `until`.
+    async fn read(&self, stalls: &mut Stalls, until: Until) -> anyhow::Result<bool> {
+        // The read's time is taken before it: what it shows happened by then or during it.
+        let at = self.now();
+        stalls.note(at, &stored_positions(self.pool, self.group, self.topic).await?);
+        Ok(match until {
+            Until::Steady => stalls.steady(at),
+            Until::Settled => stalls.settled(at),
+        })
     }
 
     /// Waits until every partition's stored position has reached its end in `ends`: the

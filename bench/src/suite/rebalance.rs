@@ -531,8 +531,9 @@ fn section_text(repeats: usize) -> String {
          its partitions come back only when its session has expired, under either protocol. Before the event \
          the group must be steady: its coordinator reports it `Stable` with all its instances, every partition \
          has been advanced by its current owner, none has gone {stall_ms} ms without advancing, and none was \
-         claimed in the last {quiet_s} s. The clock starts just before the joining process is spawned or the \
-         signal is sent.\n\n\
+         claimed in the last {quiet_s} s. The positions are read once more after the coordinator's answer, so \
+         that the time spent asking it is not taken for a stall. The clock starts just after that read, before \
+         the joining process is spawned or the signal is sent.\n\n\
          Both protocols get the same timings: a {session_s} s session timeout and a {heartbeat_s} s heartbeat. \
          Under the consumer protocol (KIP-848) they are the broker's (`group.consumer.session.timeout.ms` and \
          `group.consumer.heartbeat.interval.ms` of the test bed's broker), and the broker assigns the \
