@@ -68,21 +68,18 @@ pub fn property_value<'a>(key: &str, value: &'a str) -> &'a str {
     if is_secret_key(key) || !known_to_librdkafka(key) { REDACTED } else { value }
 }
 
-/// Whether the librdkafka linked here has a client property named `key`. It is asked on a
-/// configuration made for the question and dropped. `key` is not set on it, since setting
-/// some properties acts at once (`plugin.library.paths` loads a library); one topic
-/// property is set to its default, since librdkafka looks topic properties (`acks`,
-/// `auto.offset.reset`) up only on a configuration that has one.
+/// Whether the librdkafka linked here has a client property named `key`: it is set, empty,
+/// on a configuration made for the question and dropped, and librdkafka says whether it
+/// knows the name (a known property may still refuse the empty value). Asking for the value
+/// instead would not do: librdkafka answers "unknown" for a string property not set yet.
+/// No property acts on an empty value when it is set (`plugin.library.paths` loads nothing).
 fn known_to_librdkafka(key: &str) -> bool {
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaConfRes;
-    match rdkafka::ClientConfig::new().set("message.timeout.ms", "300000").create_native_config() {
-        Ok(native) => {
-            !matches!(native.get(key.trim()), Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)))
-        }
-        // Without librdkafka's answer, a key not known to be plain is taken for a secret.
-        Err(_) => false,
-    }
+    !matches!(
+        rdkafka::ClientConfig::new().set(key.trim(), "").create_native_config(),
+        Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..))
+    )
 }
 
 /// `error` with the value of a refused client setting replaced by [`REDACTED`], in the
