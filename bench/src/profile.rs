@@ -136,7 +136,8 @@ impl Profile {
             .max(self.s1_messages)
             .max(self.consume_messages)
             .max(self.s7_messages);
-        largest * 1100 * 2 * 2 + (4 << 30)
+        // The WAL may grow to its limit between checkpoints.
+        largest * 1100 * 2 * 2 + (4 << 30) + (crate::bed::MAX_WAL_GIB << 30)
     }
 
     /// ", changed: …" when the profile was changed, for the report.

@@ -14,7 +14,7 @@ use crate::keys::{KEYS, KeyDistribution, most_frequent};
 use crate::measure::Throughput;
 use crate::report::{Chart, Section, count};
 use crate::variant::{BATCH_WAIT_MS, COMMIT_MS, DEFAULT_BATCH, DEFAULT_CONCURRENCY, Subject, Variant};
-use crate::worker::System;
+use crate::worker::{Statement, System};
 
 /// How long the handler waits per message, in microseconds: its I/O.
 const WAIT_US: u64 = 1_000;
@@ -65,7 +65,7 @@ impl Suite<'_> {
         let sampled = keys.sample(n);
         let input = self.bed.filled_keyed_topic(PARTITIONS, &sampled, MESSAGE_BYTES).await?;
         let repeats = if keys == KeyDistribution::Uniform { self.profile.s8_repeats } else { 1 };
-        let judged = judged_variants();
+        let judged = judged_variants(keys);
         let swept = swept_variants(self.profile.s8_in_flight, &judged);
         let mut results = self.compare(&judged, &input, PARTITIONS, MESSAGE_BYTES, n, repeats).await?;
         results.extend(self.compare(&swept, &input, PARTITIONS, MESSAGE_BYTES, n, 1).await?);
@@ -105,6 +105,12 @@ impl Suite<'_> {
                 row.insert(0, keyed.keys.label().to_owned());
                 section.row(row);
             }
+            if let Ok((variant, results)) = keyed.point(CEILING, 1) {
+                let mut row = throughput_row(variant, results, MESSAGE_BYTES, baseline);
+                row.insert(5, format!("{:.2}", median(results).rate() / sequential));
+                row.insert(0, keyed.keys.label().to_owned());
+                section.row(row);
+            }
             if let Some(note) = skew_note(keyed)? {
                 section.note(note);
             }
@@ -126,11 +132,19 @@ impl Suite<'_> {
         let sequential = uniform.rate(System::ExactlyIoBound, 1)?;
         let concurrent = uniform.rate(System::ExactlyIoBound, JUDGED_N)?;
         let baseline = uniform.rate(System::KeyParallel, JUDGED_N)?;
+        let ceiling = uniform.rate(CEILING, 1)?;
+        let beside = if ceiling < 10.0 * sequential { "below" } else { "above" };
         self.target(
             &format!("S8 (uniform keys): exactly, key concurrency {JUDGED_N} / exactly sequential"),
             &format!(
                 "like for like in work (1 ms wait, then one `INSERT` per message, the same input, both exactly \
-                 once); {JUDGED_N} messages of a partition in flight against one"
+                 once); {JUDGED_N} messages of a partition in flight against one. PostgreSQL alone, with no Kafka \
+                 and no wait, ran the same `INSERT`s ({} per transaction, {} connections) at {} msg/s: {beside} the \
+                 goal's {} msg/s",
+                lane_batch(),
+                connections(JUDGED_N),
+                count(ceiling),
+                count(10.0 * sequential)
             ),
             concurrent,
             sequential,
@@ -256,9 +270,34 @@ fn key_parallel(n: usize) -> Variant {
     }
 }
 
-/// The runs the targets judge, in [`JUDGED`]'s order.
-fn judged_variants() -> Vec<Variant> {
-    JUDGED.iter().map(|&(system, n)| if system == System::KeyParallel { key_parallel(n) } else { exactly(n) }).collect()
+/// The runs the targets judge, in [`JUDGED`]'s order; with uniform keys, then PostgreSQL
+/// alone writing the same rows ([`postgres_ceiling`]).
+fn judged_variants(keys: KeyDistribution) -> Vec<Variant> {
+    let mut judged: Vec<Variant> = JUDGED
+        .iter()
+        .map(|&(system, n)| if system == System::KeyParallel { key_parallel(n) } else { exactly(n) })
+        .collect();
+    if keys == KeyDistribution::Uniform {
+        judged.push(postgres_ceiling());
+    }
+    judged
+}
+
+/// PostgreSQL alone (S8's ceiling row).
+const CEILING: System = System::PostgresOnly(Statement::PerRow);
+
+/// How many messages a lane of exactly's at [`JUDGED_N`] commits per transaction, at most:
+/// its batches are split among the lanes.
+fn lane_batch() -> usize {
+    DEFAULT_BATCH.div_ceil(JUDGED_N)
+}
+
+/// PostgreSQL alone, with no Kafka and no wait, writing S8's rows as exactly's lanes do at
+/// [`JUDGED_N`]: one `INSERT` per message, a lane's batch per transaction, on as many
+/// connections: the most the database does with that statement on this machine.
+fn postgres_ceiling() -> Variant {
+    Variant { batch: lane_batch(), ..Variant::postgres(Statement::PerRow, connections(JUDGED_N)) }
+        .labelled("PostgreSQL alone (no Kafka, no wait), one `INSERT` per message")
 }
 
 /// The sweep's other runs: both systems at each bound of `in_flight`, but those already
@@ -401,7 +440,12 @@ fn comparison_text(messages: u64, hot_key_messages: u64, repeats: usize) -> Stri
          lowest offset not yet done in each partition. After every run the table holds each input message \
          once (rows and distinct offsets counted per partition against the input's) and no dead letter was \
          written. With one hot key, every message is in one partition and at most one is in flight whatever \
-         N: key concurrency is expected to be close to sequential there.",
+         N: key concurrency is expected to be close to sequential there. With uniform keys, PostgreSQL alone \
+         writes as many rows with the same `INSERT` per message, {lane} per transaction (what a lane of \
+         exactly's commits at N = {JUDGED_N}) on {pool} connections, with no Kafka and no wait: the \
+         database's ceiling for that statement here.",
+        lane = lane_batch(),
+        pool = connections(JUDGED_N),
         keys = count(f64::from(KEYS)),
     )
 }
