@@ -285,15 +285,18 @@ async fn context(bed: &bed::Bed, profile: &Profile) -> Vec<(String, String)> {
         ("network".into(), network()),
         (
             "settings".into(),
-            "client defaults except: exactly's safe defaults (acks=all, idempotence, read_committed), baselines \
+            format!(
+                "PostgreSQL's defaults but max_wal_size {MAX_WAL} GB (for bulk ingestion, as its users set it); client \
+                 defaults except: exactly's safe defaults (acks=all, idempotence, read_committed), baselines \
              acks=all + idempotence where they produce; every librdkafka consumer with fetch.queue.backoff.ms=20 \
              (exactly's default; librdkafka's 1000 ms starves a fast consumer); batches ≤ 500 messages / 50 ms; \
              commit interval 100 ms; session timeout 10 s (S9: 6 s with a 1 s heartbeat, under both group \
              protocols); exactly's Kafka-mode copy declines the headers \
              (Subscription::without_headers; neither copy reads them); the task-per-partition baselines and \
              exactly up to 8 batches in flight on 8 connections; Kafka Streams with -Xmx1g, producer batch.size \
-             128 KB and linger.ms 10, one and two stream threads"
-                .into(),
+             128 KB and linger.ms 10, one and two stream threads",
+                MAX_WAL = bed::MAX_WAL_GIB
+            ),
         ),
     ]
 }
