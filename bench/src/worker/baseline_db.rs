@@ -5,27 +5,40 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{AssertSqlSafe, PgPool};
 
 use super::{WorkerSpec, insert_sql};
 
-/// A consumer of `spec.input` in `spec.group`; with `auto_commit`, librdkafka stores and
-/// commits offsets by itself, otherwise the caller does both.
+/// Who commits a consumer's offsets to Kafka, and which.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Commits {
+    /// The program commits offsets itself.
+    Explicit,
+    /// librdkafka commits every `spec.commit_interval_ms` the offsets the program stored
+    /// (`store_offsets`) once their messages were written: rdkafka's at-least-once recipe,
+    /// which costs the broker one commit per interval rather than one per batch.
+    Stored,
+    /// librdkafka stores each offset as its message is returned and commits it every
+    /// `spec.commit_interval_ms`.
+    Automatic,
+}
+
+/// A consumer of `spec.input` in `spec.group`, its offsets committed as `commits` says.
 ///
 /// It fetches again 20 ms after its prefetch queue was full, as exactly's consumers do, so
 /// that every system is compared on the same client tuning: at librdkafka's default
 /// (1000 ms) a consumer that drains its queue within a second waits on an empty one.
-pub(super) fn subscribed(spec: &WorkerSpec, auto_commit: bool) -> anyhow::Result<StreamConsumer> {
+pub(super) fn subscribed(spec: &WorkerSpec, commits: Commits) -> anyhow::Result<StreamConsumer> {
     let mut config = rdkafka::ClientConfig::new();
     config
         .set("bootstrap.servers", &spec.brokers)
         .set("fetch.queue.backoff.ms", "20")
         .set("group.id", &spec.group)
-        .set("enable.auto.commit", auto_commit.to_string())
-        .set("enable.auto.offset.store", auto_commit.to_string())
+        .set("enable.auto.commit", (commits != Commits::Explicit).to_string())
+        .set("enable.auto.offset.store", (commits == Commits::Automatic).to_string())
         .set("auto.commit.interval.ms", spec.commit_interval_ms.to_string())
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", spec.session_timeout_ms.to_string());
@@ -59,10 +72,11 @@ async fn insert_row(
 }
 
 /// Batches of up to `spec.batch` messages (waiting at most `spec.batch_wait_ms` after the
-/// first), inserted in one transaction; after the commit, the offsets are committed to
-/// Kafka asynchronously. A crash between the two redoes the batch: at-least-once.
+/// first), inserted in one transaction; after the commit, the offsets are stored for
+/// librdkafka's next commit ([`Commits::Stored`]). A crash between the two redoes the
+/// batch: at-least-once.
 pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let consumer = subscribed(spec, false)?;
+    let consumer = subscribed(spec, Commits::Stored)?;
     let pool = pool(spec).await?;
     let insert = insert_sql(&spec.table)?;
     let wait = Duration::from_millis(spec.batch_wait_ms);
@@ -87,7 +101,7 @@ pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
         for (partition, offset) in next {
             offsets.add_partition_offset(&spec.input, partition, Offset::Offset(offset))?;
         }
-        consumer.commit(&offsets, CommitMode::Async)?;
+        consumer.store_offsets(&offsets)?;
         batch.clear();
     }
 }
@@ -96,7 +110,7 @@ pub(super) async fn batched_inserts(spec: &WorkerSpec) -> anyhow::Result<()> {
 /// into `bench_positions`. (Reading those positions back on assignment is not on the
 /// measured path: every run starts a new group from the earliest offset.)
 pub(super) async fn plain_loop(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let consumer = subscribed(spec, false)?;
+    let consumer = subscribed(spec, Commits::Explicit)?;
     let pool = pool(spec).await?;
     let insert = insert_sql(&spec.table)?;
     loop {

@@ -10,7 +10,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::WorkerSpec;
-use super::baseline_db::subscribed;
+use super::baseline_db::{Commits, subscribed};
 use super::delivered::Deliveries;
 
 /// Notes each delivered record in [`Deliveries`], and ends the process on a failed
@@ -39,7 +39,7 @@ impl ProducerContext for CopyContext {
 /// Reads every message and touches its payload; offsets are auto-committed every
 /// `spec.commit_interval_ms` (librdkafka stores each offset as the message is returned).
 pub(super) async fn consume_only(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let consumer = subscribed(spec, true)?;
+    let consumer = subscribed(spec, Commits::Automatic)?;
     let mut bytes = 0_usize;
     loop {
         let message = consumer.recv().await?;
@@ -60,7 +60,7 @@ pub(super) async fn consume_only(spec: &WorkerSpec) -> anyhow::Result<()> {
 /// loses those. The bench's smoke found exactly that once (records missing from the
 /// output while every offset was committed).
 pub(super) async fn idempotent_copy(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let consumer = subscribed(spec, false)?;
+    let consumer = subscribed(spec, Commits::Explicit)?;
     let deliveries = Arc::new(Deliveries::default());
     let producer: ThreadedProducer<CopyContext> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &spec.brokers)

@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
 use super::WorkerSpec;
-use super::baseline_db::subscribed;
+use super::baseline_db::{Commits, subscribed};
 use super::rows::{Row, RowWriter, Statement};
 
 /// Most messages read and not yet done, over all partitions, before reading pauses: far
@@ -221,7 +221,7 @@ impl Dispatcher {
 /// Runs the consumer until it is stopped, or until a message fails (it ends with that
 /// error: the bench reports a run that fails).
 pub(super) async fn run(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let consumer = subscribed(spec, false)?;
+    let consumer = subscribed(spec, Commits::Explicit)?;
     let rows = RowWriter::new(&spec.table, Statement::PerRow)?;
     let work = Arc::new(Work { pool: pool(spec).await?, rows, wait: Duration::from_micros(spec.handler_delay_us) });
     let mut dispatcher = Dispatcher::new(spec.key_concurrency);
@@ -254,12 +254,7 @@ async fn pool(spec: &WorkerSpec) -> anyhow::Result<PgPool> {
 
 /// A message read, as the job it becomes.
 fn job_of(message: &BorrowedMessage<'_>) -> Job {
-    let row = Row {
-        partition: message.partition(),
-        offset: message.offset(),
-        payload: message.payload().unwrap_or_default().to_vec(),
-    };
-    Job { key: message.key().unwrap_or_default().to_vec(), row }
+    Job { key: message.key().unwrap_or_default().to_vec(), row: Row::of(message) }
 }
 
 /// Commits, asynchronously, the positions that moved since the last commit.

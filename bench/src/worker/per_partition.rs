@@ -6,8 +6,10 @@
 //!
 //! Two kinds:
 //! - **at-least-once** ([`at_least_once`]): batches of up to `spec.batch` messages written
-//!   in one transaction with a [`Statement`] shape, then the partition's offset committed
-//!   to Kafka asynchronously. A crash between the two writes the batch again.
+//!   in one transaction with a [`Statement`] shape, then the partition's next offset stored
+//!   for librdkafka to commit with the others every `spec.commit_interval_ms` (rdkafka's
+//!   at-least-once recipe: a commit per batch would cap the program at the broker's rate of
+//!   offset commits). A crash between the two writes the batch again.
 //! - **offset upsert** ([`plain_loops`]): per message, one transaction holding the insert
 //!   and an upsert of the partition's next offset into `bench_positions`, as the plain loop
 //!   does, one loop per partition.
@@ -23,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -31,7 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::WorkerSpec;
-use super::baseline_db::subscribed;
+use super::baseline_db::{Commits, subscribed};
 use super::rows::{Row, RowWriter, Statement};
 
 /// Messages queued per partition task: a few batches, so the reader runs ahead of the
@@ -41,7 +43,8 @@ const QUEUE: usize = 2_000;
 /// What a partition task does with a batch once its rows are written.
 #[derive(Clone)]
 enum Positions {
-    /// Commits the partition's next offset to Kafka, after the transaction.
+    /// Stores the partition's next offset for librdkafka's next commit, after the
+    /// transaction.
     Kafka { consumer: Arc<StreamConsumer>, topic: String },
     /// Upserts it into `bench_positions`, inside the transaction.
     Upserted { group: String, topic: String },
@@ -59,7 +62,7 @@ struct PartitionWriter {
 
 /// At-least-once, one task per partition, batches written with `statement`.
 pub(super) async fn at_least_once(spec: &WorkerSpec, statement: Statement) -> anyhow::Result<()> {
-    let consumer = Arc::new(subscribed(spec, false)?);
+    let consumer = Arc::new(subscribed(spec, Commits::Stored)?);
     let positions = Positions::Kafka { consumer: Arc::clone(&consumer), topic: spec.input.clone() };
     let writer = PartitionWriter {
         pool: pool(spec).await?,
@@ -73,7 +76,7 @@ pub(super) async fn at_least_once(spec: &WorkerSpec, statement: Statement) -> an
 
 /// One message per transaction with its offset upserted, one loop per partition.
 pub(super) async fn plain_loops(spec: &WorkerSpec) -> anyhow::Result<()> {
-    let consumer = subscribed(spec, false)?;
+    let consumer = subscribed(spec, Commits::Explicit)?;
     let writer = PartitionWriter {
         pool: pool(spec).await?,
         rows: RowWriter::new(&spec.table, Statement::PerRow)?,
@@ -159,7 +162,7 @@ impl PartitionWriter {
         if let Positions::Kafka { consumer, topic } = &self.positions {
             let mut offsets = TopicPartitionList::with_capacity(1);
             offsets.add_partition_offset(topic, partition, Offset::Offset(next))?;
-            consumer.commit(&offsets, CommitMode::Async)?;
+            consumer.store_offsets(&offsets)?;
         }
         Ok(())
     }

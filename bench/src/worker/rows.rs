@@ -14,6 +14,17 @@ pub(crate) struct Row {
     pub(crate) payload: Vec<u8>,
 }
 
+impl Row {
+    /// The row of a message read from Kafka.
+    pub(crate) fn of(message: &impl rdkafka::Message) -> Self {
+        Row {
+            partition: message.partition(),
+            offset: message.offset(),
+            payload: message.payload().unwrap_or_default().to_vec(),
+        }
+    }
+}
+
 /// A message as the three columns of its row, whoever holds it: the baselines' [`Row`]s
 /// and exactly's messages go through the same statements, bound by the same code.
 pub(crate) trait RowFields {
