@@ -1,6 +1,8 @@
 //! The worker of a partition handled one message after another: reads the partition's
 //! queue, gathers batches and hands each to [`super::batch`], which commits its effects and
-//! the new position in one PostgreSQL transaction.
+//! the new position in one PostgreSQL transaction. While a batch commits, the worker reads
+//! and decodes the messages that follow it (up to a batch more), so that the database is
+//! not kept waiting for the next batch to be gathered.
 //!
 //! Order is kept because one worker owns a partition and handles its messages one after
 //! another; partitions run concurrently, bounded by the runtime's batch permits. With key
@@ -20,11 +22,12 @@ use super::consumer::{GroupConsumer, GroupContext, WorkerStart};
 use super::mirror::{Mirror, consumer_position};
 use super::parked::ParkedKeys;
 use super::partition::{Item, PartitionWorker, Progress, read_failed};
+use crate::ops::metrics::handles::PartitionMetrics;
 use crate::api::mode::Database;
 use crate::engine::shared::Shared;
 use crate::error::Error;
 use crate::pipeline::work::Work;
-use crate::store::offsets::{self, Advance};
+use crate::store::offsets::{self, Advance, PartitionKey};
 
 /// Why gathering stopped.
 enum Gathered {
@@ -47,6 +50,48 @@ pub(crate) struct SequentialPartition<H: Work<Mode = Database>> {
     consumer: Arc<GroupConsumer>,
     /// Copies the position to Kafka's committed offsets.
     mirror: Mirror,
+    /// The messages read while the last batch committed: the next batch's first.
+    ahead: Vec<Item<H::Key, H::Payload>>,
+}
+
+/// Reads a partition's queue into a batch: what gathering and reading ahead share.
+struct QueueReader<'a> {
+    queue: &'a PartitionQueue<GroupContext>,
+    key: &'a PartitionKey,
+    reads_headers: bool,
+    counters: &'a PartitionMetrics,
+}
+
+impl QueueReader<'_> {
+    /// Moves what the queue holds now into `into`, until it holds `max` messages. Records
+    /// below `from` were committed already (a seek replays them), and a record at or below
+    /// `into`'s last was read already: both are skipped.
+    fn drain<H: Work<Mode = Database>>(
+        &self,
+        into: &mut Vec<Item<H::Key, H::Payload>>,
+        max: usize,
+        from: i64,
+    ) -> Option<Error> {
+        while into.len() < max {
+            match self.queue.poll(Duration::ZERO) {
+                None => return None,
+                Some(Ok(message)) => {
+                    let offset = message.offset();
+                    if offset < from || into.last().is_some_and(|item| offset <= item.offset()) {
+                        continue;
+                    }
+                    into.push(Item::new::<H>(&message, &self.key.topic, self.reads_headers));
+                    self.counters.consumed.increment(1);
+                }
+                Some(Err(error)) => {
+                    if let Some(broken) = read_failed(error, || self.key.location(from)) {
+                        return Some(broken);
+                    }
+                }
+            }
+        }
+        None
+    }
 }
 
 impl<H: Work<Mode = Database>> SequentialPartition<H> {
@@ -54,7 +99,8 @@ impl<H: Work<Mode = Database>> SequentialPartition<H> {
         let limit = shared.batch.max_records;
         let worker = PartitionWorker::new(handler, shared, &start, Progress::Position, limit);
         let mirror = Mirror::new(start.key.clone());
-        Self { worker, queue: start.queue, notify: start.notify, consumer: start.consumer, mirror }
+        let (queue, notify, consumer) = (start.queue, start.notify, start.consumer);
+        Self { worker, queue, notify, consumer, mirror, ahead: Vec::new() }
     }
 
     pub(crate) async fn run(mut self) {
@@ -88,7 +134,12 @@ impl<H: Work<Mode = Database>> SequentialPartition<H> {
                 Gathered::ParkedDue => continue,
                 Gathered::Batch => {}
             }
-            if !self.worker.commit_with_retries().await {
+            let (committed, broken) = self.commit_reading_ahead().await;
+            if !committed {
+                return;
+            }
+            if let Some(error) = broken {
+                self.worker.shared.report(&error);
                 return;
             }
             self.mirror.copy(&self.consumer, self.worker.next, false);
@@ -148,28 +199,43 @@ impl<H: Work<Mode = Database>> SequentialPartition<H> {
     /// Takes what the partition queue holds now, up to `max` in the batch.
     fn drain(&mut self, max: usize) -> Option<Error> {
         let worker = &mut self.worker;
-        while worker.batch.len() < max {
-            match self.queue.poll(Duration::ZERO) {
-                None => return None,
-                Some(Ok(message)) => {
-                    // Records below the position were committed already (a seek replays them).
-                    if message.offset() < worker.next
-                        || worker.batch.last().is_some_and(|i| message.offset() <= i.offset())
-                    {
-                        continue;
-                    }
-                    let item = Item::new::<H>(&message, &worker.key.topic, worker.reads_headers);
-                    worker.batch.push(item);
-                    worker.counters.consumed.increment(1);
+        let reader = QueueReader {
+            queue: &self.queue,
+            key: &worker.key,
+            reads_headers: worker.reads_headers,
+            counters: &worker.counters,
+        };
+        reader.drain::<H>(&mut worker.batch, max, worker.next)
+    }
+
+    /// Commits the gathered batch (see [`PartitionWorker::commit_with_retries`]) while
+    /// reading the messages that follow it into `ahead`, up to a batch of them; once it has
+    /// committed, they begin the next batch. Returns whether the worker goes on, and the
+    /// error that broke the partition's queue while reading ahead, if one did.
+    async fn commit_reading_ahead(&mut self) -> (bool, Option<Error>) {
+        let Self { worker, queue, notify, ahead, .. } = self;
+        let (key, counters) = (worker.key.clone(), Arc::clone(&worker.counters));
+        let reader = QueueReader { queue, key: &key, reads_headers: worker.reads_headers, counters: &counters };
+        let from = worker.batch.last().map_or(worker.next, |item| item.offset() + 1);
+        let max = worker.shared.batch.max_records;
+        let mut broken = None;
+        let reading = async {
+            loop {
+                if broken.is_none() {
+                    broken = reader.drain::<H>(ahead, max, from);
                 }
-                Some(Err(error)) => {
-                    if let Some(broken) = read_failed(error, || worker.key.location(worker.next)) {
-                        return Some(broken);
-                    }
-                }
+                notify.notified().await;
             }
-        }
-        None
+        };
+        let committed = tokio::select! {
+            biased;
+            committed = worker.commit_with_retries() => committed,
+            never = reading => match never {},
+        };
+        // A committed batch leaves the worker's empty, and its position past the batch.
+        let next = worker.next;
+        worker.batch.extend(ahead.drain(..).filter(|item| item.offset() >= next));
+        (committed, broken)
     }
 
     /// Moves the stored position past records the consumer skipped without delivering them
