@@ -115,8 +115,9 @@ impl<'a> Suite<'a> {
                  time), up to {DEFAULT_CONCURRENCY} batches in flight, each in a transaction with its stored \
                  position. The hand-written baselines are at-least-once: a task per partition on \
                  {DEFAULT_CONCURRENCY} connections (as many batches in flight as exactly) writing each batch with \
-                 per-row `INSERT`s, one `INSERT … UNNEST` or one `COPY`, then committing the offset to Kafka; and \
-                 one loop, one batch at a time. PostgreSQL alone writes the same rows with the same statements \
+                 per-row `INSERT`s, one `INSERT … UNNEST` or one `COPY`, then storing the offset for librdkafka to \
+                 commit every {COMMIT_MS} ms (rdkafka's at-least-once recipe); and one loop, one batch at a time, \
+                 its offsets committed the same way. PostgreSQL alone writes the same rows with the same statements \
                  and no Kafka, on 1 and on {DEFAULT_CONCURRENCY} connections: the database's ceiling for each \
                  shape. Kafka alone: a consumer that only reads, on a backlog of its own ({} messages). Ratios \
                  are to (a), the task-per-partition per-row baseline. CPU per msg: the process's user and system \

@@ -19,7 +19,7 @@ use super::rows::{RowWriter, Statement, copy_bytes};
 
 /// A message of the bench's input, as exactly gives it to a handler (a row to write, see
 /// [`super::rows::RowFields`]).
-type InputMessage = Message<Vec<u8>, Vec<u8>>;
+type InputMessage = Message<Vec<u8>, bytes::Bytes>;
 
 /// Writes the messages into the bench table: one at a time as a [`Handler`], a batch at a
 /// time as a [`BatchHandler`] (registered as one or the other, never both).
@@ -38,7 +38,7 @@ struct TableWriter {
 
 impl Consumes for TableWriter {
     type Key = Vec<u8>;
-    type Payload = Vec<u8>;
+    type Payload = bytes::Bytes;
     type Codec = Bytes;
     type Mode = Database;
 

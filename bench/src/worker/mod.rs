@@ -30,11 +30,11 @@ pub(crate) enum System {
     /// exactly, Kafka mode: copies every record in Kafka transactions with the offsets.
     ExactlyKafka,
     /// Hand-written rdkafka consumer, one loop: batches of per-row inserts, one at a time,
-    /// then an asynchronous offset commit (at-least-once).
+    /// then the offsets stored for librdkafka's periodic commit (at-least-once).
     BatchedInserts,
     /// Hand-written rdkafka consumer with a task per partition and `concurrency`
-    /// connections: batches written with the statement, then an asynchronous offset
-    /// commit (at-least-once).
+    /// connections: batches written with the statement, then the offset stored for
+    /// librdkafka's periodic commit (at-least-once).
     PerPartition(Statement),
     /// Hand-written rdkafka consumer that only reads (offsets auto-committed).
     ConsumeOnly,

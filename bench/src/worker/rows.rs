@@ -58,7 +58,7 @@ macro_rules! row_fields_from_fields {
 }
 
 row_fields_from_fields!(Row);
-row_fields_from_fields!(exactly::Message<Vec<u8>, Vec<u8>>);
+row_fields_from_fields!(exactly::Message<Vec<u8>, bytes::Bytes>);
 
 /// A batch handler is given references to its messages: they are rows as they are.
 impl<T: RowFields + ?Sized> RowFields for &T {

@@ -35,6 +35,17 @@ pub trait Codec<T>: 'static {
     /// Fails when the bytes are not a valid `T`; the runtime then reports the message's
     /// location and does not advance past it.
     fn decode(payload: Option<&[u8]>) -> Result<T, DecodeError>;
+
+    /// Decodes a payload the runtime keeps anyway (in Database mode it holds each record's
+    /// bytes until the record commits, to park it or dead-letter it byte for byte). By
+    /// default the same as [`decode`](Self::decode); a codec whose value can share the
+    /// kept buffer overrides it to skip a copy, as [`Bytes`] does for [`bytes::Bytes`].
+    ///
+    /// # Errors
+    /// As [`decode`](Self::decode).
+    fn decode_kept(payload: Option<&bytes::Bytes>) -> Result<T, DecodeError> {
+        Self::decode(payload.map(|payload| &payload[..]))
+    }
 }
 
 /// JSON through serde: any `T: Deserialize`. A missing payload is an error unless `T`
@@ -53,7 +64,8 @@ impl<T: serde::de::DeserializeOwned> Codec<T> for Json {
 /// The raw payload bytes, as a `Vec<u8>` or a [`bytes::Bytes`]; a missing payload is empty.
 ///
 /// With [`bytes::Bytes`], a handler can emit the payload it consumed (a clone shares the
-/// buffer) without copying it again.
+/// buffer) without copying it again, and in Database mode the payload shares the buffer
+/// the runtime keeps the record's bytes in: one copy out of librdkafka's buffer, not two.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Bytes;
 
@@ -66,6 +78,10 @@ impl Codec<Vec<u8>> for Bytes {
 impl Codec<bytes::Bytes> for Bytes {
     fn decode(payload: Option<&[u8]>) -> Result<bytes::Bytes, DecodeError> {
         Ok(bytes::Bytes::copy_from_slice(payload.unwrap_or_default()))
+    }
+
+    fn decode_kept(payload: Option<&bytes::Bytes>) -> Result<bytes::Bytes, DecodeError> {
+        Ok(payload.cloned().unwrap_or_default())
     }
 }
 
@@ -119,6 +135,19 @@ impl Key for () {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_share_the_kept_buffer_and_other_codecs_copy_it() {
+        let kept = bytes::Bytes::from_static(b"payload");
+        let shared: bytes::Bytes = Bytes::decode_kept(Some(&kept)).unwrap_or_default();
+        assert_eq!(shared.as_ptr(), kept.as_ptr(), "bytes::Bytes shares the kept buffer");
+        let copied: Vec<u8> = Bytes::decode_kept(Some(&kept)).unwrap_or_default();
+        assert_eq!(copied, b"payload");
+        let text: String = Utf8::decode_kept(Some(&kept)).unwrap_or_default();
+        assert_eq!(text, "payload");
+        let missing: bytes::Bytes = Bytes::decode_kept(None).unwrap_or(kept);
+        assert!(missing.is_empty(), "a missing payload is empty, as with decode");
+    }
 
     #[test]
     fn json_decodes_and_reports_bad_input() {

@@ -17,7 +17,7 @@ use crate::api::mode::Database;
 use crate::engine::backoff::until_loaded;
 use crate::error::{Error, ErrorClass, Result};
 use crate::pipeline::dead_letter::{self, DeadLettered};
-use crate::pipeline::decode::{Coordinates, Decoded, decode_parts};
+use crate::pipeline::decode::{Coordinates, Decoded, decode_kept};
 use crate::pipeline::invoke::{Call, FailureKind};
 use crate::pipeline::work::{Entry, Work};
 use crate::store::dead_letters::Letter;
@@ -169,7 +169,7 @@ impl<H: Work<Mode = Database>> PartitionWorker<H> {
         let at =
             Coordinates { topic: key.topic.clone(), partition: key.partition, offset: message.offset, timestamp: None };
         let headers = if self.reads_headers { message.raw.headers.clone() } else { Vec::new() };
-        let decoded = match decode_parts::<H>(message.raw.key.as_deref(), message.raw.payload.as_deref(), headers, at) {
+        let decoded = match decode_kept::<H>(&message.raw, headers, at) {
             Decoded::Failed { part, error } => {
                 let reason = format!("cannot decode the {part}: {error}");
                 self.shared.report(&Error::Decode { location: key.location(message.offset), part, source: error });

@@ -27,7 +27,7 @@ use crate::engine::shared::Shared;
 use crate::error::{Error, Location};
 use crate::ops::metrics::handles::{GroupMetrics, PartitionMetrics};
 use crate::pipeline::attempts::Attempts;
-use crate::pipeline::decode::{Decoded, decode, raw};
+use crate::pipeline::decode::{Coordinates, Decoded, decode_kept, raw};
 use crate::pipeline::work::Work;
 use crate::store::offsets::PartitionKey;
 use crate::store::parking::KeyBytes;
@@ -51,7 +51,7 @@ impl<K, P> Item<K, P> {
     ) -> Self {
         let raw = raw(message);
         let headers = if reads_headers { raw.headers.clone() } else { Vec::new() };
-        let decoded = match decode::<H>(message, topic.to_owned(), headers) {
+        let decoded = match decode_kept::<H>(&raw, headers, Coordinates::of(message, topic.to_owned())) {
             Decoded::Message(message) => Ok(message),
             Decoded::Failed { part, error } => Err((part, error)),
         };

@@ -22,10 +22,10 @@ use super::consumer::{GroupConsumer, GroupContext, WorkerStart};
 use super::mirror::{Mirror, consumer_position};
 use super::parked::ParkedKeys;
 use super::partition::{Item, PartitionWorker, Progress, read_failed};
-use crate::ops::metrics::handles::PartitionMetrics;
 use crate::api::mode::Database;
 use crate::engine::shared::Shared;
 use crate::error::Error;
+use crate::ops::metrics::handles::PartitionMetrics;
 use crate::pipeline::work::Work;
 use crate::store::offsets::{self, Advance, PartitionKey};
 

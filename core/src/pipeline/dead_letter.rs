@@ -21,7 +21,7 @@ pub(crate) async fn write(tx: &mut PgConnection, letter: &Letter<'_>, topic: Opt
 pub(crate) fn record(topic: &str, letter: &Letter<'_>) -> Output {
     let mut output = Output::to(topic);
     output.key = letter.raw.key.as_deref().map(bytes::Bytes::copy_from_slice);
-    output.payload = letter.raw.payload.as_deref().map(bytes::Bytes::copy_from_slice);
+    output.payload.clone_from(&letter.raw.payload);
     for (name, value) in &letter.raw.headers {
         output = output.header(name.clone(), value.clone().unwrap_or_default());
     }
@@ -68,7 +68,7 @@ mod properties {
         let bytes = || prop::collection::vec(any::<u8>(), 0..16);
         let header = (any::<String>(), prop::option::of(bytes()));
         (prop::option::of(bytes()), prop::option::of(bytes()), prop::collection::vec(header, 0..5))
-            .prop_map(|(key, payload, headers)| RawRecord { key, payload, headers })
+            .prop_map(|(key, payload, headers)| RawRecord { key, payload: payload.map(Into::into), headers })
     }
 
     fn location() -> impl Strategy<Value = Location> {

@@ -20,7 +20,7 @@ pub(crate) type Headers = Vec<(String, Option<Vec<u8>>)>;
 pub(crate) fn raw(message: &BorrowedMessage<'_>) -> RawRecord {
     RawRecord {
         key: message.key().map(<[u8]>::to_vec),
-        payload: message.payload().map(<[u8]>::to_vec),
+        payload: message.payload().map(bytes::Bytes::copy_from_slice),
         headers: headers(message),
     }
 }
@@ -46,13 +46,17 @@ pub(crate) fn decode<H: Consumes>(
     topic: String,
     headers: Vec<(String, Option<Vec<u8>>)>,
 ) -> Decoded<H::Key, H::Payload> {
-    let at = Coordinates {
-        topic,
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
-    };
-    decode_parts::<H>(message.key(), message.payload(), headers, at)
+    decode_parts::<H>(message.key(), message.payload(), headers, Coordinates::of(message, topic))
+}
+
+/// Decodes the record kept in `raw`, its payload shared with `raw` where the codec can
+/// share it ([`Codec::decode_kept`]).
+pub(crate) fn decode_kept<H: Consumes>(
+    raw: &RawRecord,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    at: Coordinates,
+) -> Decoded<H::Key, H::Payload> {
+    message_of::<H>(raw.key.as_deref(), H::Codec::decode_kept(raw.payload.as_ref()), headers, at)
 }
 
 /// Where a record was, for [`decode_parts`].
@@ -63,6 +67,18 @@ pub(crate) struct Coordinates {
     pub(crate) timestamp: Option<i64>,
 }
 
+impl Coordinates {
+    /// Where `message` was, in `topic` (the caller's copy of its name).
+    pub(crate) fn of(message: &BorrowedMessage<'_>, topic: String) -> Self {
+        Coordinates {
+            topic,
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp: message.timestamp().to_millis(),
+        }
+    }
+}
+
 /// Decodes a record given as its parts (from Kafka, or from the dead letters).
 pub(crate) fn decode_parts<H: Consumes>(
     key: Option<&[u8]>,
@@ -70,11 +86,22 @@ pub(crate) fn decode_parts<H: Consumes>(
     headers: Vec<(String, Option<Vec<u8>>)>,
     at: Coordinates,
 ) -> Decoded<H::Key, H::Payload> {
+    message_of::<H>(key, H::Codec::decode(payload), headers, at)
+}
+
+/// The message of a decoded payload, once its key decodes too (a key that fails is
+/// reported before a payload that failed).
+fn message_of<H: Consumes>(
+    key: Option<&[u8]>,
+    payload: Result<H::Payload, DecodeError>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    at: Coordinates,
+) -> Decoded<H::Key, H::Payload> {
     let key = match key.map(H::Key::decode).transpose() {
         Ok(key) => key,
         Err(error) => return Decoded::Failed { part: "key", error },
     };
-    let payload = match H::Codec::decode(payload) {
+    let payload = match payload {
         Ok(payload) => payload,
         Err(error) => return Decoded::Failed { part: "payload", error },
     };

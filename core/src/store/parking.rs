@@ -104,7 +104,7 @@ pub(crate) async fn oldest(
         offset: row.try_get("message_offset")?,
         raw: RawRecord {
             key: row.try_get("key")?,
-            payload: row.try_get("payload")?,
+            payload: row.try_get::<Option<Vec<u8>>, _>("payload")?.map(bytes::Bytes::from),
             headers: names.into_iter().zip(values).collect(),
         },
         attempts: u32::try_from(attempts).unwrap_or(0),

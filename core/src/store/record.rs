@@ -4,7 +4,9 @@
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct RawRecord {
     pub(crate) key: Option<Vec<u8>>,
-    pub(crate) payload: Option<Vec<u8>>,
+    /// Shared with the decoded payload when the handler's codec can share it
+    /// ([`Codec::decode_kept`](crate::codec::Codec::decode_kept)).
+    pub(crate) payload: Option<bytes::Bytes>,
     pub(crate) headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
