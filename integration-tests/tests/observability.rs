@@ -175,12 +175,12 @@ impl Handler for GatedCopier {
     }
 }
 
-/// Closes its gates when dropped, so that a test failing while handlers wait at them does
-/// not hang: the runtime's drop waits for the Kafka-mode consumer thread, which waits for
-/// its handler call.
-struct OpenOnDrop<'a>(Vec<&'a Semaphore>);
+/// Closes its gates when dropped, which releases the handlers waiting at them (their
+/// acquire fails), so that a test failing while they wait does not hang: the runtime's
+/// drop waits for the Kafka-mode consumer thread, which waits for its handler call.
+struct ReleaseOnDrop<'a>(Vec<&'a Semaphore>);
 
-impl Drop for OpenOnDrop<'_> {
+impl Drop for ReleaseOnDrop<'_> {
     fn drop(&mut self) {
         self.0.iter().for_each(|gate| gate.close());
     }
@@ -257,7 +257,7 @@ async fn metrics_count_every_message_and_the_lag_falls_to_zero() -> anyhow::Resu
     )
     .await?;
     let addr = served.addr;
-    let _open_if_failed = OpenOnDrop(vec![&hold.gate, &gate]);
+    let _release_if_failed = ReleaseOnDrop(vec![&hold.gate, &gate]);
 
     // While held: nothing processed, each partition's whole content is its lag.
     wait_until(WAIT, "both handlers to be held at their first record", || async {
