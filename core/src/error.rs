@@ -194,6 +194,21 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A Kafka-mode handler call did not finish within the producer's
+    /// `transaction.timeout.ms` (60 s unless set): by then Kafka has aborted the
+    /// transaction its output would have joined. The call was abandoned (its future
+    /// dropped), and it counts as a failed try: tried again as the retry policy says, then
+    /// dead-lettered.
+    #[error(
+        "handler did not finish at {location} within {after:?}, the producer's transaction.timeout.ms, after which \
+         Kafka aborts the transaction its output would join; it was abandoned and counts as a failed try"
+    )]
+    HandlerTimedOut {
+        /// Where.
+        location: Location,
+        /// The deadline it ran past.
+        after: std::time::Duration,
+    },
     /// A Kafka call did not return within its timeout plus a grace period: librdkafka can
     /// block in `send_offsets_to_transaction` past its timeout when the group coordinator
     /// goes away (confluentinc/librdkafka#5456, #5511). The producer is abandoned (its call
@@ -335,7 +350,10 @@ impl Error {
             Error::KafkaCallStuck { .. } | Error::DatabaseTimedOut { .. } => ErrorClass::Retriable,
             Error::Internal(_) => ErrorClass::Abortable,
             Error::Database(e) => database_class(e),
-            Error::Handler { .. } | Error::Decode { .. } | Error::AssignmentLost { .. } => ErrorClass::Abortable,
+            Error::Handler { .. }
+            | Error::HandlerTimedOut { .. }
+            | Error::Decode { .. }
+            | Error::AssignmentLost { .. } => ErrorClass::Abortable,
         }
     }
 
@@ -376,6 +394,7 @@ impl Error {
             Error::Fenced { location, .. }
             | Error::Decode { location, .. }
             | Error::Handler { location, .. }
+            | Error::HandlerTimedOut { location, .. }
             | Error::PositionMoved { location, .. }
             | Error::OffsetOutOfRange { location } => Some(location),
             Error::DatabaseTimedOut { location, .. } => location.as_ref(),

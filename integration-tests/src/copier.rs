@@ -31,6 +31,10 @@ pub struct Copier {
     pub delay: std::time::Duration,
     /// Stall once, for this long, on this payload (to outlive a transaction timeout).
     pub stall_once: Option<(Vec<u8>, std::time::Duration, std::sync::Arc<std::sync::atomic::AtomicBool>)>,
+    /// Payloads on which the handler never returns (to test the call's deadline).
+    pub hang_on: Vec<Vec<u8>>,
+    /// How many calls began to hang on one of `hang_on`.
+    pub hung: Arc<AtomicUsize>,
     /// The handler's own retry policy.
     pub retry: Option<exactly::RetryPolicy>,
     /// Where spent messages go.
@@ -58,6 +62,8 @@ impl Copier {
             panic_on: Vec::new(),
             delay: std::time::Duration::ZERO,
             stall_once: None,
+            hang_on: Vec::new(),
+            hung: Arc::default(),
             retry: None,
             dead_letter_topic: None,
             largest_batch: Arc::default(),
@@ -119,6 +125,10 @@ impl Handler for Copier {
             && !done.swap(true, std::sync::atomic::Ordering::SeqCst)
         {
             tokio::time::sleep(*stall).await;
+        }
+        if self.hang_on.contains(&message.payload) {
+            self.hung.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         if self.fail_on.contains(&message.payload) {
             return Err("refusing this payload".into());

@@ -1,7 +1,8 @@
 //! Kafka mode (consume-transform-produce): output records and input offsets commit in one
 //! Kafka transaction; unsafe producer settings are refused; a failing record stops only its
 //! partition; a record the broker refuses aborts its transaction; one the producer refuses
-//! fails its message, which is dead-lettered; overlapping commits keep order.
+//! fails its message, which is dead-lettered; a handler call that never returns is abandoned
+//! at its deadline; overlapping commits keep order.
 
 use std::time::Duration;
 
@@ -403,6 +404,76 @@ async fn spent_records_go_to_the_dead_letter_topic_in_the_offsets_transaction() 
             assert!(error.contains("refusing this payload"), "{error}");
         }
     }
+    Ok(())
+}
+
+/// A handler call that never returns is abandoned at the producer's
+/// `transaction.timeout.ms`: a failed try, so its record is dead-lettered once its tries are
+/// spent while every other record is copied once; and a graceful shutdown with a call
+/// hanging ends at the deadline instead of waiting for the call for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_call_that_never_returns_is_abandoned_at_the_transaction_timeout() -> anyhow::Result<()> {
+    abandons_calls_that_never_return(1).await
+}
+
+/// The same with key concurrency, where each call of a window has its own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_key_concurrency_a_call_that_never_returns_is_abandoned_too() -> anyhow::Result<()> {
+    abandons_calls_that_never_return(4).await
+}
+
+async fn abandons_calls_that_never_return(key_concurrency: usize) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let kafka = Kafka::shared().await?;
+    let input = kafka.unique_topic("a", 2).await?;
+    let (output, dead) = (kafka.unique_topic("b", 2).await?, kafka.unique_topic("dlt", 1).await?);
+    // Record 7 (partition 1) hangs its handler; partition 0 holds the even ones, 0 to 19.
+    let payload = |i: usize| if i == 7 { "hang".to_owned() } else { format!("m-{i}") };
+    let records: Vec<Input> = (0..40).map(|i| Input::to((i % 2) as i32, format!("k{i}"), payload(i))).collect();
+    produce(&kafka.client_config(), &input, records).await?;
+    let group = unique("copy");
+    let mut copier = Copier::new(&input, &output, &group);
+    copier.hang_on = vec![b"hang".to_vec(), b"hang-at-shutdown".to_vec()];
+    copier.retry = Some(RetryPolicy::default().max_attempts(2).initial_backoff(Duration::from_millis(20)));
+    copier.dead_letter_topic = Some(dead.clone());
+    copier.key_concurrency = key_concurrency;
+    let hung = std::sync::Arc::clone(&copier.hung);
+    // The lowest the runtime accepts: the commit interval (100 ms) + 10 s.
+    let deadline = Duration::from_millis(10_100);
+    let builder = kafka_mode().producer_setting("transaction.timeout.ms", "10100").handler(copier);
+    let running = Running::start(kafka, builder).await?;
+    wait_until(WAIT, "39 copies and 1 dead letter", || async {
+        let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+        let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+        Ok((copies.len() >= 39 && !letters.is_empty()).then_some(()))
+    })
+    .await?;
+    let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
+    assert_eq!(letters.len(), 1, "the hanging record dead-lettered once: {letters:?}");
+    assert_eq!(letters[0].payload.as_deref(), Some(b"hang".as_slice()));
+    assert_eq!(letters[0].header("exactly.attempts").as_deref(), Some("2"), "two abandoned tries");
+    let error = letters[0].header("exactly.error").unwrap_or_default();
+    assert!(error.contains("did not finish") && error.contains("transaction.timeout.ms"), "{error}");
+    assert_eq!(hung.load(Ordering::SeqCst), 2, "one call per try");
+    let timed_out = running.reported.all().iter().filter(|e| e.starts_with("handler did not finish")).count();
+    assert_eq!(timed_out, 2, "each abandoned call reported: {:?}", running.reported.all());
+
+    // A call hanging when the runtime is asked to stop: the stop waits out its deadline,
+    // then the record stays uncommitted, to be handled after a restart.
+    produce(&kafka.client_config(), &input, [Input::to(0, "k-last", "hang-at-shutdown")]).await?;
+    wait_until(WAIT, "the last record's call to hang", || async {
+        Ok((hung.load(Ordering::SeqCst) == 3).then_some(()))
+    })
+    .await?;
+    let stopping = tokio::time::timeout(deadline + Duration::from_secs(30), running.stop()).await;
+    stopping.map_err(|_| anyhow::anyhow!("the stop waited for the hanging call past its deadline"))??;
+    let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
+    let mut copied: Vec<Vec<u8>> = copies.iter().filter_map(|r| r.payload.clone()).collect();
+    copied.sort();
+    copied.dedup();
+    assert_eq!((copies.len(), copied.len()), (39, 39), "every other record copied once");
+    let committed = CommittedOffsets::new(kafka, &group, &input, 2)?.per_partition()?;
+    assert_eq!(committed, vec![20, 20], "partition 0 committed up to the hanging record, not past it");
     Ok(())
 }
 

@@ -56,7 +56,10 @@ pub trait Consumes {
 /// ([`RuntimeBuilder::database_transaction_timeout`](crate::RuntimeBuilder::database_transaction_timeout),
 /// 60 s by default): past it the batch is abandoned, rolled back and tried again, so a
 /// database that stops answering cannot hold a partition for good. A handler that needs
-/// longer needs a longer deadline.
+/// longer needs a longer deadline. In Kafka mode each call has a deadline of the
+/// producer's `transaction.timeout.ms` (60 s unless set), after which Kafka would abort the
+/// transaction anyway: a call past it is abandoned and counts as a failed try
+/// ([`Error::HandlerTimedOut`](crate::Error::HandlerTimedOut)).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a per-message handler",
     label = "`handler` takes an `exactly::Handler`",

@@ -15,7 +15,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message as _};
 
 use super::Partition;
-use super::poll::complete;
+use super::poll::complete_within;
 use super::rebalance::KafkaModeContext;
 use super::state::GroupState;
 use crate::api::context::Context;
@@ -206,9 +206,10 @@ impl GroupState {
             .collect();
         outputs.clear();
         let mut cx = Context::for_kafka(outputs);
-        if !matches!(complete(&shared.handle, handler.run(&entries, &mut cx)), Ran::Handled)
-            || self.undeclared(outputs).is_some()
-        {
+        // A batch that fails or runs past the deadline is tried message by message, which
+        // finds and reports the message at fault.
+        let ran = complete_within(&shared.handle, self.handling.deadline, handler.run(&entries, &mut cx));
+        if !matches!(ran, Some(Ran::Handled)) || self.undeclared(outputs).is_some() {
             return false;
         }
         let last = held[held.len() - 1].message.offset();

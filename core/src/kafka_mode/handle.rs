@@ -11,7 +11,7 @@ use rdkafka::message::{BorrowedMessage, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::Partition;
-use super::poll::complete;
+use super::poll::complete_within;
 use super::rebalance::KafkaModeContext;
 use super::state::{Blocked, GroupState};
 use crate::api::context::Context;
@@ -124,12 +124,22 @@ impl GroupState {
             parent: Some(parent),
         };
         let entry = [Entry { message: &decoded, call, trace }];
-        let outcome = complete(&shared.handle, handler.run(&entry, &mut cx)).into_outcome();
+        let ran = complete_within(&shared.handle, self.handling.deadline, handler.run(&entry, &mut cx));
         self.reuse.spare_topic = std::mem::take(&mut decoded.topic);
-        if let Some(failure) = outcome.into_error(|| self.location(key, offset)) {
+        let Some(ran) = ran else { return Err(self.timed_out(key, offset)) };
+        if let Some(failure) = ran.into_outcome().into_error(|| self.location(key, offset)) {
             return Err(failure);
         }
         self.check_outputs(key, offset, outputs)
+    }
+
+    /// The failure of a handler call on the message at `offset` of `key` abandoned at the
+    /// deadline: a failed try, as an error the handler returned would be, so a message that
+    /// always stalls its handler is dead-lettered in the end rather than stalling its
+    /// partition for good.
+    pub(super) fn timed_out(&self, key: &Partition, offset: i64) -> Failure {
+        let error = Error::HandlerTimedOut { location: self.location(key, offset), after: self.handling.deadline };
+        (error, FailureKind::Counted)
     }
 
     /// The headers the handler is given, and the message's trace context: librdkafka

@@ -69,6 +69,8 @@ struct Calls<'a> {
     group: &'a str,
     parent: &'a tracing::Span,
     lanes: usize,
+    /// How long one call may run (see [`super::KafkaModeSettings::handler_deadline`]).
+    deadline: std::time::Duration,
 }
 
 impl GroupState {
@@ -91,7 +93,13 @@ impl GroupState {
                 keyed.in_flight(window.slots.len());
             }
         }
-        let calls = Calls { group: &self.handling.group, parent: &parent, lanes: self.handling.key_concurrency };
+        let handling = &self.handling;
+        let calls = Calls {
+            group: &handling.group,
+            parent: &parent,
+            lanes: handling.key_concurrency,
+            deadline: handling.deadline,
+        };
         let runs = windows.iter_mut().map(|window| run_partition(handler, calls, window));
         let waits = complete(&shared.handle, futures::future::join_all(runs));
         for (window, waited) in windows.iter().zip(waits) {
@@ -259,8 +267,15 @@ async fn run_key<H: Work<Mode = Kafka>>(
             Call { group: calls.group, topic, partition, offset, attempt: slot.attempt, parent: Some(calls.parent) };
         let entry = [Entry { message, call, trace: slot.trace.take() }];
         let mut cx = Context::for_kafka(&mut slot.outputs);
-        let outcome = handler.run(&entry, &mut cx).await.into_outcome();
-        match outcome.into_error(|| call.location()) {
+        // Each call has its own deadline (the window's would cut short a key whose
+        // messages each take most of it); an abandoned call is a failed try, as in
+        // [`GroupState::timed_out`].
+        let Ok(ran) = tokio::time::timeout(calls.deadline, handler.run(&entry, &mut cx)).await else {
+            let error = Error::HandlerTimedOut { location: call.location(), after: calls.deadline };
+            slot.outcome = Some(Err((error, FailureKind::Counted)));
+            return;
+        };
+        match ran.into_outcome().into_error(|| call.location()) {
             Some(failure) => {
                 slot.outcome = Some(Err(failure));
                 return;

@@ -74,6 +74,17 @@ impl std::fmt::Debug for KafkaModeSettings {
     }
 }
 
+impl KafkaModeSettings {
+    /// How long a handler call may run: the producers' `transaction.timeout.ms`
+    /// (librdkafka's 60 s unless set). Kafka aborts a transaction open longer than that, so
+    /// a call still running then can no longer commit, and waiting on would only hold up
+    /// the group's thread, a graceful shutdown and the runtime's drop.
+    pub(crate) fn handler_deadline(&self) -> Duration {
+        let set = self.producers[0].get("transaction.timeout.ms").and_then(|ms| ms.trim().parse().ok());
+        Duration::from_millis(set.unwrap_or(60_000))
+    }
+}
+
 /// A Kafka-mode handler, ready to start as its consumer group.
 pub(crate) struct KafkaGroup<H> {
     handler: Arc<H>,

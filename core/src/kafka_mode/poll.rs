@@ -39,6 +39,7 @@ pub(super) fn start<H: Work<Mode = Kafka> + 'static>(
         dead_letter_topic: subscription.dead_letter_topic().map(str::to_owned),
         reads_headers: subscription.reads_headers(),
         key_concurrency: subscription.key_concurrency(),
+        deadline: settings.handler_deadline(),
     };
     let state = Mutex::new(GroupState::new(handling, settings));
     let context = KafkaModeContext { shared: Arc::clone(shared), state };
@@ -143,6 +144,21 @@ fn poll_failed(
     }
 }
 
+/// [`complete`], with `future` abandoned (dropped) if it waits past `limit`: `None` then.
+/// The clock is armed only once the future waits, so a handler that does not wait costs no
+/// timer.
+pub(super) fn complete_within<F: std::future::Future>(
+    handle: &tokio::runtime::Handle,
+    limit: Duration,
+    future: F,
+) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    match poll_in_place(future.as_mut()) {
+        Some(output) => Some(output),
+        None => handle.block_on(tokio::time::timeout(limit, future)).ok(),
+    }
+}
+
 /// Runs `future` to its end on this (blocking) thread: polled once in place, which is all a
 /// handler that does not wait needs; only one that waits is driven on by `block_on`.
 /// Entering the runtime with `block_on` for every message cost more CPU than copying the
@@ -150,9 +166,17 @@ fn poll_failed(
 /// context already, so a handler can use tokio (timers, spawning) in place.
 pub(super) fn complete<F: std::future::Future>(handle: &tokio::runtime::Handle, future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-        return output;
+    match poll_in_place(future.as_mut()) {
+        Some(output) => output,
+        None => handle.block_on(future),
     }
-    handle.block_on(future)
+}
+
+/// Polls `future` once, with a waker that does nothing: its output if it is ready.
+fn poll_in_place<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> Option<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut cx) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
 }

@@ -42,6 +42,8 @@ pub(super) struct Handling {
     /// How many keys of one partition may be handled at once (1: one message after
     /// another; above 1, see [`super::keyed`]).
     pub(super) key_concurrency: usize,
+    /// How long one handler call may run (see [`super::KafkaModeSettings::handler_deadline`]).
+    pub(super) deadline: std::time::Duration,
 }
 
 /// Two transactional producers, used in turn: one commits a transaction while the other
