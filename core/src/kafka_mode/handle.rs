@@ -18,7 +18,7 @@ use crate::api::context::Context;
 use crate::api::mode::Kafka;
 use crate::api::output::Output;
 use crate::engine::shared::Shared;
-use crate::error::Error;
+use crate::error::{Error, Location};
 use crate::kafka::producer::CALL_TIMEOUT;
 use crate::kafka::trace_context::TraceContext;
 use crate::pipeline::dead_letter::{self, DeadLettered};
@@ -29,6 +29,14 @@ use crate::store::dead_letters::Letter;
 
 /// How a message failed: the error to report, and how it counts.
 pub(super) type Failure = (Error, FailureKind);
+
+/// The failure of a handler call on the message at `location` abandoned at the deadline
+/// `after`: a failed try, as an error the handler returned would be, so a message that
+/// always stalls its handler is dead-lettered in the end rather than stalling its partition
+/// for good.
+pub(super) fn timed_out(location: Location, after: std::time::Duration) -> Failure {
+    (Error::HandlerTimedOut { location, after }, FailureKind::Counted)
+}
 
 impl GroupState {
     /// Handles one message: the handler's output and the message's offset join the open
@@ -126,20 +134,11 @@ impl GroupState {
         let entry = [Entry { message: &decoded, call, trace }];
         let ran = complete_within(&shared.handle, self.handling.deadline, handler.run(&entry, &mut cx));
         self.reuse.spare_topic = std::mem::take(&mut decoded.topic);
-        let Some(ran) = ran else { return Err(self.timed_out(key, offset)) };
+        let Some(ran) = ran else { return Err(timed_out(self.location(key, offset), self.handling.deadline)) };
         if let Some(failure) = ran.into_outcome().into_error(|| self.location(key, offset)) {
             return Err(failure);
         }
         self.check_outputs(key, offset, outputs)
-    }
-
-    /// The failure of a handler call on the message at `offset` of `key` abandoned at the
-    /// deadline: a failed try, as an error the handler returned would be, so a message that
-    /// always stalls its handler is dead-lettered in the end rather than stalling its
-    /// partition for good.
-    pub(super) fn timed_out(&self, key: &Partition, offset: i64) -> Failure {
-        let error = Error::HandlerTimedOut { location: self.location(key, offset), after: self.handling.deadline };
-        (error, FailureKind::Counted)
     }
 
     /// The headers the handler is given, and the message's trace context: librdkafka

@@ -27,7 +27,7 @@ use rdkafka::message::Message as _;
 
 use super::Partition;
 use super::batched::{Held, by_partition};
-use super::handle::{Failure, Sent, pause};
+use super::handle::{Failure, Sent, pause, timed_out};
 use super::poll::complete;
 use super::rebalance::KafkaModeContext;
 use super::state::{Blocked, GroupState};
@@ -268,11 +268,9 @@ async fn run_key<H: Work<Mode = Kafka>>(
         let entry = [Entry { message, call, trace: slot.trace.take() }];
         let mut cx = Context::for_kafka(&mut slot.outputs);
         // Each call has its own deadline (the window's would cut short a key whose
-        // messages each take most of it); an abandoned call is a failed try, as in
-        // [`GroupState::timed_out`].
+        // messages each take most of it).
         let Ok(ran) = tokio::time::timeout(calls.deadline, handler.run(&entry, &mut cx)).await else {
-            let error = Error::HandlerTimedOut { location: call.location(), after: calls.deadline };
-            slot.outcome = Some(Err((error, FailureKind::Counted)));
+            slot.outcome = Some(Err(timed_out(call.location(), calls.deadline)));
             return;
         };
         match ran.into_outcome().into_error(|| call.location()) {
