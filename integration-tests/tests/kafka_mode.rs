@@ -365,7 +365,7 @@ async fn spent_records_go_to_the_dead_letter_topic_in_the_offsets_transaction() 
             Input::to((i % 2) as i32, format!("k{i}"), if poison(i) { format!("poison-{i}") } else { format!("m-{i}") })
         })
         .collect();
-    produce(&kafka.client_config(), &input, records).await?;
+    produce(&kafka.client_config(), &input, records.clone()).await?;
     let mut copier = Copier::new(&input, &output, &unique("copy"));
     copier.fail_on = (0..120).filter(|i| poison(*i)).map(|i| format!("poison-{i}").into_bytes()).collect();
     // One of them panics instead: caught, and a failure like the others.
@@ -382,11 +382,8 @@ async fn spent_records_go_to_the_dead_letter_topic_in_the_offsets_transaction() 
     .await?;
     running.stop().await?;
 
-    let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
-    let mut copied: Vec<Vec<u8>> = copies.iter().filter_map(|r| r.payload.clone()).collect();
-    copied.sort();
-    copied.dedup();
-    assert_eq!((copies.len(), copied.len()), (117, 117), "every good record copied once");
+    let good: Vec<Input> = records.into_iter().enumerate().filter(|(i, _)| !poison(*i)).map(|(_, r)| r).collect();
+    verify_copy(kafka, &output, &good).await?.assert_exactly_once(117);
     let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
     assert_eq!(letters.len(), 3, "every poison record dead-lettered once: {letters:?}");
     for letter in &letters {
@@ -430,7 +427,7 @@ async fn abandons_calls_that_never_return(key_concurrency: usize) -> anyhow::Res
     // Record 7 (partition 1) hangs its handler; partition 0 holds the even ones, 0 to 19.
     let payload = |i: usize| if i == 7 { "hang".to_owned() } else { format!("m-{i}") };
     let records: Vec<Input> = (0..40).map(|i| Input::to((i % 2) as i32, format!("k{i}"), payload(i))).collect();
-    produce(&kafka.client_config(), &input, records).await?;
+    produce(&kafka.client_config(), &input, records.clone()).await?;
     let group = unique("copy");
     let mut copier = Copier::new(&input, &output, &group);
     copier.hang_on = vec![b"hang".to_vec(), b"hang-at-shutdown".to_vec()];
@@ -469,11 +466,8 @@ async fn abandons_calls_that_never_return(key_concurrency: usize) -> anyhow::Res
     .await?;
     let stopping = tokio::time::timeout(deadline + Duration::from_secs(30), running.stop()).await;
     stopping.map_err(|_| anyhow::anyhow!("the stop waited for the hanging call past its deadline"))??;
-    let copies = read_to_end(kafka.client_config(), &output, Isolation::ReadCommitted, WAIT).await?;
-    let mut copied: Vec<Vec<u8>> = copies.iter().filter_map(|r| r.payload.clone()).collect();
-    copied.sort();
-    copied.dedup();
-    assert_eq!((copies.len(), copied.len()), (39, 39), "every other record copied once");
+    let others: Vec<Input> = records.into_iter().filter(|r| r.payload != b"hang").collect();
+    verify_copy(kafka, &output, &others).await?.assert_exactly_once(39);
     let letters = read_to_end(kafka.client_config(), &dead, Isolation::ReadCommitted, WAIT).await?;
     let last = letters.last().and_then(|letter| letter.payload.clone());
     assert_eq!((letters.len(), last.as_deref()), (2, Some(b"hang-at-shutdown".as_slice())), "{letters:?}");
